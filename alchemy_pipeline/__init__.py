@@ -1,0 +1,1 @@
+"""Alchemy: daily double moving-average trading signals for Chinese ETFs."""

@@ -1,0 +1,114 @@
+"""The daily job, its schedule, and the notification job with the sensor that starts it."""
+
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+
+from alchemy_pipeline.defs.partitions import PRICE_ASSET, RunPlan, plan_daily_runs, trading_days
+from alchemy_pipeline.defs.resources import NotifierResource, SiteResource
+from alchemy_pipeline.defs.signals.assets import (
+    etf_daily_prices,
+    etf_indicators,
+    signal_report,
+    trade_signals,
+)
+from alchemy_pipeline.domain import calendar
+from alchemy_pipeline.domain.notify import build_message, choose_day_to_notify
+from alchemy_pipeline.domain.publish import report_key
+
+# Runs that write the pipeline's assets share one lane; the instance's run queue admits one at a time
+# and in priority order, so a cold start's history run finishes before the day's run reads it.
+LANE_TAG = "alchemy/lane"
+LANE = "signals"
+PRIORITY_TAG = "dagster/priority"
+
+daily_signals_job = dg.define_asset_job(
+    name="daily_signals_job",
+    selection=[etf_daily_prices, etf_indicators, trade_signals, signal_report],
+    partitions_def=trading_days,
+    tags={LANE_TAG: LANE},
+    description="Fetch, compute and publish the trading signals of a trading day (or of a range, as one run).",
+)
+
+
+def run_request(plan: RunPlan, priority: int, run_key: str) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=run_key,
+        asset_selection=[dg.AssetKey(a) for a in plan.assets],
+        tags={
+            "dagster/asset_partition_range_start": plan.start,
+            "dagster/asset_partition_range_end": plan.end,
+            LANE_TAG: LANE,
+            PRIORITY_TAG: str(priority),
+            "alchemy/purpose": plan.purpose,
+        },
+    )
+
+
+def scheduled_requests(day: str, instance: dg.DagsterInstance) -> list[dg.RunRequest]:
+    materialized = instance.get_materialized_partitions(dg.AssetKey(PRICE_ASSET))
+    plans = plan_daily_runs(day, materialized)
+    # Earlier plans feed later ones: give them the higher priority.
+    return [
+        run_request(plan, priority=len(plans) - i, run_key=f"{day}:{'+'.join(plan.assets)}")
+        for i, plan in enumerate(plans)
+    ]
+
+
+@dg.schedule(
+    cron_schedule="0 18 * * 1-5",
+    execution_timezone=calendar.TIMEZONE,
+    job=daily_signals_job,
+    description=(
+        "18:00 Asia/Shanghai on trading days: publishes that day's signals. On a fresh instance it first "
+        "fetches the missing price history as one single-run backfill."
+    ),
+)
+def daily_signals_schedule(context: dg.ScheduleEvaluationContext):
+    day = context.scheduled_execution_time.astimezone(ZoneInfo(calendar.TIMEZONE)).date()
+    if not calendar.is_trading_day(day):
+        return dg.SkipReason(f"{day} is not a trading day of the {calendar.EXCHANGE} calendar")
+    return scheduled_requests(day.isoformat(), context.instance)
+
+
+@dg.op(description="Sends the day's published text report, with the link to its page, to subscribers.")
+def send_signal_notification(
+    context: dg.OpExecutionContext, site: SiteResource, notifier: NotifierResource
+) -> dg.Output[str]:
+    day = context.partition_key
+    outbox = notifier.notifier()
+    # The durable record is checked before sending: a rerun or a retry never sends a day twice.
+    record = outbox.sent_record(day)
+    if record is not None:
+        context.log.info(f"{day} was already notified ({record['message_id']}); nothing sent")
+        return dg.Output(record["message_id"], metadata={"sent": False, "message_id": record["message_id"]})
+    text = site.store().get(report_key(day, ".txt"))
+    if text is None:
+        raise dg.Failure(description=f"No published report for {day}: nothing to notify")
+    message = build_message(day, text.decode("utf-8"), site.page_url(day))
+    record = outbox.send(message)
+    return dg.Output(
+        record["message_id"],
+        metadata={"sent": True, "message_id": record["message_id"], "subject": message.subject},
+    )
+
+
+@dg.job(partitions_def=trading_days, tags={"alchemy/lane": "notify"})
+def notify_subscribers():
+    """Emails the day's signals to subscribers, once per day."""
+    send_signal_notification()
+
+
+@dg.sensor(
+    job=notify_subscribers,
+    minimum_interval_seconds=60,
+    description="Notifies subscribers of the newest published signal_report day, once, if it is recent.",
+)
+def notify_subscribers_sensor(context: dg.SensorEvaluationContext, notifier: NotifierResource):
+    published = context.instance.get_materialized_partitions(signal_report.key)
+    today = calendar.exchange_today()
+    decision = choose_day_to_notify(sorted(published), context.cursor or None, today, notifier.max_age_days)
+    if decision.day is None:
+        return dg.SkipReason(decision.reason)
+    context.update_cursor(decision.day)
+    return dg.RunRequest(run_key=f"notify:{decision.day}", partition_key=decision.day)

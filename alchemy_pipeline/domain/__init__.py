@@ -1,0 +1,1 @@
+"""Plain-Python domain logic: no Dagster imports here, so it can be tested and reused directly."""

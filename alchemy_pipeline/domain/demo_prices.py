@@ -1,0 +1,105 @@
+"""Deterministic synthetic ETF prices served through the Tushare query interface.
+
+The demo lets the whole pipeline run with no token and no network. Every fund's series is a pure
+function of its code, so any query for any range returns the same numbers. Each series has one
+share split, so the demo also exercises the forward adjustment. These are not market prices, and
+every report built from them says so.
+"""
+
+from __future__ import annotations
+
+import zlib
+from functools import cache
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from alchemy_pipeline.domain import calendar
+
+DEMO_NOTICE = "DEMO DATA - not market prices"
+
+
+@cache
+def _fund_series(ts_code: str) -> pd.DataFrame:
+    rng = np.random.default_rng(zlib.crc32(ts_code.encode()))
+    days = pd.DatetimeIndex(calendar.sessions(calendar.CALENDAR_START, calendar.last_known_day()))
+    n = len(days)
+    # Trends that change every few weeks give the moving averages real crossings to find; a weak pull
+    # back to the starting level keeps prices in a plausible band over a decade.
+    drift = np.repeat(rng.normal(0.0, 0.003, size=n // 30 + 1), 30)[:n]
+    shocks = drift + rng.normal(0.0, 0.011, size=n)
+    level = np.empty(n)
+    level[0] = 0.0
+    for t in range(1, n):
+        level[t] = 0.995 * level[t - 1] + shocks[t]
+    fair = rng.uniform(0.8, 4.5) * np.exp(level)
+    split_at = int(rng.integers(n // 4, 3 * n // 4))
+    ratio = float(rng.choice([2.0, 3.0, 0.5]))
+    adj_factor = np.where(np.arange(n) >= split_at, ratio, 1.0)
+    close = np.round(fair / adj_factor, 3)
+    pre_close = np.concatenate([[close[0]], np.round(close[:-1] * adj_factor[:-1] / adj_factor[1:], 3)])
+    spread = np.abs(rng.normal(0.0, 0.006, size=n)) * close
+    open_ = np.round(pre_close + (close - pre_close) * rng.uniform(0.0, 1.0, size=n), 3)
+    high = np.round(np.maximum(open_, close) + spread, 3)
+    low = np.round(np.maximum(np.minimum(open_, close) - spread, 0.001), 3)
+    vol = np.round(rng.uniform(1e5, 5e6, size=n), 2)
+    return pd.DataFrame(
+        {
+            "ts_code": ts_code,
+            "trade_date": days.strftime("%Y%m%d"),
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "pre_close": pre_close,
+            "change": np.round(close - pre_close, 3),
+            "pct_chg": np.round((close / pre_close - 1) * 100, 4),
+            "vol": vol,
+            "amount": np.round(vol * close / 10, 3),
+            "adj_factor": adj_factor,
+        }
+    )
+
+
+class DemoTushareApi:
+    """Answers ``fund_daily`` and ``fund_adj`` like Tushare Pro, from the synthetic series."""
+
+    _TABLES: ClassVar[dict[str, list[str]]] = {
+        "fund_daily": [
+            "ts_code",
+            "trade_date",
+            "open",
+            "high",
+            "low",
+            "close",
+            "pre_close",
+            "change",
+            "pct_chg",
+            "vol",
+            "amount",
+        ],
+        "fund_adj": ["ts_code", "trade_date", "adj_factor"],
+    }
+
+    def __init__(self, ts_codes: list[str]):
+        self._ts_codes = list(ts_codes)
+
+    def query(self, api_name: str, fields: str = "", **params) -> pd.DataFrame:
+        if api_name not in self._TABLES:
+            raise Exception(f"demo source does not serve {api_name}")
+        codes = params["ts_code"].split(",") if params.get("ts_code") else self._ts_codes
+        table = pd.concat([_fund_series(code) for code in codes], ignore_index=True)
+        if params.get("trade_date"):
+            table = table[table["trade_date"] == params["trade_date"]]
+        if params.get("start_date"):
+            table = table[table["trade_date"] >= params["start_date"]]
+        if params.get("end_date"):
+            table = table[table["trade_date"] <= params["end_date"]]
+        # Newest first, as Tushare answers.
+        table = table.sort_values(["trade_date", "ts_code"], ascending=[False, True], ignore_index=True)
+        offset = int(params.get("offset") or 0)
+        limit = params.get("limit")
+        table = table.iloc[offset : offset + int(limit) if limit else None]
+        columns = fields.split(",") if fields else self._TABLES[api_name]
+        return table[columns].reset_index(drop=True)

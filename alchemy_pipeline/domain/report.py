@@ -1,0 +1,196 @@
+"""The published report: its JSON contract and its text and HTML renderings.
+
+The JSON document is the source of truth; the text (the seed's wording, in Chinese) and the pages are
+rendered from it, so a notification or a page never disagrees with the data.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+
+import pandas as pd
+
+from alchemy_pipeline.domain.strategy import State, StrategyParams
+
+STRATEGY_NAME = "double_ma"
+SECTION_RULE = "#########################################"
+SECTIONS = [
+    (State.BUY, "可买标的"),
+    (State.SELL, "可卖标的"),
+    (State.HOLD, "持仓标的"),
+    (State.EMPTY, "空仓标的"),
+]
+NO_DATA_SECTION = "无数据标的"
+STATE_LABELS = {
+    State.BUY: "可买",
+    State.SELL: "可卖",
+    State.HOLD: "持仓",
+    State.EMPTY: "空仓",
+    State.NO_DATA: "无数据",
+    State.INSUFFICIENT_HISTORY: "数据不足",
+}
+
+
+def _date(value) -> str | None:
+    return None if pd.isna(value) else pd.Timestamp(value).strftime("%Y-%m-%d")
+
+
+def _number(value, digits: int) -> float | None:
+    if value is None or pd.isna(value):
+        return None
+    return round(float(value), digits)
+
+
+def build_report(signals: pd.DataFrame, params: StrategyParams, notice: str | None = None) -> dict:
+    """The report document for one day, with one entry per fund of the universe, in universe order."""
+    days = signals["trade_date"].unique()
+    if len(days) != 1:
+        raise ValueError(f"a report covers exactly one day, these signals cover {len(days)}")
+    entries = []
+    for row in signals.itertuples():
+        entries.append(
+            {
+                "ts_code": row.ts_code,
+                "name": row.name,
+                "state": row.state,
+                "close": _number(row.close, 3),
+                "ma_short": _number(row.ma_short, 3),
+                "ma_long": _number(row.ma_long, 3),
+                "since": _date(row.since),
+                "days": None if pd.isna(row.days) else int(row.days),
+                "pct": _number(row.pct, 2),
+                "note": row.note if isinstance(row.note, str) else None,
+            }
+        )
+    return {
+        "trade_date": _date(days[0]),
+        "strategy": {"name": STRATEGY_NAME, "short": params.short, "long": params.long},
+        "notice": notice,
+        "signals": entries,
+    }
+
+
+def report_json(report: dict) -> bytes:
+    return (json.dumps(report, ensure_ascii=False, indent=2, allow_nan=False) + "\n").encode("utf-8")
+
+
+def _fmt(value, digits: int) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def signal_line(entry: dict, params: dict) -> str:
+    """One fund's line, in the seed's wording."""
+    who = f"{entry['name']}({entry['ts_code']})"
+    state = entry["state"]
+    if state in (State.BUY, State.SELL):
+        verb = "可买" if state == State.BUY else "可卖"
+        return (
+            f"{who}{verb}, 收盘价{_fmt(entry['close'], 3)}, {params['short']}日均线{_fmt(entry['ma_short'], 3)}, "
+            f"{params['long']}日均线{_fmt(entry['ma_long'], 3)}"
+        )
+    if state in (State.HOLD, State.EMPTY):
+        if entry["since"] is None:
+            regime = "持有" if state == State.HOLD else "空仓"
+            return f"{who}{regime}, 回看期内未出现{'金叉' if state == State.HOLD else '死叉'}"
+        if state == State.HOLD:
+            return f"{who}于{entry['since']}日买入, 持有{entry['days']}天, 盈利{_fmt(entry['pct'], 2)}%"
+        return f"{who}于{entry['since']}日卖出, 空仓{entry['days']}天, 空仓期涨幅{_fmt(entry['pct'], 2)}%"
+    if state == State.INSUFFICIENT_HISTORY:
+        return f"{who}上市交易日不足, 无法计算{params['long']}日均线"
+    return f"{who}当日无行情数据"
+
+
+def render_text(report: dict) -> str:
+    params = report["strategy"]
+    lines = [f"双均线策略交易信号 {report['trade_date']} ({params['short']}日/{params['long']}日均线)"]
+    if report.get("notice"):
+        lines.append(report["notice"])
+    lines.append("")
+    blocks = []
+    for state, title in SECTIONS:
+        block = [f"{title}:"]
+        block += [signal_line(e, params) for e in report["signals"] if e["state"] == state]
+        blocks.append(block)
+    others = [e for e in report["signals"] if e["state"] in (State.NO_DATA, State.INSUFFICIENT_HISTORY)]
+    if others:
+        blocks.append([f"{NO_DATA_SECTION}:"] + [signal_line(e, params) for e in others])
+    for i, block in enumerate(blocks):
+        if i:
+            lines.append(SECTION_RULE)
+        lines.extend(block)
+    return "\n".join(lines) + "\n"
+
+
+_STYLE = """
+body{font-family:-apple-system,"PingFang SC","Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:0;
+padding:1rem;max-width:48rem;margin-inline:auto;color:#1b1f24;background:#fff;line-height:1.5}
+h1{font-size:1.3rem}h2{font-size:1.1rem;margin-top:1.5rem;border-bottom:1px solid #d0d7de}
+.notice{background:#fff3cd;border:1px solid #e0c36a;padding:.5rem;border-radius:4px;font-weight:bold}
+ul{padding-left:1.1rem}li{margin:.3rem 0}
+.BUY{color:#b00020}.SELL{color:#0a7d32}.HOLD{color:#8a4b00}.EMPTY{color:#444}
+table{border-collapse:collapse;width:100%;font-size:.9rem}td,th{padding:.3rem;border-bottom:1px solid #eee;
+text-align:left}
+@media (max-width:30rem){body{padding:.6rem}table{font-size:.8rem}}
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        '<!doctype html>\n<html lang="zh-CN">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+    )
+
+
+def _signals_html(report: dict) -> str:
+    params = report["strategy"]
+    parts = []
+    if report.get("notice"):
+        parts.append(f'<p class="notice" role="alert">{html.escape(report["notice"])}</p>')
+    groups = [(state, title, [e for e in report["signals"] if e["state"] == state]) for state, title in SECTIONS]
+    groups.append(
+        (
+            State.NO_DATA,
+            NO_DATA_SECTION,
+            [e for e in report["signals"] if e["state"] in (State.NO_DATA, State.INSUFFICIENT_HISTORY)],
+        )
+    )
+    for state, title, entries in groups:
+        items = (
+            "".join(
+                f'<li class="{html.escape(e["state"])}">{html.escape(signal_line(e, params))}</li>' for e in entries
+            )
+            or "<li>无</li>"
+        )
+        parts.append(f'<section><h2 id="{state.value.lower()}">{title}</h2><ul>{items}</ul></section>')
+    return "\n".join(parts)
+
+
+def render_html(report: dict) -> str:
+    params = report["strategy"]
+    title = f"双均线策略交易信号 {report['trade_date']}"
+    body = (
+        f"<main><h1>{html.escape(title)}</h1>"
+        f"<p>{params['short']}日与{params['long']}日均线, 前复权收盘价</p>\n{_signals_html(report)}\n"
+        '<p><a href="../index.html">全部历史</a></p></main>'
+    )
+    return _page(title, body)
+
+
+def render_index(latest: dict, days: list[str]) -> str:
+    """The site's front page: the latest day's signals and every published day, newest first."""
+    title = "双均线策略交易信号"
+    history = "".join(f'<li><a href="reports/{d}.html">{d}</a></li>' for d in sorted(days, reverse=True))
+    body = (
+        f"<main><h1>{title}</h1>"
+        f'<h2 id="latest">最新: <a href="reports/{latest["trade_date"]}.html">{latest["trade_date"]}</a></h2>\n'
+        f"{_signals_html(latest)}\n"
+        f'<section><h2 id="history">历史</h2><ul class="history">{history}</ul></section></main>'
+    )
+    return _page(title, body)
+
+
+def history_json(days: list[str]) -> bytes:
+    return (json.dumps({"days": sorted(days, reverse=True)}, indent=2) + "\n").encode("utf-8")
