@@ -3,24 +3,24 @@
 import dagster as dg
 
 from alchemy_pipeline.defs.resources import build_resources
-from alchemy_pipeline.defs.signals.assets import (
-    etf_daily_prices,
-    etf_indicators,
-    signal_report,
-    trade_signals,
-)
+from alchemy_pipeline.defs.signals.assets import etf_daily_prices, etf_indicators, signal_report, trade_signals
 from alchemy_pipeline.defs.signals.jobs import (
     daily_signals_job,
     daily_signals_schedule,
     notify_subscribers,
     notify_subscribers_sensor,
 )
-from alchemy_pipeline.settings import load_settings
+from alchemy_pipeline.settings import Settings, load_settings
 
-defs = dg.Definitions(
-    assets=[etf_daily_prices, etf_indicators, trade_signals, signal_report],
-    jobs=[daily_signals_job, notify_subscribers],
-    schedules=[daily_signals_schedule],
-    sensors=[notify_subscribers_sensor],
-    resources=build_resources(load_settings()),
-)
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[etf_daily_prices, etf_indicators, trade_signals, signal_report],
+        jobs=[daily_signals_job, notify_subscribers],
+        schedules=[daily_signals_schedule],
+        sensors=[notify_subscribers_sensor],
+        resources=build_resources(settings),
+    )
+
+
+defs = build_definitions(load_settings())

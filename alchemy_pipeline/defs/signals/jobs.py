@@ -25,7 +25,6 @@ PRIORITY_TAG = "dagster/priority"
 daily_signals_job = dg.define_asset_job(
     name="daily_signals_job",
     selection=[etf_daily_prices, etf_indicators, trade_signals, signal_report],
-    partitions_def=trading_days,
     tags={LANE_TAG: LANE},
     description="Fetch, compute and publish the trading signals of a trading day (or of a range, as one run).",
 )
@@ -74,21 +73,21 @@ def daily_signals_schedule(context: dg.ScheduleEvaluationContext):
 @dg.op(description="Sends the day's published text report, with the link to its page, to subscribers.")
 def send_signal_notification(
     context: dg.OpExecutionContext, site: SiteResource, notifier: NotifierResource
-) -> dg.Output[str]:
+) -> dg.Output[None]:
     day = context.partition_key
     outbox = notifier.notifier()
     # The durable record is checked before sending: a rerun or a retry never sends a day twice.
     record = outbox.sent_record(day)
     if record is not None:
         context.log.info(f"{day} was already notified ({record['message_id']}); nothing sent")
-        return dg.Output(record["message_id"], metadata={"sent": False, "message_id": record["message_id"]})
+        return dg.Output(None, metadata={"sent": False, "message_id": record["message_id"]})
     text = site.store().get(report_key(day, ".txt"))
     if text is None:
         raise dg.Failure(description=f"No published report for {day}: nothing to notify")
     message = build_message(day, text.decode("utf-8"), site.page_url(day))
     record = outbox.send(message)
     return dg.Output(
-        record["message_id"],
+        None,
         metadata={"sent": True, "message_id": record["message_id"], "subject": message.subject},
     )
 

@@ -1,0 +1,90 @@
+import datetime as dt
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from alchemy_pipeline.domain.demo_prices import DemoTushareApi
+from tests.tushare_server import VALID_TOKEN, TushareTestServer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def real_data_dir() -> Path | None:
+    candidates = [os.environ.get("ALCHEMY_REAL_DATA"), REPO_ROOT.parent / "shared" / "data" / "etf"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "tushare" / "fund_daily.csv").exists():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture
+def real_data() -> Path:
+    found = real_data_dir()
+    if found is None:
+        pytest.skip(
+            "real ETF data not found: set ALCHEMY_REAL_DATA or place it at ../shared/data/etf "
+            "(with tushare/fund_daily.csv)"
+        )
+    return found
+
+
+def vendor_tables(ts_codes: list[str], start: str, end: str) -> dict[str, pd.DataFrame]:
+    """Tushare-format fund_daily and fund_adj tables for the given funds, written by the test."""
+    api = DemoTushareApi(ts_codes)
+    span = {"start_date": start.replace("-", ""), "end_date": end.replace("-", "")}
+    return {
+        "fund_daily": api.query("fund_daily", **span),
+        "fund_adj": api.query("fund_adj", **span),
+    }
+
+
+def write_universe(path: Path, funds: dict[str, str]) -> Path:
+    pd.DataFrame({"ts_code": list(funds), "name": list(funds.values())}).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def tushare_server_factory():
+    servers = []
+
+    def start(tables: dict[str, pd.DataFrame], **kwargs) -> TushareTestServer:
+        server = TushareTestServer(tables, **kwargs).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def pipeline_env(tmp_path, monkeypatch):
+    """Points every setting of the pipeline into a temporary directory; returns a function that adds a
+    Tushare server to it."""
+    env = {
+        "ALCHEMY_ENV": "local",
+        "ALCHEMY_DATA_DIR": str(tmp_path / "data"),
+        "ALCHEMY_PUBLISH_DIR": str(tmp_path / "site"),
+        "ALCHEMY_NOTIFY_MAX_AGE_DAYS": "3",
+    }
+    for key in list(os.environ):
+        if key.startswith(("ALCHEMY_", "TUSHARE_")):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+    def use(server: TushareTestServer | None = None, **extra: str) -> dict[str, str]:
+        if server is not None:
+            env.update(TUSHARE_TOKEN=VALID_TOKEN, TUSHARE_API_URL=server.url, ALCHEMY_PRICE_SOURCE="tushare")
+        env.update(extra)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        return dict(env)
+
+    return use
+
+
+def day(text: str) -> dt.date:
+    return dt.date.fromisoformat(text)

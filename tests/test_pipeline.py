@@ -1,0 +1,253 @@
+"""The whole chain on a real Dagster instance, with the tushare SDK talking HTTP to the test server.
+
+Scenario: a fresh instance; the schedule fires at 18:00 on 2024-06-28, then on 2024-07-01; then an
+analyst re-runs a range as a single-run backfill from the CLI; the sensor notifies subscribers.
+"""
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from alchemy_pipeline.definitions import build_definitions
+from alchemy_pipeline.defs.partitions import HISTORY_WINDOW, history_keys
+from alchemy_pipeline.domain.report import build_report
+from alchemy_pipeline.domain.strategy import StrategyParams, classify, compute_indicators
+from alchemy_pipeline.settings import load_settings
+from tests.conftest import vendor_tables, write_universe
+from tests.tushare_server import VALID_TOKEN, TushareTestServer
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+DAY, NEXT_DAY = "2024-06-28", "2024-07-01"
+FUNDS = {
+    "510300.SH": "沪深300ETF",
+    "159915.SZ": "创业板ETF",
+    "512880.SH": "证券ETF",
+    "513500.SH": "标普500ETF",  # suspended on DAY
+    "588000.SH": "科创50ETF",  # listed 10 trading days before DAY
+}
+
+
+def vendor():
+    tables = vendor_tables(list(FUNDS), "2022-06-01", "2024-07-05")
+    daily, adj = tables["fund_daily"], tables["fund_adj"]
+    suspended = (daily["ts_code"] == "513500.SH") & (daily["trade_date"] == DAY.replace("-", ""))
+    young = (daily["ts_code"] == "588000.SH") & (daily["trade_date"] < "20240617")
+    young_adj = (adj["ts_code"] == "588000.SH") & (adj["trade_date"] < "20240617")
+    return {"fund_daily": daily[~suspended & ~young], "fund_adj": adj[~young_adj]}
+
+
+def launch(defs: dg.Definitions, instance, request: dg.RunRequest, job: str = "daily_signals_job"):
+    result = defs.resolve_job_def(job).execute_in_process(
+        instance=instance,
+        asset_selection=request.asset_selection,
+        partition_key=request.partition_key,
+        tags=dict(request.tags),
+        raise_on_error=False,
+    )
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    return result
+
+
+def evaluate_schedule(defs, instance, day: str):
+    schedule = defs.resolve_schedule_def("daily_signals_schedule")
+    when = dt.datetime.combine(dt.date.fromisoformat(day), dt.time(18), SHANGHAI)
+    context = dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
+    return schedule.evaluate_tick(context)
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    server = TushareTestServer(vendor()).start()
+    env = {
+        "ALCHEMY_ENV": "local",
+        "ALCHEMY_DATA_DIR": str(tmp / "data"),
+        "ALCHEMY_PUBLISH_DIR": str(tmp / "site"),
+        "ALCHEMY_UNIVERSE": str(write_universe(tmp / "universe.csv", FUNDS)),
+        "ALCHEMY_PRICE_SOURCE": "tushare",
+        "ALCHEMY_SITE_URL": "https://signals.example.com",
+        "TUSHARE_TOKEN": VALID_TOKEN,
+        "TUSHARE_API_URL": server.url,
+        # The scenario's days are in 2024; the age rule is tested on its own below.
+        "ALCHEMY_NOTIFY_MAX_AGE_DAYS": "100000",
+    }
+    with pytest.MonkeyPatch.context() as mp, dg.instance_for_test() as instance:
+        for key in list(os.environ):
+            if key.startswith(("ALCHEMY_", "TUSHARE_")):
+                mp.delenv(key)
+        for key, value in env.items():
+            mp.setenv(key, value)
+        defs = build_definitions(load_settings())
+        ticks = {}
+        calls = {}
+        for day in (DAY, NEXT_DAY):
+            ticks[day] = evaluate_schedule(defs, instance, day)
+            before = len(server.calls)
+            for request in sorted(ticks[day].run_requests, key=lambda r: -int(r.tags["dagster/priority"])):
+                launch(defs, instance, request)
+            calls[day] = server.calls[before:]
+        site = tmp / "site"
+        daily_bytes = {d: (site / "reports" / f"{d}.json").read_bytes() for d in (DAY, NEXT_DAY)}
+        yield {
+            "tmp": tmp,
+            "env": env,
+            "server": server,
+            "defs": defs,
+            "instance": instance,
+            "ticks": ticks,
+            "calls": calls,
+            "site": site,
+            "daily_bytes": daily_bytes,
+        }
+    server.stop()
+
+
+def test_cold_start_fetches_the_missing_history_as_one_run_then_publishes_the_day(scenario):
+    history, daily = sorted(scenario["ticks"][DAY].run_requests, key=lambda r: -int(r.tags["dagster/priority"]))
+    window = history_keys(DAY)
+    assert len(window) == HISTORY_WINDOW - 1
+    assert [k.to_user_string() for k in history.asset_selection] == ["etf_daily_prices"]
+    assert (history.tags["dagster/asset_partition_range_start"], history.tags["dagster/asset_partition_range_end"]) == (
+        window[0],
+        window[-1],
+    )
+    assert daily.tags["dagster/asset_partition_range_start"] == daily.tags["dagster/asset_partition_range_end"] == DAY
+    # History per fund (2 calls each), the day itself for all funds at once (2 calls).
+    assert len(scenario["calls"][DAY]) == 2 * len(FUNDS) + 2
+    assert (scenario["site"] / "reports" / f"{DAY}.json").exists()
+
+
+def test_next_day_is_one_run_of_two_api_calls(scenario):
+    requests = scenario["ticks"][NEXT_DAY].run_requests
+    assert len(requests) == 1
+    assert [c["api_name"] for c in scenario["calls"][NEXT_DAY]] == ["fund_daily", "fund_adj"]
+
+
+def test_schedule_skips_exchange_holidays(scenario):
+    result = evaluate_schedule(scenario["defs"], scenario["instance"], "2024-10-01")
+    assert not result.run_requests
+    assert "not a trading day" in result.skip_message
+
+
+def test_report_json_contract(scenario):
+    report = json.loads((scenario["site"] / "reports" / f"{DAY}.json").read_text("utf-8"))
+    assert report["trade_date"] == DAY
+    assert report["strategy"] == {"name": "double_ma", "short": 11, "long": 22}
+    assert [s["ts_code"] for s in report["signals"]] == list(FUNDS)
+    for signal in report["signals"]:
+        assert {"ts_code", "name", "state", "close", "ma_short", "ma_long", "since", "days", "pct"} <= set(signal)
+        if signal["state"] in ("BUY", "SELL", "HOLD", "EMPTY"):
+            assert all(isinstance(signal[k], float) for k in ("close", "ma_short", "ma_long"))
+        if signal["since"] is not None:
+            dt.date.fromisoformat(signal["since"])
+            assert isinstance(signal["days"], int) and isinstance(signal["pct"], float)
+    states = {s["ts_code"]: s["state"] for s in report["signals"]}
+    assert states["513500.SH"] == "NO_DATA"
+    assert states["588000.SH"] == "INSUFFICIENT_HISTORY"
+    assert report["notice"] is None  # real vendor data carries no demo stamp
+
+
+def test_published_signals_are_the_rule_applied_to_the_vendor_data(scenario):
+    tables = vendor()
+    bars = tables["fund_daily"].merge(tables["fund_adj"], on=["ts_code", "trade_date"])
+    bars["trade_date"] = pd.to_datetime(bars["trade_date"], format="%Y%m%d")
+    keys = [*history_keys(DAY), DAY]
+    sessions = [dt.date.fromisoformat(k) for k in keys]
+    window = bars[bars["trade_date"].between(pd.Timestamp(keys[0]), pd.Timestamp(DAY))]
+    params = StrategyParams()
+    universe = pd.DataFrame({"ts_code": list(FUNDS), "name": list(FUNDS.values())})
+    expected = build_report(
+        classify(compute_indicators(window, sessions, [sessions[-1]], params), universe, sessions[-1], params), params
+    )
+    assert json.loads(scenario["daily_bytes"][DAY]) == expected
+
+
+def test_text_report_has_the_seed_sections_and_wording(scenario):
+    text = (scenario["site"] / "reports" / f"{DAY}.txt").read_text("utf-8")
+    report = json.loads(scenario["daily_bytes"][DAY])
+    for section in ("可买标的:", "可卖标的:", "持仓标的:", "空仓标的:", "无数据标的:"):
+        assert section in text
+    assert text.index("可买标的:") < text.index("可卖标的:") < text.index("持仓标的:") < text.index("空仓标的:")
+    for signal in report["signals"]:
+        who = f"{signal['name']}({signal['ts_code']})"
+        line = next(line for line in text.splitlines() if line.startswith(who))
+        if signal["state"] == "HOLD" and signal["since"]:
+            assert line == f"{who}于{signal['since']}日买入, 持有{signal['days']}天, 盈利{signal['pct']:.2f}%"
+        if signal["state"] == "EMPTY" and signal["since"]:
+            assert line == f"{who}于{signal['since']}日卖出, 空仓{signal['days']}天, 空仓期涨幅{signal['pct']:.2f}%"
+        if signal["state"] == "BUY":
+            assert line.startswith(f"{who}可买, 收盘价{signal['close']:.3f}, 11日均线")
+
+
+def test_site_index_and_history_list_every_published_day(scenario):
+    history = json.loads((scenario["site"] / "history.json").read_text("utf-8"))
+    assert history["days"] == [NEXT_DAY, DAY]
+    index = (scenario["site"] / "index.html").read_text("utf-8")
+    assert f'href="reports/{NEXT_DAY}.html"' in index and f'href="reports/{DAY}.html"' in index
+    assert not list(scenario["site"].rglob("*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_cli_range_backfill_is_one_run_and_reproduces_the_daily_bytes(scenario):
+    # The range run reads one history window for both days; each daily run read its own. Same bytes.
+    env = {**os.environ, **scenario["env"]}
+    env.pop("DAGSTER_HOME", None)
+    command = [
+        sys.executable, "-m", "dagster", "asset", "materialize", "-m", "alchemy_pipeline.definitions",
+        "--select", "*signal_report", "--partition-range", f"{DAY}...{NEXT_DAY}",
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, cwd=scenario["tmp"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("RUN_SUCCESS") == 1
+    for day in (DAY, NEXT_DAY):
+        assert (scenario["site"] / "reports" / f"{day}.json").read_bytes() == scenario["daily_bytes"][day]
+
+
+def test_a_run_without_its_history_fails_naming_the_range_to_backfill(scenario, tmp_path):
+    env = {**os.environ, **scenario["env"], "ALCHEMY_DATA_DIR": str(tmp_path / "empty")}
+    env.pop("DAGSTER_HOME", None)
+    command = [
+        sys.executable, "-m", "dagster", "asset", "materialize", "-m", "alchemy_pipeline.definitions",
+        "--select", "*signal_report", "--partition", DAY,
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    window = history_keys(DAY)
+    assert f"--select etf_daily_prices --partition-range {window[0]}...{window[-1]}" in done.stderr
+
+
+def test_sensor_notifies_the_newest_day_once(scenario):
+    defs, instance = scenario["defs"], scenario["instance"]
+    sensor = defs.resolve_sensor_def("notify_subscribers_sensor")
+    resources = {"notifier": defs.resources["notifier"]}
+    first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs, resources=resources))
+    assert [r.partition_key for r in first.run_requests] == [NEXT_DAY]
+    assert first.cursor == NEXT_DAY
+    launch(defs, instance, first.run_requests[0], job="notify_subscribers")
+    outbox = scenario["site"] / "outbox"
+    assert [p.name for p in outbox.iterdir()] == [f"{NEXT_DAY}.json"]
+    message = json.loads((outbox / f"{NEXT_DAY}.json").read_text("utf-8"))
+    assert message["subject"] == f"Double MA Strategy Trade Signal: {NEXT_DAY} - A Share"
+    assert message["subject"].isascii() and len(message["subject"]) < 100
+    assert message["body"].startswith((scenario["site"] / "reports" / f"{NEXT_DAY}.txt").read_text("utf-8").rstrip())
+    assert f"https://signals.example.com/reports/{NEXT_DAY}.html" in message["body"]
+
+    # A rerun of the notification job sends nothing again.
+    sent_at = (outbox / f"{NEXT_DAY}.json").stat().st_mtime_ns
+    launch(defs, instance, first.run_requests[0], job="notify_subscribers")
+    assert (outbox / f"{NEXT_DAY}.json").stat().st_mtime_ns == sent_at
+
+    # Re-materializing days (a backfill ending on the notified day) triggers nothing.
+    launch(defs, instance, dg.RunRequest(tags={
+        "dagster/asset_partition_range_start": DAY, "dagster/asset_partition_range_end": NEXT_DAY,
+    }))  # fmt: skip
+    context = dg.build_sensor_context(instance=instance, definitions=defs, resources=resources, cursor=first.cursor)
+    again = sensor.evaluate_tick(context)
+    assert not again.run_requests
+    assert "not newer" in again.skip_message

@@ -1,0 +1,153 @@
+"""The strategy rule on cases worked out by hand (short=2, long=3 unless said otherwise)."""
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from alchemy_pipeline.domain.strategy import StrategyParams, classify, compute_indicators
+
+SMALL = StrategyParams(short=2, long=3, window=254)
+DAYS = [dt.date(2024, 3, 1) + dt.timedelta(days=i) for i in range(0, 40)]  # calendar days stand in for sessions
+
+
+def prices(closes: dict[str, list[float | None]], factors: dict[str, list[float]] | None = None) -> pd.DataFrame:
+    rows = []
+    for code, series in closes.items():
+        for i, close in enumerate(series):
+            if close is None:  # no bar that day (suspension)
+                continue
+            factor = factors[code][i] if factors and code in factors else 1.0
+            rows.append({"ts_code": code, "trade_date": pd.Timestamp(DAYS[i]), "close": close, "adj_factor": factor})
+    return pd.DataFrame(rows)
+
+
+def signals_on(table: pd.DataFrame, index: int, params: StrategyParams = SMALL, funds=None) -> dict:
+    funds = funds or sorted(table["ts_code"].unique())
+    universe = pd.DataFrame({"ts_code": funds, "name": [f"fund {c}" for c in funds]})
+    sessions = DAYS[: index + 1]
+    indicators = compute_indicators(table, sessions, [DAYS[index]], params)
+    result = classify(indicators, universe, DAYS[index], params)
+    return {row.ts_code: row._asdict() for row in result.itertuples(index=False)}
+
+
+# SMA2 / SMA3 by hand for these closes:
+#   i:      0     1     2     3     4      5      6      7      8      9
+#   close: 10     9     8     7     8     10     11      9      7    7.5
+#   sma2:   -   9.5   8.5   7.5   7.5    9.0   10.5   10.0    8.0   7.25
+#   sma3:   -     -   9.0   8.0  7.667  8.333  9.667  10.0    9.0   7.833
+CLOSES = [10, 9, 8, 7, 8, 10, 11, 9, 7, 7.5]
+
+
+def test_golden_cross_is_a_buy_on_the_day_it_fires():
+    signal = signals_on(prices({"A": CLOSES}), 5)["A"]
+    assert signal["state"] == "BUY"
+    assert (signal["ma_short"], signal["ma_long"], signal["close"]) == (9.0, 8.333, 10.0)
+    assert signal["since"] == pd.Timestamp(DAYS[5])  # the cross day itself, not the day before
+    assert (signal["days"], signal["pct"]) == (0, 0.0)
+
+
+def test_hold_counts_from_the_buy_day():
+    signal = signals_on(prices({"A": CLOSES}), 6)["A"]
+    assert signal["state"] == "HOLD"
+    assert signal["since"] == pd.Timestamp(DAYS[5])
+    assert signal["days"] == 1
+    assert signal["pct"] == 10.0  # 11 / 10 - 1
+
+
+def test_equal_averages_keep_the_current_regime():
+    signal = signals_on(prices({"A": CLOSES}), 7)["A"]
+    assert (signal["ma_short"], signal["ma_long"]) == (10.0, 10.0)
+    assert signal["state"] == "HOLD"
+    assert signal["since"] == pd.Timestamp(DAYS[5])
+    assert signal["pct"] == -10.0
+
+
+def test_death_cross_after_a_tie_is_a_sell():
+    signal = signals_on(prices({"A": CLOSES}), 8)["A"]
+    assert signal["state"] == "SELL"
+    assert (signal["ma_short"], signal["ma_long"]) == (8.0, 9.0)
+    assert (signal["since"], signal["days"], signal["pct"]) == (pd.Timestamp(DAYS[8]), 0, 0.0)
+
+
+def test_empty_counts_from_the_sell_day():
+    signal = signals_on(prices({"A": CLOSES}), 9)["A"]
+    assert signal["state"] == "EMPTY"
+    assert signal["since"] == pd.Timestamp(DAYS[8])
+    assert signal["days"] == 1
+    assert signal["pct"] == 7.14  # 7.5 / 7 - 1
+
+
+def test_empty_before_any_cross_has_no_since():
+    signal = signals_on(prices({"A": CLOSES}), 4)["A"]
+    assert signal["state"] == "EMPTY"
+    assert pd.isna(signal["since"]) and pd.isna(signal["days"]) and pd.isna(signal["pct"])
+
+
+def test_fund_without_a_bar_on_the_day_is_no_data():
+    table = prices({"A": CLOSES, "B": [*CLOSES[:9], None]})
+    signals = signals_on(table, 9)
+    assert signals["B"]["state"] == "NO_DATA"
+    assert signals["A"]["state"] == "EMPTY"  # the other fund is unaffected
+
+
+def test_fund_not_in_the_vendor_data_at_all_is_no_data():
+    signals = signals_on(prices({"A": CLOSES}), 9, funds=["A", "Z"])
+    assert signals["Z"]["state"] == "NO_DATA"
+
+
+def test_fewer_than_long_plus_one_bars_is_insufficient_history():
+    table = prices({"A": CLOSES, "NEW": [None] * 7 + [9, 8, 8.5]})  # listed 3 bars ago; needs 4
+    signals = signals_on(table, 9)
+    assert signals["NEW"]["state"] == "INSUFFICIENT_HISTORY"
+    table = prices({"A": CLOSES, "NEW": [None] * 6 + [9, 9, 8, 8.5]})  # 4 bars: enough
+    assert signals_on(table, 9)["NEW"]["state"] != "INSUFFICIENT_HISTORY"
+
+
+def test_missing_adjustment_factor_is_no_data_with_the_reason():
+    table = prices({"A": CLOSES}, {"A": [1.0] * 6 + [np.nan] + [1.0] * 3})
+    signal = signals_on(table, 9)["A"]
+    assert signal["state"] == "NO_DATA"
+    assert "adjustment factor" in signal["note"]
+
+
+def test_split_does_not_fake_a_death_cross():
+    params = StrategyParams()  # 11 / 22
+    rising = [2.0 + 0.01 * i for i in range(30)]
+    # A 2-for-1 split on bar 25: the raw close halves and the cumulative factor doubles.
+    closes = [c if i < 25 else round(c / 2, 3) for i, c in enumerate(rising)]
+    factors = [1.0 if i < 25 else 2.0 for i in range(30)]
+    adjusted = signals_on(prices({"A": closes}, {"A": factors}), 29, params)["A"]
+    raw = signals_on(prices({"A": closes}), 29, params)["A"]
+    assert raw["state"] in ("SELL", "EMPTY")  # what a moving average of raw closes would say
+    assert adjusted["state"] == "HOLD"
+    # Forward-adjusted: history is scaled to the latest factor, so the averages sit near today's price.
+    assert adjusted["ma_short"] == pytest.approx(np.mean([c / 2 for c in rising[-11:]]), abs=0.002)
+
+
+def test_signals_do_not_depend_on_where_a_range_starts():
+    rng = np.random.default_rng(7)
+    n = 700
+    sessions = [dt.date(2020, 1, 1) + dt.timedelta(days=i) for i in range(n)]
+    closes = np.round(3 * np.exp(np.cumsum(rng.normal(0, 0.01, n))), 3)
+    factors = np.where(np.arange(n) > 400, 1.37, 1.0)
+    table = pd.DataFrame(
+        {"ts_code": "A", "trade_date": pd.to_datetime(sessions), "close": closes, "adj_factor": factors}
+    )
+    params = StrategyParams()
+    days = sessions[320:]
+    in_one_range = compute_indicators(table, sessions, days, params)
+    for start in (320, 333, 500, 690):
+        # A backfill starting later sees only the history its window needs.
+        first_needed = start - params.window + 1
+        later = compute_indicators(table.iloc[first_needed:], sessions[first_needed:], sessions[start:], params)
+        expected = in_one_range[in_one_range["trade_date"] >= pd.Timestamp(sessions[start])].reset_index(drop=True)
+        pd.testing.assert_frame_equal(later, expected, check_exact=True)
+
+
+def test_window_too_short_for_the_search_is_refused():
+    with pytest.raises(ValueError, match="window=100"):
+        StrategyParams(window=100)
+    with pytest.raises(ValueError, match="short < long"):
+        StrategyParams(short=22, long=11)

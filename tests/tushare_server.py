@@ -1,0 +1,143 @@
+"""A Tushare-Pro-protocol HTTP server for tests and benchmarks.
+
+It speaks the wire protocol of ``../shared/data/etf/TUSHARE_PROTOCOL.md``: POST a JSON body
+``{api_name, token, params, fields}`` to ``/``, ``/dataapi`` or ``/dataapi/<api_name>``; the answer is
+``{request_id, code, msg, data: {fields, items}}``, newest rows first, at most ``row_cap`` rows a call,
+paged by ``offset``/``limit``. It serves tables the tests write, or the CSVs of a Tushare-format
+directory, records every call, and can be told to fail the next calls.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pandas as pd
+
+VALID_TOKEN = "test-token"
+
+
+@dataclass
+class Fault:
+    """What to answer instead of the data: an HTTP status, or a vendor error code."""
+
+    http_status: int | None = None
+    code: int | None = None
+    msg: str = "injected fault"
+
+
+@dataclass
+class TushareTestServer:
+    tables: dict[str, pd.DataFrame]
+    row_cap: int = 2000
+    token: str = VALID_TOKEN
+    calls: list[dict] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+
+    def __post_init__(self):
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self.tables = {name: _as_text_keys(table) for name, table in self.tables.items()}
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                status, payload = server.answer(self.path, self.rfile.read(length))
+                body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @classmethod
+    def from_directory(cls, directory: str | Path, **kwargs) -> TushareTestServer:
+        directory = Path(directory)
+        tables = {
+            name: pd.read_csv(directory / f"{name}.csv", dtype={"ts_code": str, "trade_date": str, "list_date": str})
+            for name in ("fund_daily", "fund_adj", "fund_basic")
+            if (directory / f"{name}.csv").exists()
+        }
+        return cls(tables, **kwargs)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/dataapi"
+
+    def start(self) -> TushareTestServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> TushareTestServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def calls_to(self, api_name: str) -> list[dict]:
+        return [c for c in self.calls if c["api_name"] == api_name]
+
+    def answer(self, path: str, raw: bytes) -> tuple[int, dict]:
+        request = json.loads(raw or b"{}")
+        api_name = request.get("api_name") or path.rstrip("/").rsplit("/", 1)[-1]
+        params = request.get("params") or {}
+        with self._lock:
+            self.calls.append({"api_name": api_name, "params": params, "path": path})
+            fault = self.faults.pop(0) if self.faults else None
+        request_id = f"test-{next(self._ids)}"
+        if fault is not None and fault.http_status is not None:
+            return fault.http_status, {"code": fault.http_status, "msg": fault.msg}
+        if fault is not None:
+            return 200, _error(request_id, fault.code, fault.msg)
+        if request.get("token") != self.token:
+            return 200, _error(request_id, 40101, "抱歉，您的token不对，请确认。")
+        if api_name not in self.tables:
+            return 200, _error(request_id, 40102, f"接口名 {api_name} 不存在")
+        table = self._select(self.tables[api_name], params)
+        fields = [f for f in (request.get("fields") or "").split(",") if f] or list(table.columns)
+        table = table[[f for f in fields if f in table.columns]]
+        items = table.astype(object).where(table.notna(), None).values.tolist()
+        data = {"fields": list(table.columns), "items": items}
+        return 200, {"request_id": request_id, "code": 0, "msg": "", "data": data}
+
+    def _select(self, table: pd.DataFrame, params: dict) -> pd.DataFrame:
+        if params.get("ts_code"):
+            table = table[table["ts_code"].isin(str(params["ts_code"]).split(","))]
+        if "trade_date" in table.columns:
+            if params.get("trade_date"):
+                table = table[table["trade_date"] == str(params["trade_date"])]
+            if params.get("start_date"):
+                table = table[table["trade_date"] >= str(params["start_date"])]
+            if params.get("end_date"):
+                table = table[table["trade_date"] <= str(params["end_date"])]
+            table = table.sort_values(["trade_date", "ts_code"], ascending=[False, True])
+        offset = int(params.get("offset") or 0)
+        limit = min(int(params.get("limit") or self.row_cap), self.row_cap)
+        return table.iloc[offset : offset + limit]
+
+
+def _as_text_keys(table: pd.DataFrame) -> pd.DataFrame:
+    table = table.copy()
+    for column in ("ts_code", "trade_date"):
+        if column in table.columns:
+            table[column] = table[column].astype(str)
+    return table
+
+
+def _error(request_id: str, code: int | None, msg: str) -> dict:
+    return {"request_id": request_id, "code": code, "msg": msg, "data": None}
