@@ -164,7 +164,7 @@ def test_published_signals_are_the_rule_applied_to_the_vendor_data(scenario):
     params = StrategyParams()
     universe = pd.DataFrame({"ts_code": list(FUNDS), "name": list(FUNDS.values())})
     expected = build_report(
-        classify(compute_indicators(window, sessions, [sessions[-1]], params), universe, sessions[-1], params), params
+        classify(compute_indicators(window, sessions, [sessions[-1]], params), universe, [sessions[-1]], params), params
     )
     assert json.loads(scenario["daily_bytes"][DAY]) == expected
 

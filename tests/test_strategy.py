@@ -28,7 +28,7 @@ def signals_on(table: pd.DataFrame, index: int, params: StrategyParams = SMALL, 
     universe = pd.DataFrame({"ts_code": funds, "name": [f"fund {c}" for c in funds]})
     sessions = DAYS[: index + 1]
     indicators = compute_indicators(table, sessions, [DAYS[index]], params)
-    result = classify(indicators, universe, DAYS[index], params)
+    result = classify(indicators, universe, [DAYS[index]], params)
     return {row.ts_code: row._asdict() for row in result.itertuples(index=False)}
 
 

@@ -32,9 +32,9 @@ def contiguous_ranges(keys: list[str], all_keys: list[str]) -> list[tuple[str, s
     return [(a, b) for a, b in ranges]
 
 
-def to_parquet_bytes(table: pd.DataFrame) -> bytes:
+def to_parquet_bytes(table: pa.Table) -> bytes:
     buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), buffer, compression="zstd")
+    pq.write_table(table, buffer, compression="zstd")
     return buffer.getvalue()
 
 
@@ -50,13 +50,17 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         if obj is None:
             return
         keys = context.asset_partition_keys
-        by_day = {day.strftime("%Y-%m-%d"): part for day, part in obj.groupby(obj["trade_date"].dt.normalize())}
-        stray = sorted(set(by_day) - set(keys))
+        obj = obj.sort_values("trade_date", kind="stable", ignore_index=True)
+        day_of_row = obj["trade_date"].dt.strftime("%Y-%m-%d")
+        stray = sorted(set(day_of_row) - set(keys))
         if stray:
             raise ValueError(f"{context.asset_key.to_user_string()} has rows for days outside its partitions: {stray}")
-        empty = obj.iloc[0:0]
-        for key in keys:
-            atomic_write(self._path(context.asset_key, key), to_parquet_bytes(by_day.get(key, empty)))
+        # One conversion to Arrow for the whole range, then a zero-copy slice per day.
+        table = pa.Table.from_pandas(obj, preserve_index=False)
+        ends = day_of_row.searchsorted(keys, side="right")
+        starts = day_of_row.searchsorted(keys, side="left")
+        for key, start, end in zip(keys, starts, ends, strict=True):
+            atomic_write(self._path(context.asset_key, key), to_parquet_bytes(table.slice(start, end - start)))
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         asset_key = context.asset_key

@@ -175,15 +175,21 @@ def _fund_day(ts_code, day, dates, closes, factors, params: StrategyParams) -> d
     return row
 
 
-def classify(indicators: pd.DataFrame, universe: pd.DataFrame, day: dt.date, params: StrategyParams) -> pd.DataFrame:
-    """One signal per fund of the universe (in its order) on ``day``."""
-    by_code = {row.ts_code: row for row in indicators[indicators["trade_date"] == pd.Timestamp(day)].itertuples()}
+def classify(
+    indicators: pd.DataFrame, universe: pd.DataFrame, days: Sequence[dt.date], params: StrategyParams
+) -> pd.DataFrame:
+    """One signal per fund of the universe (in its order) on each of ``days``."""
+    rows_by_day: dict[pd.Timestamp, dict] = {pd.Timestamp(day): {} for day in days}
+    for row in indicators.itertuples(index=False):
+        if row.trade_date in rows_by_day:
+            rows_by_day[row.trade_date][row.ts_code] = row
     signals = []
-    for fund in universe.itertuples():
-        signal = dict.fromkeys(SIGNAL_COLUMNS)
-        signal.update(ts_code=fund.ts_code, name=fund.name, trade_date=pd.Timestamp(day))
-        signal.update(_signal(by_code.get(fund.ts_code), day, params))
-        signals.append(signal)
+    for day, by_code in rows_by_day.items():
+        for fund in universe.itertuples():
+            signal = dict.fromkeys(SIGNAL_COLUMNS)
+            signal.update(ts_code=fund.ts_code, name=fund.name, trade_date=day)
+            signal.update(_signal(by_code.get(fund.ts_code), day, params))
+            signals.append(signal)
     return pd.DataFrame(signals, columns=SIGNAL_COLUMNS).astype(_SIGNAL_DTYPES)
 
 
@@ -202,7 +208,7 @@ _SIGNAL_DTYPES = {
 }
 
 
-def _signal(row, day: dt.date, params: StrategyParams) -> dict:
+def _signal(row, day: pd.Timestamp, params: StrategyParams) -> dict:
     if row is None:
         return {"state": State.NO_DATA.value, "note": "no bar on this day (suspended, not listed or not published)"}
     if isinstance(row.note, str):
@@ -213,9 +219,9 @@ def _signal(row, day: dt.date, params: StrategyParams) -> dict:
         return {**values, "state": State.INSUFFICIENT_HISTORY.value, "note": note}
     short, long, prev_short, prev_long = row.ma_short, row.ma_long, row.prev_ma_short, row.prev_ma_long
     if short > long and prev_short <= prev_long:
-        state, since, since_close = State.BUY, pd.Timestamp(day), row.close
+        state, since, since_close = State.BUY, day, row.close
     elif short < long and prev_short >= prev_long:
-        state, since, since_close = State.SELL, pd.Timestamp(day), row.close
+        state, since, since_close = State.SELL, day, row.close
     elif row.trend > 0:
         state, since, since_close = State.HOLD, row.last_buy_date, row.last_buy_close
     else:
@@ -223,6 +229,6 @@ def _signal(row, day: dt.date, params: StrategyParams) -> dict:
     values["state"] = state.value
     if not pd.isna(since):
         values["since"] = since
-        values["days"] = (pd.Timestamp(day) - since).days
+        values["days"] = (day - since).days
         values["pct"] = round((row.close / since_close - 1) * 100, 2)
     return values

@@ -116,7 +116,7 @@ def trade_signals(
 ) -> dg.Output[pd.DataFrame]:
     funds = universe.load()
     params = strategy.params()
-    table = pd.concat([classify(etf_indicators, funds, day, params) for day in _days(context)], ignore_index=True)
+    table = classify(etf_indicators, funds, _days(context), params)
     last_day = table[table["trade_date"] == table["trade_date"].max()]
     metadata = _table_metadata(table, preview=last_day)
     metadata.update({f"last_day_{s.value.lower()}": int((last_day["state"] == s.value).sum()) for s in State})

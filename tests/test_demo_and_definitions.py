@@ -1,0 +1,62 @@
+"""The README's demo command and the code location, as a user runs them."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from tests.conftest import REPO_ROOT
+
+
+def clean_env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALCHEMY_", "TUSHARE_", "DAGSTER_"))}
+    return {**env, **extra}
+
+
+def test_demo_publishes_a_stamped_report_with_no_token_and_no_network(tmp_path):
+    shutil.copy(REPO_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    done = subprocess.run(
+        [sys.executable, "-m", "alchemy_pipeline.demo", "2024-06-30"],  # a Sunday: the Friday is published
+        env=clean_env(DAGSTER_HOME=str(tmp_path)),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    reports = tmp_path / ".alchemy" / "site" / "reports"
+    assert f"{reports / '2024-06-28.txt'}" in done.stdout
+    report = json.loads((reports / "2024-06-28.json").read_text("utf-8"))
+    assert report["notice"] == "DEMO DATA - not market prices"
+    assert len(report["signals"]) >= 35
+    assert "DEMO DATA - not market prices" in (reports / "2024-06-28.txt").read_text("utf-8")
+    assert "DEMO DATA - not market prices" in (reports / "2024-06-28.html").read_text("utf-8")
+    # The runs are in the instance's SQLite storage, as `dagster dev` will show them.
+    assert list((tmp_path / ".alchemy" / "dagster" / "storage").rglob("runs.db"))
+
+
+def test_dagster_validates_the_code_location(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "alchemy_pipeline.definitions"],
+        env=clean_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Validation successful" in done.stdout + done.stderr
+
+
+def test_a_bad_setting_stops_the_code_location_naming_it(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "alchemy_pipeline.definitions"],
+        env=clean_env(ALCHEMY_PRICE_SOURCE="tushare"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0
+    assert "TUSHARE_TOKEN" in done.stdout + done.stderr

@@ -1,0 +1,56 @@
+"""Settings and the universe file: bad input fails at once, naming the problem."""
+
+import pytest
+
+from alchemy_pipeline.domain.universe import UniverseError, load_universe
+from alchemy_pipeline.settings import SettingsError, load_settings
+
+
+def test_defaults_run_locally_on_demo_data_without_a_token():
+    settings = load_settings({})
+    assert (settings.env, settings.price_source) == ("local", "demo")
+    assert settings.notify_max_age_days == 3
+    assert (settings.ma_short, settings.ma_long) == (11, 22)
+
+
+def test_a_token_selects_tushare_and_the_seed_name_is_accepted():
+    assert load_settings({"TUSHARE_TOKEN": "t"}).tushare_token_var == "TUSHARE_TOKEN"
+    seed = load_settings({"TUSHARE_API_TOKEN": "t"})
+    assert (seed.price_source, seed.tushare_token_var) == ("tushare", "TUSHARE_API_TOKEN")
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"ALCHEMY_ENV": "staging"}, "ALCHEMY_ENV"),
+        ({"ALCHEMY_PRICE_SOURCE": "yahoo"}, "ALCHEMY_PRICE_SOURCE"),
+        ({"ALCHEMY_PRICE_SOURCE": "tushare"}, "TUSHARE_TOKEN"),
+        ({"ALCHEMY_NOTIFY_MAX_AGE_DAYS": "three"}, "ALCHEMY_NOTIFY_MAX_AGE_DAYS"),
+        ({"TUSHARE_TIMEOUT": "0"}, "TUSHARE_TIMEOUT"),
+    ],
+)
+def test_bad_settings_name_the_variable(environ, named):
+    with pytest.raises(SettingsError, match=named):
+        load_settings(environ)
+
+
+def test_default_universe_is_the_projects_list_of_liquid_etfs():
+    universe = load_universe()
+    assert 35 <= len(universe) <= 50
+    assert {"510300.SH", "510500.SH", "159915.SZ", "512880.SH", "513500.SH"} <= set(universe["ts_code"])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("code,name\n510300.SH,x\n", "lacks the column"),
+        ("ts_code,name\n510300,x\n", "malformed ts_code"),
+        ("ts_code,name\n510300.SH,a\n510300.SH,b\n", "more than once"),
+        ("ts_code,name\n", "no fund"),
+    ],
+)
+def test_bad_universe_files_are_refused_with_the_reason(tmp_path, content, message):
+    path = tmp_path / "universe.csv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(UniverseError, match=message):
+        load_universe(path)
