@@ -2,18 +2,14 @@
 
 import dagster as dg
 
-from alchemy_pipeline.defs.resources import build_resources
+from alchemy_pipeline.defs.resources import automation_runs_by_default, build_resources
 from alchemy_pipeline.defs.signals.assets import etf_daily_prices, etf_indicators, signal_report, trade_signals
-from alchemy_pipeline.defs.signals.jobs import (
-    daily_signals_job,
-    daily_signals_schedule,
-    notify_subscribers,
-    notify_subscribers_sensor,
-)
+from alchemy_pipeline.defs.signals.jobs import build_automation, daily_signals_job, notify_subscribers
 from alchemy_pipeline.settings import Settings, load_settings
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
+    daily_signals_schedule, notify_subscribers_sensor = build_automation(automation_runs_by_default(settings))
     return dg.Definitions(
         assets=[etf_daily_prices, etf_indicators, trade_signals, signal_report],
         jobs=[daily_signals_job, notify_subscribers],

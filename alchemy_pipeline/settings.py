@@ -14,7 +14,7 @@ class SettingsError(ValueError):
     """An environment variable is missing or unusable."""
 
 
-ENVIRONMENTS = ("local",)
+ENVIRONMENTS = ("local", "aws")
 PRICE_SOURCES = ("tushare", "demo")
 
 
@@ -32,6 +32,11 @@ class Settings:
     notify_max_age_days: int
     ma_short: int
     ma_long: int
+    subscribe_url: str | None = None
+    aws_region: str | None = None
+    data_bucket: str | None = None
+    site_bucket: str | None = None
+    sns_topic_arn: str | None = None
 
 
 def _int(environ, name: str, default: int) -> int:
@@ -65,10 +70,16 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         raise SettingsError(f"ALCHEMY_ENV={env!r} is not supported; use one of {', '.join(ENVIRONMENTS)}")
     # The seed read TUSHARE_API_TOKEN; both names are honoured, the SDK's own name first.
     token_var = next((v for v in ("TUSHARE_TOKEN", "TUSHARE_API_TOKEN") if environ.get(v, "").strip()), None)
-    price_source = environ.get("ALCHEMY_PRICE_SOURCE", "").strip() or ("tushare" if token_var else "demo")
+    price_source = environ.get("ALCHEMY_PRICE_SOURCE", "").strip() or (
+        "tushare" if token_var or env != "local" else "demo"
+    )
     if price_source not in PRICE_SOURCES:
         raise SettingsError(
             f"ALCHEMY_PRICE_SOURCE={price_source!r} is not supported; use one of {', '.join(PRICE_SOURCES)}"
+        )
+    if price_source == "demo" and env != "local":
+        raise SettingsError(
+            f"ALCHEMY_PRICE_SOURCE=demo is refused when ALCHEMY_ENV={env}: demo prices are not market prices"
         )
     if price_source == "tushare" and token_var is None:
         raise SettingsError(
@@ -76,7 +87,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         )
     data_dir = Path(environ.get("ALCHEMY_DATA_DIR", "").strip() or ".alchemy/data").resolve()
     publish_dir = Path(environ.get("ALCHEMY_PUBLISH_DIR", "").strip() or ".alchemy/site").resolve()
-    return Settings(
+    fields = dict(
         env=env,
         price_source=price_source,
         tushare_token_var=token_var,
@@ -86,7 +97,35 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         data_dir=data_dir,
         publish_dir=publish_dir,
         site_url=(environ.get("ALCHEMY_SITE_URL", "").strip() or publish_dir.as_uri()).rstrip("/"),
+        subscribe_url=environ.get("ALCHEMY_SUBSCRIBE_URL", "").strip() or None,
         notify_max_age_days=_int(environ, "ALCHEMY_NOTIFY_MAX_AGE_DAYS", 3),
         ma_short=_int(environ, "ALCHEMY_MA_SHORT", 11),
         ma_long=_int(environ, "ALCHEMY_MA_LONG", 22),
     )
+    if env == "aws":
+        fields.update(_aws_settings(environ))
+    return Settings(**fields)
+
+
+def _required(environ, name: str, why: str) -> str:
+    value = environ.get(name, "").strip()
+    if not value:
+        raise SettingsError(f"{name} is not set: ALCHEMY_ENV=aws needs it for {why}")
+    return value
+
+
+def _aws_settings(environ) -> dict:
+    region = environ.get("AWS_REGION", "").strip() or environ.get("AWS_DEFAULT_REGION", "").strip()
+    if not region:
+        raise SettingsError("AWS_REGION (or AWS_DEFAULT_REGION) is not set: ALCHEMY_ENV=aws needs the AWS region")
+    topic = _required(environ, "ALCHEMY_SNS_TOPIC_ARN", "the subscribers' SNS topic")
+    if not topic.startswith("arn:"):
+        raise SettingsError(f"ALCHEMY_SNS_TOPIC_ARN={topic!r} is not an ARN")
+    return {
+        "aws_region": region,
+        "data_bucket": _required(environ, "ALCHEMY_DATA_BUCKET", "the assets and notification records"),
+        "site_bucket": _required(environ, "ALCHEMY_SITE_BUCKET", "the published site"),
+        "sns_topic_arn": topic,
+        "site_url": _required(environ, "ALCHEMY_SITE_URL", "the links in notifications").rstrip("/"),
+        "subscribe_url": _required(environ, "ALCHEMY_SUBSCRIBE_URL", "the web page's subscribe form"),
+    }

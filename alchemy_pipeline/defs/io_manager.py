@@ -1,19 +1,19 @@
-"""Asset values as Parquet, one file per trading-day partition.
+"""Asset values as Parquet, one object per trading-day partition, on local disk or in S3.
 
 A single-run backfill hands an asset the DataFrame of its whole range: the IO manager splits it by
-``trade_date`` into one file per partition, and loads a range of partitions (a day's history window,
-or a backfill's) in one pass, each file read once.
+``trade_date`` into one object per partition, and loads a range of partitions (a day's history window,
+or a backfill's) in one pass, each object read once.
 """
 
 import io
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from dagster_aws.s3 import S3Resource
 
-from alchemy_pipeline.domain.publish import atomic_write
+from alchemy_pipeline.domain.storage import BlobStore, LocalBlobStore, S3BlobStore
 
 
 class MissingPartitionsError(RuntimeError):
@@ -39,12 +39,14 @@ def to_parquet_bytes(table: pa.Table) -> bytes:
 
 
 class PartitionedParquetIOManager(dg.ConfigurableIOManager):
-    """Stores ``<base_dir>/<asset_key>/<YYYY-MM-DD>.parquet``."""
+    """Stores ``<asset_key>/<YYYY-MM-DD>.parquet`` in the store of the subclass."""
 
-    base_dir: str
+    def store(self) -> BlobStore:
+        raise NotImplementedError
 
-    def _path(self, asset_key: dg.AssetKey, partition_key: str) -> Path:
-        return Path(self.base_dir, *asset_key.path, f"{partition_key}.parquet")
+    @staticmethod
+    def _key(asset_key: dg.AssetKey, partition_key: str) -> str:
+        return "/".join([*asset_key.path, f"{partition_key}.parquet"])
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | None) -> None:
         if obj is None:
@@ -57,19 +59,22 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             raise ValueError(f"{context.asset_key.to_user_string()} has rows for days outside its partitions: {stray}")
         # One conversion to Arrow for the whole range, then a zero-copy slice per day.
         table = pa.Table.from_pandas(obj, preserve_index=False)
-        ends = day_of_row.searchsorted(keys, side="right")
         starts = day_of_row.searchsorted(keys, side="left")
+        ends = day_of_row.searchsorted(keys, side="right")
+        store = self.store()
         for key, start, end in zip(keys, starts, ends, strict=True):
-            atomic_write(self._path(context.asset_key, key), to_parquet_bytes(table.slice(start, end - start)))
+            data = to_parquet_bytes(table.slice(start, end - start))
+            store.put(self._key(context.asset_key, key), data, content_type="application/vnd.apache.parquet")
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         asset_key = context.asset_key
-        keys = context.asset_partition_keys
-        missing = [k for k in keys if not self._path(asset_key, k).exists()]
+        keys = list(context.asset_partition_keys)
+        store = self.store()
+        existing = store.keys("/".join(asset_key.path) + "/")
+        missing = [k for k in keys if self._key(asset_key, k) not in existing]
         if missing:
-            all_keys = list(keys)
             name = asset_key.to_user_string()
-            ranges = contiguous_ranges(missing, all_keys)
+            ranges = contiguous_ranges(missing, keys)
             commands = "; ".join(
                 f"dagster asset materialize -m alchemy_pipeline.definitions --select {name} --partition-range {a}...{b}"
                 for a, b in ranges
@@ -78,5 +83,25 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 f"{name} has not been materialized for {len(missing)} of the {len(keys)} trading days this step "
                 f"reads ({', '.join(f'{a}...{b}' for a, b in ranges)}). Backfill them first: {commands}"
             )
-        tables = [pq.read_table(self._path(asset_key, k)) for k in keys]
+        tables = [pq.read_table(io.BytesIO(store.get(self._key(asset_key, k)))) for k in keys]
         return pa.concat_tables(tables, promote_options="default").to_pandas() if tables else pd.DataFrame()
+
+
+class LocalParquetIOManager(PartitionedParquetIOManager):
+    """Parquet files under a local directory."""
+
+    base_dir: str
+
+    def store(self) -> BlobStore:
+        return LocalBlobStore(self.base_dir)
+
+
+class S3ParquetIOManager(PartitionedParquetIOManager):
+    """Parquet objects in an S3 bucket, through dagster-aws's S3Resource."""
+
+    s3: dg.ResourceDependency[S3Resource]
+    bucket: str
+    prefix: str = "assets"
+
+    def store(self) -> BlobStore:
+        return S3BlobStore(self.s3.get_client(), self.bucket, self.prefix)

@@ -1,14 +1,17 @@
 """Resources, and the one place that decides which ones this environment gets."""
 
+import boto3
 import dagster as dg
 import pandas as pd
 import tushare
+from botocore.config import Config
+from dagster_aws.s3 import S3Resource
 
-from alchemy_pipeline.defs.io_manager import PartitionedParquetIOManager
+from alchemy_pipeline.defs.io_manager import LocalParquetIOManager, S3ParquetIOManager
 from alchemy_pipeline.defs.partitions import HISTORY_WINDOW
 from alchemy_pipeline.domain.demo_prices import DEMO_NOTICE, DemoTushareApi
-from alchemy_pipeline.domain.notify import LocalOutbox, Notifier
-from alchemy_pipeline.domain.publish import LocalSiteStore, SiteStore
+from alchemy_pipeline.domain.notify import LocalOutbox, Notifier, SnsNotifier
+from alchemy_pipeline.domain.storage import BlobStore, LocalBlobStore, S3BlobStore
 from alchemy_pipeline.domain.strategy import StrategyParams
 from alchemy_pipeline.domain.tushare_api import TushareClient
 from alchemy_pipeline.domain.universe import load_universe
@@ -73,26 +76,73 @@ class DemoPricesResource(PriceSourceResource):
 
 
 class SiteResource(dg.ConfigurableResource):
-    """The published site: a local directory, and the base URL its pages are linked from."""
+    """The published site: where its files go, the base URL its pages are read at, and the endpoint its
+    subscribe form posts to."""
 
-    root: str
     base_url: str
+    subscribe_url: str | None = None
 
-    def store(self) -> SiteStore:
-        return LocalSiteStore(self.root)
+    def store(self) -> BlobStore:
+        raise NotImplementedError
 
     def page_url(self, day: str) -> str:
         return f"{self.base_url}/reports/{day}.html"
 
 
-class NotifierResource(dg.ConfigurableResource):
-    """Local notifier: messages land in an outbox directory."""
+class LocalSiteResource(SiteResource):
+    root: str
 
-    outbox_dir: str
+    def store(self) -> BlobStore:
+        return LocalBlobStore(self.root)
+
+
+class S3SiteResource(SiteResource):
+    """A private bucket, read through CloudFront."""
+
+    s3: dg.ResourceDependency[S3Resource]
+    bucket: str
+
+    def store(self) -> BlobStore:
+        return S3BlobStore(self.s3.get_client(), self.bucket)
+
+
+class NotifierResource(dg.ConfigurableResource):
+    """Tells subscribers; ``max_age_days`` bounds how old a day may be and still be sent."""
+
     max_age_days: int = 3
 
     def notifier(self) -> Notifier:
+        raise NotImplementedError
+
+
+class OutboxNotifierResource(NotifierResource):
+    """Local: messages land in an outbox directory."""
+
+    outbox_dir: str
+
+    def notifier(self) -> Notifier:
         return LocalOutbox(self.outbox_dir)
+
+
+class SnsNotifierResource(NotifierResource):
+    """An SNS topic with email subscriptions; the record of each day is kept in the data bucket."""
+
+    s3: dg.ResourceDependency[S3Resource]
+    topic_arn: str
+    region_name: str
+    records_bucket: str
+
+    def notifier(self) -> Notifier:
+        # Short timeouts and few retries: a hung publish must not hold the run, and a retry of the
+        # run is safer than many silent retries of a call that may have gone through.
+        config = Config(connect_timeout=5, read_timeout=15, retries={"max_attempts": 2, "mode": "standard"})
+        sns = boto3.client("sns", region_name=self.region_name, config=config)
+        return SnsNotifier(sns, self.topic_arn, S3BlobStore(self.s3.get_client(), self.records_bucket))
+
+
+def automation_runs_by_default(settings: Settings) -> bool:
+    """A fresh AWS deployment runs on its own; locally, the schedule and sensor wait to be switched on."""
+    return settings.env == "aws"
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
@@ -105,13 +155,34 @@ def build_resources(settings: Settings) -> dict[str, object]:
         )
     else:
         prices = DemoPricesResource()
-    return {
-        "io_manager": PartitionedParquetIOManager(base_dir=str(settings.data_dir)),
+    common = {
         "prices": prices,
         "universe": UniverseResource(path=settings.universe_path),
         "strategy": StrategyResource(short=settings.ma_short, long=settings.ma_long),
-        "site": SiteResource(root=str(settings.publish_dir), base_url=settings.site_url),
-        "notifier": NotifierResource(
+    }
+    if settings.env == "aws":
+        s3 = S3Resource(region_name=settings.aws_region)
+        return {
+            **common,
+            "io_manager": S3ParquetIOManager(s3=s3, bucket=settings.data_bucket),
+            "site": S3SiteResource(
+                s3=s3, bucket=settings.site_bucket, base_url=settings.site_url, subscribe_url=settings.subscribe_url
+            ),
+            "notifier": SnsNotifierResource(
+                s3=s3,
+                topic_arn=settings.sns_topic_arn,
+                region_name=settings.aws_region,
+                records_bucket=settings.data_bucket,
+                max_age_days=settings.notify_max_age_days,
+            ),
+        }
+    return {
+        **common,
+        "io_manager": LocalParquetIOManager(base_dir=str(settings.data_dir)),
+        "site": LocalSiteResource(
+            root=str(settings.publish_dir), base_url=settings.site_url, subscribe_url=settings.subscribe_url
+        ),
+        "notifier": OutboxNotifierResource(
             outbox_dir=str(settings.publish_dir / "outbox"), max_age_days=settings.notify_max_age_days
         ),
     }

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
-from alchemy_pipeline.domain.publish import atomic_write
+from alchemy_pipeline.domain.storage import BlobStore, atomic_write
 
 SUBJECT = "Double MA Strategy Trade Signal: {day} - A Share"
 # SNS refuses email subjects that are not ASCII or are 100 characters or more.
@@ -63,10 +63,37 @@ def build_message(day: str, text: str, page_url: str) -> Message:
     return Message(day, subject, body)
 
 
-class Notifier(Protocol):
-    def sent_record(self, day: str) -> dict | None: ...
+class NotificationInDoubt(RuntimeError):
+    """An earlier attempt may or may not have sent the day's message."""
 
-    def send(self, message: Message) -> dict: ...
+
+class Notifier(Protocol):
+    def sent_record(self, day: str) -> dict | None:
+        """The durable record of the day's message, if an attempt was ever made."""
+
+    def send(self, message: Message) -> dict:
+        """Sends the message and returns its completed record."""
+
+
+def must_send(record: dict | None) -> bool:
+    """Whether the day still needs its message, given its durable record.
+
+    A record left in state ``sending`` means an attempt died between starting to publish and recording
+    the result: the message may have gone out. Sending again could email every subscriber twice, so the
+    day fails loudly instead (a missed email is preferred to a duplicate) and an operator decides.
+    """
+    if record is None or record.get("state") == "failed":
+        return True
+    if record.get("state") == "sent":
+        return False
+    raise NotificationInDoubt(
+        f"the notification of {record.get('trade_date')} was started at {record.get('updated_at')} and never "
+        "recorded as sent or failed; check the topic's delivery logs, then delete its record to send it again"
+    )
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 class LocalOutbox:
@@ -80,7 +107,53 @@ class LocalOutbox:
         return json.loads(path.read_text("utf-8")) if path.exists() else None
 
     def send(self, message: Message) -> dict:
-        record = {**asdict(message), "message_id": f"outbox-{message.trade_date}"}
-        data = json.dumps(record, ensure_ascii=False, indent=2).encode("utf-8")
-        atomic_write(self.root / f"{message.trade_date}.json", data)
+        record = {
+            **asdict(message),
+            "state": "sent",
+            "message_id": f"outbox-{message.trade_date}",
+            "updated_at": _now(),
+        }
+        atomic_write(
+            self.root / f"{message.trade_date}.json", json.dumps(record, ensure_ascii=False, indent=2).encode()
+        )
         return record
+
+
+class SnsNotifier:
+    """Publishes to an SNS topic, keeping each day's record at ``notifications/YYYY-MM-DD.json``."""
+
+    def __init__(self, sns_client, topic_arn: str, records: BlobStore):
+        self._sns = sns_client
+        self.topic_arn = topic_arn
+        self._records = records
+
+    @staticmethod
+    def _key(day: str) -> str:
+        return f"notifications/{day}.json"
+
+    def sent_record(self, day: str) -> dict | None:
+        raw = self._records.get(self._key(day))
+        return json.loads(raw) if raw is not None else None
+
+    def _record(self, message: Message, **fields) -> dict:
+        record = {"trade_date": message.trade_date, "subject": message.subject, "updated_at": _now(), **fields}
+        self._records.put(self._key(message.trade_date), json.dumps(record, indent=2).encode(), "application/json")
+        return record
+
+    def send(self, message: Message) -> dict:
+        from botocore.exceptions import ClientError, EndpointConnectionError
+
+        # Recorded before publishing, so a crash in between is seen (see must_send) instead of resent.
+        self._record(message, state="sending")
+        try:
+            answer = self._sns.publish(
+                TopicArn=self.topic_arn,
+                Subject=message.subject,
+                Message=message.body,
+                MessageAttributes={"trade_date": {"DataType": "String", "StringValue": message.trade_date}},
+            )
+        except (ClientError, EndpointConnectionError) as exc:
+            # SNS refused the call or was never reached: nothing was sent, a retry may send.
+            self._record(message, state="failed", error=str(exc))
+            raise
+        return self._record(message, state="sent", message_id=answer["MessageId"])

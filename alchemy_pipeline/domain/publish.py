@@ -8,82 +8,37 @@ once all three of its files are there.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Protocol
 
 from alchemy_pipeline.domain.report import history_json, render_html, render_index, render_text, report_json
+from alchemy_pipeline.domain.storage import BlobStore
 
 CONTENT_TYPES = {
     ".json": "application/json; charset=utf-8",
     ".txt": "text/plain; charset=utf-8",
     ".html": "text/html; charset=utf-8",
 }
-# The front page and the history change every day; the dated reports never do.
-SHORT_LIVED_KEYS = ("index.html", "history.json")
+# The front page and the history change every day; a dated report changes only if it is re-run.
+SHORT_CACHE = "public, max-age=300"
+REPORT_CACHE = "public, max-age=3600"
 
 
-def content_type(key: str) -> str:
-    return CONTENT_TYPES[Path(key).suffix]
-
-
-class SiteStore(Protocol):
-    def put(self, key: str, data: bytes) -> None: ...
-
-    def get(self, key: str) -> bytes | None: ...
-
-    def keys(self, prefix: str) -> list[str]: ...
-
-
-class LocalSiteStore:
-    """A directory; each file is replaced atomically, so a reader never sees half of one."""
-
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
-
-    def path(self, key: str) -> Path:
-        return self.root / key
-
-    def put(self, key: str, data: bytes) -> None:
-        atomic_write(self.path(key), data)
-
-    def get(self, key: str) -> bytes | None:
-        path = self.path(key)
-        return path.read_bytes() if path.exists() else None
-
-    def keys(self, prefix: str) -> list[str]:
-        base = self.root / prefix
-        if not base.is_dir():
-            return []
-        return sorted(f"{prefix}{p.name}" for p in base.iterdir() if p.is_file() and not p.name.startswith("."))
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _put(store: BlobStore, key: str, data: bytes, cache_control: str) -> None:
+    store.put(key, data, content_type=CONTENT_TYPES[Path(key).suffix], cache_control=cache_control)
 
 
 def report_key(day: str, suffix: str) -> str:
     return f"reports/{day}{suffix}"
 
 
-def published_days(store: SiteStore) -> list[str]:
-    return sorted(k[len("reports/") : -len(".json")] for k in store.keys("reports/") if k.endswith(".json"))
+def published_days(store: BlobStore) -> list[str]:
+    return sorted(
+        k.removeprefix("reports/").removesuffix(".json") for k in store.keys("reports/") if k.endswith(".json")
+    )
 
 
-def publish_reports(store: SiteStore, reports: Iterable[dict]) -> list[str]:
+def publish_reports(store: BlobStore, reports: Iterable[dict], subscribe_url: str | None = None) -> list[str]:
     """Writes each day's three files, then refreshes the front page and the history once."""
     written = []
     for report in reports:
@@ -93,17 +48,17 @@ def publish_reports(store: SiteStore, reports: Iterable[dict]) -> list[str]:
             (".html", render_html(report).encode("utf-8")),
             (".json", report_json(report)),
         ):
-            store.put(report_key(day, suffix), data)
+            _put(store, report_key(day, suffix), data, REPORT_CACHE)
             written.append(report_key(day, suffix))
-    written += refresh_index(store)
+    written += refresh_index(store, subscribe_url)
     return written
 
 
-def refresh_index(store: SiteStore) -> list[str]:
+def refresh_index(store: BlobStore, subscribe_url: str | None = None) -> list[str]:
     days = published_days(store)
     if not days:
         return []
     latest = json.loads(store.get(report_key(days[-1], ".json")))
-    store.put("history.json", history_json(days))
-    store.put("index.html", render_index(latest, days).encode("utf-8"))
+    _put(store, "history.json", history_json(days), SHORT_CACHE)
+    _put(store, "index.html", render_index(latest, days, subscribe_url).encode("utf-8"), SHORT_CACHE)
     return ["history.json", "index.html"]

@@ -132,6 +132,9 @@ ul{padding-left:1.1rem}li{margin:.3rem 0}
 .BUY{color:#b00020}.SELL{color:#0a7d32}.HOLD{color:#8a4b00}.EMPTY{color:#444}
 table{border-collapse:collapse;width:100%;font-size:.9rem}td,th{padding:.3rem;border-bottom:1px solid #eee;
 text-align:left}
+form{display:flex;flex-wrap:wrap;gap:.5rem;align-items:center}input[type=email]{flex:1 1 12rem;padding:.5rem;
+font-size:1rem}button{padding:.5rem 1rem;font-size:1rem}
+#subscribe-status[data-state=ok]{color:#0a7d32}#subscribe-status[data-state=error]{color:#b00020}
 @media (max-width:30rem){body{padding:.6rem}table{font-size:.8rem}}
 """
 
@@ -179,14 +182,57 @@ def render_html(report: dict) -> str:
     return _page(title, body)
 
 
-def render_index(latest: dict, days: list[str]) -> str:
-    """The site's front page: the latest day's signals and every published day, newest first."""
+_SUBSCRIBE_SCRIPT = """
+(function () {
+  var form = document.getElementById("subscribe-form");
+  var email = document.getElementById("subscribe-email");
+  var status = document.getElementById("subscribe-status");
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    status.dataset.state = "busy";
+    status.textContent = "正在提交…";
+    fetch(form.action, {
+      method: "POST",
+      headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({email: email.value.trim()})
+    }).then(function (response) {
+      return response.json().catch(function () { return {}; }).then(function (body) {
+        status.dataset.state = response.ok ? "ok" : "error";
+        status.textContent = body.message || (response.ok ? "确认邮件已发送，请查收。" : "订阅失败，请稍后再试。");
+      });
+    }).catch(function () {
+      status.dataset.state = "error";
+      status.textContent = "网络错误，请稍后再试。";
+    });
+  });
+})();
+"""
+
+
+def _subscribe_html(subscribe_url: str) -> str:
+    return (
+        '<section aria-labelledby="subscribe-title"><h2 id="subscribe-title">邮件订阅</h2>'
+        f'<form id="subscribe-form" action="{html.escape(subscribe_url)}" method="post">'
+        '<label for="subscribe-email">电子邮箱</label> '
+        '<input id="subscribe-email" name="email" type="email" required maxlength="254" autocomplete="email" '
+        'placeholder="name@example.com"> <button type="submit">订阅</button></form>'
+        '<p id="subscribe-status" role="status" aria-live="polite"></p>'
+        "<p>每个交易日收盘后发送一封邮件；订阅后请点击确认邮件中的链接。</p></section>"
+        f"<script>{_SUBSCRIBE_SCRIPT}</script>"
+    )
+
+
+def render_index(latest: dict, days: list[str], subscribe_url: str | None = None) -> str:
+    """The site's front page: the latest day's signals, every published day (newest first) and, where a
+    subscription endpoint exists, the form that subscribes an email address without leaving the page."""
     title = "双均线策略交易信号"
     history = "".join(f'<li><a href="reports/{d}.html">{d}</a></li>' for d in sorted(days, reverse=True))
+    day = latest["trade_date"]
     body = (
         f"<main><h1>{title}</h1>"
-        f'<h2 id="latest">最新: <a href="reports/{latest["trade_date"]}.html">{latest["trade_date"]}</a></h2>\n'
+        f'<h2 id="latest">最新: <a href="reports/{day}.html">{day}</a></h2>\n'
         f"{_signals_html(latest)}\n"
+        f"{_subscribe_html(subscribe_url) if subscribe_url else ''}\n"
         f'<section><h2 id="history">历史</h2><ul class="history">{history}</ul></section></main>'
     )
     return _page(title, body)

@@ -145,7 +145,7 @@ def signal_report(
         build_report(day_signals, params, notice=prices.notice)
         for _, day_signals in trade_signals.groupby("trade_date", sort=True)
     ]
-    written = publish_reports(site.store(), reports)
+    written = publish_reports(site.store(), reports, site.subscribe_url)
     latest = reports[-1]
     return dg.MaterializeResult(
         metadata={

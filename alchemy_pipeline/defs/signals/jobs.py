@@ -13,7 +13,7 @@ from alchemy_pipeline.defs.signals.assets import (
     trade_signals,
 )
 from alchemy_pipeline.domain import calendar
-from alchemy_pipeline.domain.notify import build_message, choose_day_to_notify
+from alchemy_pipeline.domain.notify import build_message, choose_day_to_notify, must_send
 from alchemy_pipeline.domain.publish import report_key
 
 # Runs that write the pipeline's assets share one lane; the instance's run queue admits one at a time
@@ -54,23 +54,11 @@ def scheduled_requests(day: str, instance: dg.DagsterInstance) -> list[dg.RunReq
     ]
 
 
-@dg.schedule(
-    cron_schedule="0 18 * * 1-5",
-    execution_timezone=calendar.TIMEZONE,
-    job=daily_signals_job,
-    description=(
-        "18:00 Asia/Shanghai on trading days: publishes that day's signals. On a fresh instance it first "
-        "fetches the missing price history as one single-run backfill."
-    ),
+@dg.op(
+    description="Sends the day's published text report, with the link to its page, to subscribers.",
+    # SNS hiccups are retried; a retry re-reads the durable record first, so it never sends twice.
+    retry_policy=dg.RetryPolicy(max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
 )
-def daily_signals_schedule(context: dg.ScheduleEvaluationContext):
-    day = context.scheduled_execution_time.astimezone(ZoneInfo(calendar.TIMEZONE)).date()
-    if not calendar.is_trading_day(day):
-        return dg.SkipReason(f"{day} is not a trading day of the {calendar.EXCHANGE} calendar")
-    return scheduled_requests(day.isoformat(), context.instance)
-
-
-@dg.op(description="Sends the day's published text report, with the link to its page, to subscribers.")
 def send_signal_notification(
     context: dg.OpExecutionContext, site: SiteResource, notifier: NotifierResource
 ) -> dg.Output[None]:
@@ -78,7 +66,7 @@ def send_signal_notification(
     outbox = notifier.notifier()
     # The durable record is checked before sending: a rerun or a retry never sends a day twice.
     record = outbox.sent_record(day)
-    if record is not None:
+    if not must_send(record):
         context.log.info(f"{day} was already notified ({record['message_id']}); nothing sent")
         return dg.Output(None, metadata={"sent": False, "message_id": record["message_id"]})
     text = site.store().get(report_key(day, ".txt"))
@@ -98,16 +86,38 @@ def notify_subscribers():
     send_signal_notification()
 
 
-@dg.sensor(
-    job=notify_subscribers,
-    minimum_interval_seconds=60,
-    description="Notifies subscribers of the newest published signal_report day, once, if it is recent.",
-)
-def notify_subscribers_sensor(context: dg.SensorEvaluationContext, notifier: NotifierResource):
-    published = context.instance.get_materialized_partitions(signal_report.key)
-    today = calendar.exchange_today()
-    decision = choose_day_to_notify(sorted(published), context.cursor or None, today, notifier.max_age_days)
-    if decision.day is None:
-        return dg.SkipReason(decision.reason)
-    context.update_cursor(decision.day)
-    return dg.RunRequest(run_key=f"notify:{decision.day}", partition_key=decision.day)
+def build_automation(running: bool) -> tuple[dg.ScheduleDefinition, dg.SensorDefinition]:
+    """The daily schedule and the notification sensor, on or off by default."""
+
+    @dg.schedule(
+        cron_schedule="0 18 * * 1-5",
+        execution_timezone=calendar.TIMEZONE,
+        job=daily_signals_job,
+        default_status=dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED,
+        description=(
+            "18:00 Asia/Shanghai on trading days: publishes that day's signals. On a fresh instance it first "
+            "fetches the missing price history as one single-run backfill."
+        ),
+    )
+    def daily_signals_schedule(context: dg.ScheduleEvaluationContext):
+        day = context.scheduled_execution_time.astimezone(ZoneInfo(calendar.TIMEZONE)).date()
+        if not calendar.is_trading_day(day):
+            return dg.SkipReason(f"{day} is not a trading day of the {calendar.EXCHANGE} calendar")
+        return scheduled_requests(day.isoformat(), context.instance)
+
+    @dg.sensor(
+        job=notify_subscribers,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
+        description="Notifies subscribers of the newest published signal_report day, once, if it is recent.",
+    )
+    def notify_subscribers_sensor(context: dg.SensorEvaluationContext, notifier: NotifierResource):
+        published = context.instance.get_materialized_partitions(signal_report.key)
+        today = calendar.exchange_today()
+        decision = choose_day_to_notify(sorted(published), context.cursor or None, today, notifier.max_age_days)
+        if decision.day is None:
+            return dg.SkipReason(decision.reason)
+        context.update_cursor(decision.day)
+        return dg.RunRequest(run_key=f"notify:{decision.day}", partition_key=decision.day)
+
+    return daily_signals_schedule, notify_subscribers_sensor
