@@ -88,3 +88,24 @@ def pipeline_env(tmp_path, monkeypatch):
 
 def day(text: str) -> dt.date:
     return dt.date.fromisoformat(text)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """One moto server for the session; each test makes its own buckets and topics."""
+    from tests.aws import start_moto
+
+    server, endpoint = start_moto()
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_endpoint, monkeypatch):
+    from tests.aws import aws_env
+
+    for key, value in aws_env(moto_endpoint).items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    return moto_endpoint

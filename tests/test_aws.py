@@ -1,0 +1,177 @@
+"""ALCHEMY_ENV=aws against moto in server mode over HTTP: assets and site in S3, notifications by SNS.
+
+SNS delivery is observed through an SQS queue subscribed to the topic, as an email subscriber would
+receive it. Scenario: a single-run backfill ending on DAY, then the scheduled run of NEXT_DAY, with the
+sensor and the notification job run as the daemon would, then reruns of everything.
+"""
+
+import datetime as dt
+import json
+import os
+import uuid
+from zoneinfo import ZoneInfo
+
+import boto3
+import dagster as dg
+import pytest
+
+from alchemy_pipeline.defs.partitions import history_keys
+from alchemy_pipeline.definitions import build_definitions
+from alchemy_pipeline.settings import SettingsError, load_settings
+from tests.conftest import vendor_tables, write_universe
+from tests.tushare_server import VALID_TOKEN, TushareTestServer
+
+DAY, NEXT_DAY = "2024-06-28", "2024-07-01"
+FUNDS = {"510300.SH": "沪深300ETF", "159915.SZ": "创业板ETF", "512880.SH": "证券ETF"}
+SITE_URL = "https://signals.example.com"
+
+
+def run_job(defs, instance, job, **kwargs):
+    result = defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False, **kwargs)
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+
+
+def range_tags(start, end):
+    return {"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end}
+
+
+def tick_sensor(defs, instance, cursor):
+    sensor = defs.resolve_sensor_def("notify_subscribers_sensor")
+    with dg.build_sensor_context(
+        instance=instance, definitions=defs, cursor=cursor, resources={"notifier": defs.resources["notifier"]}
+    ) as context:
+        return sensor.evaluate_tick(context)
+
+
+def drain(queue_url):
+    sqs = boto3.client("sqs")
+    messages = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        if not batch:
+            return messages
+        for message in batch:
+            messages.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+@pytest.fixture
+def aws_world(aws, tmp_path, monkeypatch):
+    suffix = uuid.uuid4().hex[:8]
+    s3, sns, sqs = boto3.client("s3"), boto3.client("sns"), boto3.client("sqs")
+    data_bucket, site_bucket = f"alchemy-data-{suffix}", f"alchemy-site-{suffix}"
+    for bucket in (data_bucket, site_bucket):
+        s3.create_bucket(Bucket=bucket)
+    topic = sns.create_topic(Name=f"signals-{suffix}")["TopicArn"]
+    queue_url = sqs.create_queue(QueueName=f"inbox-{suffix}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    server = TushareTestServer(vendor_tables(list(FUNDS), "2022-06-01", "2024-07-05")).start()
+    for key in list(os.environ):
+        if key.startswith(("ALCHEMY_", "TUSHARE_")):
+            monkeypatch.delenv(key)
+    env = {
+        "ALCHEMY_ENV": "aws",
+        "ALCHEMY_DATA_BUCKET": data_bucket,
+        "ALCHEMY_SITE_BUCKET": site_bucket,
+        "ALCHEMY_SNS_TOPIC_ARN": topic,
+        "ALCHEMY_SITE_URL": SITE_URL,
+        "ALCHEMY_SUBSCRIBE_URL": "https://api.example.com/subscribe",
+        "ALCHEMY_UNIVERSE": str(write_universe(tmp_path / "universe.csv", FUNDS)),
+        "ALCHEMY_NOTIFY_MAX_AGE_DAYS": "100000",  # the scenario's days are in 2024
+        "TUSHARE_TOKEN": VALID_TOKEN,
+        "TUSHARE_API_URL": server.url,
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    yield {"data": data_bucket, "site": site_bucket, "topic": topic, "queue": queue_url, "server": server}
+    server.stop()
+
+
+def test_backfill_then_daily_run_publish_to_s3_and_notify_exactly_once_per_new_day(aws_world):
+    defs = build_definitions(load_settings())
+    s3 = boto3.client("s3")
+    with dg.instance_for_test() as instance:
+        window = history_keys("2024-06-24")
+        run_job(defs, instance, "daily_signals_job", asset_selection=[dg.AssetKey("etf_daily_prices")],
+                tags=range_tags(window[0], window[-1]))  # fmt: skip
+        run_job(defs, instance, "daily_signals_job", tags=range_tags("2024-06-24", DAY))
+
+        first = tick_sensor(defs, instance, None)
+        assert [r.partition_key for r in first.run_requests] == [DAY]  # never the older days of the backfill
+        run_job(defs, instance, "notify_subscribers", partition_key=DAY)
+
+        when = dt.datetime(2024, 7, 1, 18, tzinfo=ZoneInfo("Asia/Shanghai"))
+        tick = defs.resolve_schedule_def("daily_signals_schedule").evaluate_tick(
+            dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
+        )
+        assert len(tick.run_requests) == 1
+        run_job(defs, instance, "daily_signals_job", tags=dict(tick.run_requests[0].tags))
+        second = tick_sensor(defs, instance, first.cursor)
+        assert [r.partition_key for r in second.run_requests] == [NEXT_DAY]
+        run_job(defs, instance, "notify_subscribers", partition_key=NEXT_DAY)
+
+        # Reruns: the day's run again, the sensor again, the notification job again.
+        run_job(defs, instance, "daily_signals_job", tags=range_tags(NEXT_DAY, NEXT_DAY))
+        assert not tick_sensor(defs, instance, second.cursor).run_requests
+        run_job(defs, instance, "notify_subscribers", partition_key=NEXT_DAY)
+
+    messages = drain(aws_world["queue"])
+    assert [m["MessageAttributes"]["trade_date"]["Value"] for m in messages] == [DAY, NEXT_DAY]
+    for message, day in zip(messages, (DAY, NEXT_DAY), strict=True):
+        assert message["Subject"] == f"Double MA Strategy Trade Signal: {day} - A Share"
+        text = s3.get_object(Bucket=aws_world["site"], Key=f"reports/{day}.txt")["Body"].read().decode()
+        assert message["Message"].startswith(text.rstrip())
+        assert f"{SITE_URL}/reports/{day}.html" in message["Message"]
+        record = json.loads(s3.get_object(Bucket=aws_world["data"], Key=f"notifications/{day}.json")["Body"].read())
+        assert (record["state"], record["message_id"]) == ("sent", message["MessageId"])
+
+    site_keys = {o["Key"] for o in s3.list_objects_v2(Bucket=aws_world["site"])["Contents"]}
+    for day in ("2024-06-24", DAY, NEXT_DAY):
+        assert {f"reports/{day}.json", f"reports/{day}.txt", f"reports/{day}.html"} <= site_keys
+    assert {"index.html", "history.json"} <= site_keys
+    expected_types = {".json": "application/json", ".txt": "text/plain", ".html": "text/html"}
+    for key in (f"reports/{DAY}.json", f"reports/{DAY}.txt", f"reports/{DAY}.html", "index.html", "history.json"):
+        head = s3.head_object(Bucket=aws_world["site"], Key=key)
+        suffix = key[key.rindex(".") :]
+        assert head["ContentType"] == f"{expected_types[suffix]}; charset=utf-8"
+        grants = s3.get_object_acl(Bucket=aws_world["site"], Key=key)["Grants"]
+        assert all(g["Grantee"].get("Type") == "CanonicalUser" for g in grants)  # nothing public
+    for key in ("index.html", "history.json"):
+        assert s3.head_object(Bucket=aws_world["site"], Key=key)["CacheControl"] == "public, max-age=300"
+    history = json.loads(s3.get_object(Bucket=aws_world["site"], Key="history.json")["Body"].read())
+    assert history["days"][:2] == [NEXT_DAY, DAY]
+    index = s3.get_object(Bucket=aws_world["site"], Key="index.html")["Body"].read().decode()
+    assert 'action="https://api.example.com/subscribe"' in index
+    assets = {
+        o["Key"] for o in s3.list_objects_v2(Bucket=aws_world["data"], Prefix="assets/trade_signals/")["Contents"]
+    }
+    assert f"assets/trade_signals/{NEXT_DAY}.parquet" in assets
+
+
+def test_automation_runs_by_default_on_aws_and_not_locally(aws_world, monkeypatch):
+    aws_defs = build_definitions(load_settings())
+    assert aws_defs.resolve_schedule_def("daily_signals_schedule").default_status == dg.DefaultScheduleStatus.RUNNING
+    assert aws_defs.resolve_sensor_def("notify_subscribers_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+    local_defs = build_definitions(load_settings({}))
+    assert local_defs.resolve_schedule_def("daily_signals_schedule").default_status == dg.DefaultScheduleStatus.STOPPED
+    assert local_defs.resolve_sensor_def("notify_subscribers_sensor").default_status == dg.DefaultSensorStatus.STOPPED
+
+
+@pytest.mark.parametrize(
+    ("drop", "extra", "named"),
+    [
+        ("ALCHEMY_DATA_BUCKET", {}, "ALCHEMY_DATA_BUCKET"),
+        ("ALCHEMY_SITE_BUCKET", {}, "ALCHEMY_SITE_BUCKET"),
+        ("ALCHEMY_SNS_TOPIC_ARN", {}, "ALCHEMY_SNS_TOPIC_ARN"),
+        ("ALCHEMY_SITE_URL", {}, "ALCHEMY_SITE_URL"),
+        ("TUSHARE_TOKEN", {}, "TUSHARE_TOKEN"),
+        (None, {"ALCHEMY_PRICE_SOURCE": "demo"}, "ALCHEMY_PRICE_SOURCE=demo is refused"),
+    ],
+)
+def test_aws_mode_fails_at_once_naming_a_missing_setting(aws_world, drop, extra, named):
+    environ = {**os.environ, **extra}
+    if drop:
+        environ.pop(drop)
+    with pytest.raises(SettingsError, match=named):
+        load_settings(environ)

@@ -1,0 +1,158 @@
+"""The subscription Lambda with real API Gateway event shapes, against SNS in moto's server mode."""
+
+import base64
+import importlib.util
+import json
+import logging
+import uuid
+
+import boto3
+import pytest
+
+from tests.aws import free_port
+from tests.conftest import REPO_ROOT
+
+ORIGIN = "https://signals.example.com"
+
+
+def load_lambda():
+    spec = importlib.util.spec_from_file_location(
+        f"subscribe_app_{uuid.uuid4().hex}", REPO_ROOT / "deploy" / "lambda" / "subscribe" / "app.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def topic(aws, monkeypatch):
+    arn = boto3.client("sns").create_topic(Name=f"signals-{uuid.uuid4().hex[:8]}")["TopicArn"]
+    monkeypatch.setenv("TOPIC_ARN", arn)
+    monkeypatch.setenv("ALLOWED_ORIGIN", ORIGIN)
+    return arn
+
+
+@pytest.fixture
+def app(topic):
+    return load_lambda()
+
+
+def http_api_event(body, method="POST", content_type="application/json", base64_encoded=False):
+    """API Gateway HTTP API, payload format 2.0."""
+    return {
+        "version": "2.0",
+        "routeKey": "POST /subscribe",
+        "rawPath": "/subscribe",
+        "headers": {"content-type": content_type, "origin": ORIGIN},
+        "requestContext": {"http": {"method": method, "path": "/subscribe", "sourceIp": "203.0.113.9"}},
+        "body": body,
+        "isBase64Encoded": base64_encoded,
+    }
+
+
+def rest_api_event(body, method="POST", content_type="application/x-www-form-urlencoded"):
+    """API Gateway REST API, payload format 1.0."""
+    return {
+        "resource": "/subscribe",
+        "path": "/subscribe",
+        "httpMethod": method,
+        "headers": {"Content-Type": content_type, "Origin": ORIGIN},
+        "requestContext": {"httpMethod": method, "stage": "prod"},
+        "body": body,
+        "isBase64Encoded": False,
+    }
+
+
+def subscribers(topic_arn):
+    subs = boto3.client("sns").list_subscriptions_by_topic(TopicArn=topic_arn)["Subscriptions"]
+    return [(s["Protocol"], s["Endpoint"]) for s in subs]
+
+
+def answer_of(response):
+    return json.loads(response["body"]) if response["body"] else None
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        http_api_event(json.dumps({"email": "li.lei@example.com"})),
+        rest_api_event("email=li.lei%40example.com"),
+        http_api_event(base64.b64encode(b'{"email": "li.lei@example.com"}').decode(), base64_encoded=True),
+        http_api_event(' \n{"email": "  li.lei@example.com "}', content_type="text/plain"),
+    ],
+    ids=["http-api-json", "rest-form", "base64-json", "untyped-json"],
+)
+def test_a_valid_address_becomes_a_pending_email_subscription(app, topic, event):
+    response = app.handler(event, None)
+    assert response["statusCode"] in (200, 202)
+    assert answer_of(response)["status"] == "pending_confirmation"
+    assert "确认邮件" in answer_of(response)["message"]
+    assert subscribers(topic) == [("email", "li.lei@example.com")]
+    assert response["headers"]["Access-Control-Allow-Origin"] == ORIGIN
+
+
+def test_subscribing_twice_is_harmless(app, topic):
+    event = http_api_event(json.dumps({"email": "han.meimei@example.com"}))
+    assert app.handler(event, None)["statusCode"] == 202
+    assert app.handler(event, None)["statusCode"] == 202
+    assert subscribers(topic) == [("email", "han.meimei@example.com")]
+
+
+@pytest.mark.parametrize(
+    ("event", "status", "code"),
+    [
+        (http_api_event(json.dumps({"email": "not-an-address"})), 400, "invalid_email"),
+        (http_api_event(json.dumps({"email": "a@b"})), 400, "invalid_email"),
+        (http_api_event(json.dumps({"email": "li\nlei@example.com"})), 400, "invalid_email"),
+        (http_api_event(json.dumps({"email": "x" * 250 + "@example.com"})), 400, "invalid_email"),
+        (http_api_event(json.dumps({"email": 42})), 400, "invalid_email"),
+        (http_api_event(json.dumps({"mail": "li@example.com"})), 400, "missing_email"),
+        (http_api_event('{"email": '), 400, "bad_json"),
+        (http_api_event(json.dumps(["li@example.com"])), 400, "bad_json"),
+        (http_api_event(""), 400, "empty_body"),
+        (http_api_event(None), 400, "empty_body"),
+        (http_api_event("!!!", base64_encoded=True), 400, "bad_base64"),
+        (rest_api_event("name=li"), 400, "missing_email"),
+        (http_api_event(json.dumps({"email": "li@example.com", "pad": "x" * 10_000})), 413, "body_too_large"),
+        (http_api_event(json.dumps({"email": "li@example.com"}), method="GET"), 405, "method_not_allowed"),
+        (rest_api_event("email=li%40example.com", method="DELETE"), 405, "method_not_allowed"),
+    ],
+)
+def test_bad_input_gets_a_4xx_json_answer_naming_the_problem(app, topic, event, status, code):
+    response = app.handler(event, None)
+    assert response["statusCode"] == status
+    body = answer_of(response)
+    assert body["error"] == code and body["message"]
+    assert "Traceback" not in response["body"]
+    assert subscribers(topic) == []
+
+
+def test_preflight_is_answered_for_the_site_origin_only(app):
+    response = app.handler(http_api_event(None, method="OPTIONS"), None)
+    assert response["statusCode"] == 204
+    headers = response["headers"]
+    assert headers["Access-Control-Allow-Origin"] == ORIGIN != "*"
+    assert "POST" in headers["Access-Control-Allow-Methods"]
+    assert "Content-Type" in headers["Access-Control-Allow-Headers"]
+
+
+def test_sns_outage_is_a_502_asking_to_try_later(topic, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    app = load_lambda()
+    response = app.handler(http_api_event(json.dumps({"email": "li@example.com"})), None)
+    assert response["statusCode"] == 502
+    assert "稍后再试" in answer_of(response)["message"]
+
+
+def test_logs_never_hold_the_full_address(app, caplog):
+    with caplog.at_level(logging.INFO):
+        app.handler(http_api_event(json.dumps({"email": "secret.person@example.com"})), None)
+    assert "secret.person" not in caplog.text
+    assert "s***@example.com" in caplog.text
+
+
+def test_the_package_holds_only_the_function():
+    package = REPO_ROOT / "deploy" / "lambda" / "subscribe"
+    assert sorted(p.name for p in package.iterdir() if p.name != "__pycache__") == ["app.py"]
+    source = (package / "app.py").read_text()
+    assert "import dagster" not in source and "import pandas" not in source
