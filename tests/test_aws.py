@@ -15,8 +15,8 @@ import boto3
 import dagster as dg
 import pytest
 
-from alchemy_pipeline.defs.partitions import history_keys
 from alchemy_pipeline.definitions import build_definitions
+from alchemy_pipeline.defs.partitions import history_keys
 from alchemy_pipeline.settings import SettingsError, load_settings
 from tests.conftest import vendor_tables, write_universe
 from tests.tushare_server import VALID_TOKEN, TushareTestServer
