@@ -109,3 +109,23 @@ def aws(moto_endpoint, monkeypatch):
     for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(key, raising=False)
     return moto_endpoint
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server for the session (skipped, with the reason, where none is installed)."""
+    from tests.postgres import ThrowawayPostgres, postgres_bin
+
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL server binaries (initdb) not found; .ci/run installs Debian's postgresql")
+    import shutil
+    import tempfile
+
+    # Not under pytest's temporary directory: that one is private to root, and the server may run as
+    # the postgres user.
+    root = Path(tempfile.mkdtemp(prefix="alchemy-pg-"))
+    root.chmod(0o755)
+    server = ThrowawayPostgres(root / "cluster").start()
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,286 @@
+"""The production deployment: templates, the instance configuration on real PostgreSQL, and run launches
+through EcsRunLauncher against ECS in moto's server mode."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import psycopg2
+import pytest
+from cfnlint.decode import decode_str
+
+from alchemy_pipeline.definitions import build_definitions
+from alchemy_pipeline.defs.partitions import history_keys
+from alchemy_pipeline.settings import load_settings
+from tests.conftest import REPO_ROOT, vendor_tables, write_universe
+from tests.tushare_server import VALID_TOKEN, TushareTestServer
+
+DEPLOY = REPO_ROOT / "deploy"
+TEMPLATES = sorted((DEPLOY / "cloudformation").glob("*.yaml"))
+
+
+def template() -> dict:
+    parsed, errors = decode_str((DEPLOY / "cloudformation" / "alchemy.yaml").read_text())
+    assert not errors
+    return parsed
+
+
+def statements(role: dict) -> list[dict]:
+    return [s for policy in role["Properties"].get("Policies", []) for s in policy["PolicyDocument"]["Statement"]]
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def test_templates_lint_clean():
+    assert TEMPLATES
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "cfn-lint"), *map(str, TEMPLATES)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and not done.stdout.strip(), done.stdout + done.stderr
+
+
+def test_roles_hold_least_privilege():
+    resources = template()["Resources"]
+    roles = {name: r for name, r in resources.items() if r["Type"] == "AWS::IAM::Role"}
+    assert len(roles) >= 4
+    for name, role in roles.items():
+        assert not role["Properties"].get("ManagedPolicyArns"), f"{name} attaches managed policies"
+        for statement in statements(role):
+            for action in as_list(statement["Action"]):
+                assert action != "*" and not action.endswith(":*"), f"{name} allows {action}"
+            if statement["Resource"] == "*":
+                # Only actions that AWS does not scope to a resource may use "*".
+                assert set(as_list(statement["Action"])) <= {"ecr:GetAuthorizationToken", "ecs:DescribeTaskDefinition"}
+    pass_role = [
+        (name, s) for name, r in roles.items() for s in statements(r) if "iam:PassRole" in as_list(s["Action"])
+    ]
+    assert [name for name, _ in pass_role] == ["DaemonTaskRole"]
+    passed = {ref["Fn::GetAtt"][0] for ref in pass_role[0][1]["Resource"]}
+    assert passed == {"RunTaskRole", "TaskExecutionRole"}
+
+
+def test_nothing_private_is_reachable_from_the_internet():
+    resources = template()["Resources"]
+    task_sg = resources["TaskSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert [(r["FromPort"], r["CidrIp"]) for r in task_sg] == [(3000, {"Ref": "AdminCidr"})]
+    db_sg = resources["DatabaseSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert [r["SourceSecurityGroupId"] for r in db_sg] == [{"Ref": "TaskSecurityGroup"}]
+    database = resources["Database"]["Properties"]
+    assert database["PubliclyAccessible"] is False and database["StorageEncrypted"] is True
+    assert database["ManageMasterUserPassword"] is True
+    for bucket in ("DataBucket", "SiteBucket"):
+        block = resources[bucket]["Properties"]["PublicAccessBlockConfiguration"]
+        assert all(block.values())
+
+
+def production_env(postgres, database: str, task_definition: str, bucket: str) -> dict[str, str]:
+    return {
+        "DAGSTER_POSTGRES_HOST": "127.0.0.1",
+        "DAGSTER_POSTGRES_PORT": str(postgres.port),
+        "DAGSTER_POSTGRES_USER": "postgres",
+        "DAGSTER_POSTGRES_PASSWORD": "unused-with-trust-auth",
+        "DAGSTER_POSTGRES_DB": database,
+        "DAGSTER_RUN_TASK_DEFINITION": task_definition,
+        "ALCHEMY_DATA_BUCKET": bucket,
+    }
+
+
+@pytest.fixture
+def production(aws, postgres, tmp_path, monkeypatch):
+    """deploy/dagster.yaml as the instance, on a fresh database, with ECS and S3 in moto."""
+    suffix = uuid.uuid4().hex[:8]
+    database = f"dagster_{suffix}"
+    postgres.create_database(database)
+    ec2, ecs, s3 = boto3.client("ec2"), boto3.client("ecs"), boto3.client("s3")
+    vpc = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})  # as the stack's VPC
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.40.{i}.0/24")["Subnet"]["SubnetId"] for i in (0, 1)]
+    group = ec2.create_security_group(GroupName=f"tasks-{suffix}", Description="tasks", VpcId=vpc)["GroupId"]
+    cluster = ecs.create_cluster(clusterName=f"alchemy-{suffix}")["cluster"]["clusterArn"]
+    family = f"alchemy-{suffix}-run"
+    ecs.register_task_definition(
+        family=family,
+        requiresCompatibilities=["FARGATE"],
+        networkMode="awsvpc",
+        cpu="512",
+        memory="1024",
+        containerDefinitions=[
+            {
+                "name": "run",
+                "cpu": 512,
+                "memory": 1024,
+                "image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/alchemy:1",
+                "environment": [{"name": "ALCHEMY_ENV", "value": "aws"}],
+                "secrets": [
+                    {"name": "TUSHARE_TOKEN", "valueFrom": "arn:aws:secretsmanager:us-east-1:123456789012:secret:t"},
+                ],
+            }
+        ],
+    )
+    bucket = f"alchemy-data-{suffix}"
+    s3.create_bucket(Bucket=bucket)
+    env = production_env(postgres, database, family, bucket)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((DEPLOY / "dagster.yaml").read_text())
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        yield {"instance": instance, "database": database, "cluster": cluster, "family": family,
+               "subnets": subnets, "group": group, "postgres": postgres}  # fmt: skip
+
+
+def test_production_instance_runs_a_backfill_on_postgres(production, tmp_path, monkeypatch):
+    funds = {"510300.SH": "沪深300ETF", "159915.SZ": "创业板ETF"}
+    server = TushareTestServer(vendor_tables(list(funds), "2023-01-01", "2024-07-05")).start()
+    try:
+        for key in list(os.environ):
+            if key.startswith(("ALCHEMY_", "TUSHARE_")) and key != "ALCHEMY_DATA_BUCKET":
+                monkeypatch.delenv(key)
+        for key, value in {
+            "ALCHEMY_DATA_DIR": str(tmp_path / "data"),
+            "ALCHEMY_PUBLISH_DIR": str(tmp_path / "site"),
+            "ALCHEMY_UNIVERSE": str(write_universe(tmp_path / "universe.csv", funds)),
+            "TUSHARE_TOKEN": VALID_TOKEN,
+            "TUSHARE_API_URL": server.url,
+        }.items():
+            monkeypatch.setenv(key, value)
+        defs = build_definitions(load_settings())
+        job = defs.resolve_job_def("daily_signals_job")
+        instance = production["instance"]
+        window = history_keys("2024-06-24")
+        for selection, start, end in (
+            ([dg.AssetKey("etf_daily_prices")], window[0], window[-1]),
+            (None, "2024-06-24", "2024-06-28"),
+        ):
+            result = job.execute_in_process(
+                instance=instance,
+                asset_selection=selection,
+                tags={"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end},
+            )
+            assert result.success
+    finally:
+        server.stop()
+    assert "postgres" in type(instance.run_storage).__module__
+    connection = psycopg2.connect(
+        host="127.0.0.1", port=production["postgres"].port, user="postgres", dbname=production["database"]
+    )
+    with connection, connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM runs WHERE status = 'SUCCESS'")
+        assert cursor.fetchone()[0] == 2
+        cursor.execute(
+            "SELECT count(DISTINCT partition) FROM event_logs "
+            "WHERE dagster_event_type = 'ASSET_MATERIALIZATION' AND asset_key = %s",
+            ('["signal_report"]',),
+        )
+        assert cursor.fetchone()[0] == 5
+    connection.close()
+    assert instance.get_materialized_partitions(dg.AssetKey("signal_report")) >= {"2024-06-24", "2024-06-28"}
+
+
+@pytest.fixture
+def daemon_task(production, monkeypatch):
+    """The daemon's own task in the emulator, and the one thing moto cannot give: the ECS task-metadata
+    endpoint (ECS_CONTAINER_METADATA_URI_V4) that a container reads its task from. Faked here."""
+    ecs = boto3.client("ecs")
+    ecs.register_task_definition(
+        family="alchemy-daemon",
+        requiresCompatibilities=["FARGATE"],
+        networkMode="awsvpc",
+        cpu="256",
+        memory="1024",
+        containerDefinitions=[{"name": "daemon", "image": "alchemy:1", "cpu": 256, "memory": 1024}],
+    )
+    task = ecs.run_task(
+        cluster=production["cluster"],
+        taskDefinition="alchemy-daemon",
+        launchType="FARGATE",
+        networkConfiguration={
+            "awsvpcConfiguration": {
+                "subnets": production["subnets"],
+                "securityGroups": [production["group"]],
+                "assignPublicIp": "ENABLED",
+            }
+        },
+    )["tasks"][0]
+    metadata = {"Cluster": production["cluster"], "TaskARN": task["taskArn"]}
+
+    class Metadata(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps(metadata if self.path.endswith("/task") else {"Name": "daemon"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("ECS_CONTAINER_METADATA_URI_V4", f"http://127.0.0.1:{server.server_address[1]}/v4/daemon")
+    yield task
+    server.shutdown()
+
+
+def test_ecs_run_launcher_starts_the_run_in_its_own_task(production, daemon_task):
+    from dagster._core.code_pointer import ModuleCodePointer
+    from dagster._core.launcher import LaunchRunContext
+    from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
+    from dagster._core.test_utils import create_run_for_test
+
+    instance = production["instance"]
+    origin = JobPythonOrigin(
+        "daily_signals_job",
+        RepositoryPythonOrigin(
+            executable_path="/usr/local/bin/python",
+            code_pointer=ModuleCodePointer("alchemy_pipeline.definitions", "defs", "/opt/dagster/app"),
+            container_image="123456789012.dkr.ecr.us-east-1.amazonaws.com/alchemy:1",
+        ),
+    )
+    run = create_run_for_test(
+        instance, job_name="daily_signals_job", job_code_origin=origin, tags={"dagster/partition": "2024-06-28"}
+    )
+    instance.run_launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+
+    ecs = boto3.client("ecs")
+    arns = set(ecs.list_tasks(cluster=production["cluster"])["taskArns"]) - {daemon_task["taskArn"]}
+    assert len(arns) == 1
+    task = ecs.describe_tasks(cluster=production["cluster"], tasks=list(arns))["tasks"][0]
+    assert task["clusterArn"] == production["cluster"]
+    assert task["taskDefinitionArn"].split("/")[-1].startswith(production["family"] + ":")
+    override = task["overrides"]["containerOverrides"][0]
+    assert override["name"] == "run"
+    command = " ".join(override["command"])
+    assert "execute_run" in command and run.run_id in command
+    assert task["overrides"]["cpu"] == "512" and task["overrides"]["memory"] == "1024"
+    definition = ecs.describe_task_definition(taskDefinition=task["taskDefinitionArn"])["taskDefinition"]
+    container = definition["containerDefinitions"][0]
+    assert [s["name"] for s in container["secrets"]] == ["TUSHARE_TOKEN"]
+    assert {"name": "ALCHEMY_ENV", "value": "aws"} in container["environment"]
+    attachment = next(a for a in task.get("attachments", []) if a["type"] == "ElasticNetworkInterface")
+    details = {d["name"]: d["value"] for d in attachment["details"]}
+    assert details["subnetId"] in production["subnets"]  # the daemon's network, as configured
+    tags = instance.get_run_by_id(run.run_id).tags
+    assert tags["ecs/task_arn"] == task["taskArn"]
+
+
+def test_dockerfile_is_slim_non_root_and_compiler_free():
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert "FROM python:3.11-slim" in dockerfile
+    assert "USER dagster" in dockerfile
+    assert "--only-binary=:all:" in dockerfile  # no compiler step, TA-Lib included
+    for toolchain in ("build-essential", "gcc", "make ", "ta-lib-0.4"):
+        assert toolchain not in dockerfile
