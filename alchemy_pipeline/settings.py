@@ -25,6 +25,9 @@ class Settings:
     tushare_token_var: str | None
     tushare_api_url: str | None
     tushare_timeout: float
+    tushare_calls_per_minute: int
+    tushare_retry_attempts: int
+    tushare_retry_base_delay: float
     universe_path: str | None
     data_dir: Path
     publish_dir: Path
@@ -93,6 +96,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         tushare_token_var=token_var,
         tushare_api_url=environ.get("TUSHARE_API_URL", "").strip() or None,
         tushare_timeout=_float(environ, "TUSHARE_TIMEOUT", 30.0),
+        tushare_calls_per_minute=max(1, _int(environ, "TUSHARE_CALLS_PER_MINUTE", 180)),
+        tushare_retry_attempts=max(1, _int(environ, "TUSHARE_RETRY_ATTEMPTS", 5)),
+        tushare_retry_base_delay=_float(environ, "TUSHARE_RETRY_BASE_SECONDS", 2.0),
         universe_path=environ.get("ALCHEMY_UNIVERSE", "").strip() or None,
         data_dir=data_dir,
         publish_dir=publish_dir,

@@ -6,15 +6,24 @@ import pytest
 
 from alchemy_pipeline.defs.resources import TushareResource
 from alchemy_pipeline.domain.prices import PRICE_COLUMNS, fetch_prices
-from alchemy_pipeline.domain.tushare_api import VendorAPIError, VendorHTTPError
+from alchemy_pipeline.domain.tushare_api import (
+    RateLimiter,
+    TushareClient,
+    VendorAPIError,
+    VendorAuthError,
+    VendorHTTPError,
+    VendorTimeoutError,
+)
 from tests.conftest import vendor_tables
 from tests.tushare_server import VALID_TOKEN, Fault
 
 CODES = ["510300.SH", "159915.SZ", "512880.SH"]
 
 
-def client_for(server, token=VALID_TOKEN):
-    return TushareResource(token=token, api_url=server.url, timeout=5).client(CODES)
+def client_for(server, token=VALID_TOKEN, attempts=1, timeout=5.0):
+    resource = TushareResource(token=token, api_url=server.url, timeout=timeout, retry_attempts=attempts,
+                               retry_base_delay=0.01)  # fmt: skip
+    return resource.client(CODES)
 
 
 def sessions(tables, start, end):
@@ -38,8 +47,8 @@ def test_a_range_is_fetched_per_fund_and_paged_past_the_row_cap(tushare_server_f
     tables = vendor_tables(CODES, "2023-01-03", "2024-06-28")
     server = tushare_server_factory(tables, row_cap=100)
     days = sessions(tables, "20230103", "20240628")
-    client = TushareResource(token=VALID_TOKEN, api_url=server.url).client(CODES)
-    client._page_limit = 100  # the server's cap, so paging is exercised with small tables
+    resource = TushareResource(token=VALID_TOKEN, api_url=server.url)
+    client = TushareClient(resource.client(CODES)._api, page_limit=100)  # the server's cap: small tables page
     table = fetch_prices(client, CODES, days)
     assert len(table) == len(days) * len(CODES)
     assert not table.duplicated(["ts_code", "trade_date"]).any()
@@ -63,10 +72,59 @@ def test_a_vendor_error_code_raises_with_its_message(tushare_server_factory):
         fetch_prices(client_for(server), CODES, [dt.date(2024, 6, 28)])
 
 
-def test_a_wrong_token_names_the_vendor_answer(tushare_server_factory):
+def test_a_wrong_token_fails_fast_naming_the_setting_never_the_token(tushare_server_factory):
     server = tushare_server_factory(vendor_tables(CODES, "2024-06-03", "2024-06-28"))
-    with pytest.raises(VendorAPIError, match="token"):
-        fetch_prices(client_for(server, token="wrong"), CODES, [dt.date(2024, 6, 28)])
+    with pytest.raises(VendorAuthError, match="TUSHARE_TOKEN") as caught:
+        fetch_prices(client_for(server, token="secret-wrong-token", attempts=5), CODES, [dt.date(2024, 6, 28)])
+    assert len(server.calls) == 1  # no retry can fix a token
+    assert "secret-wrong-token" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        [Fault(http_status=500), Fault(http_status=502), Fault(http_status=503)],
+        [Fault(code=50001, msg="系统内部错误"), Fault(code=-2001, msg="服务繁忙")],
+        [Fault(code=40203, msg="抱歉，您每分钟最多访问该接口200次")],
+        [Fault(delay=1.5)],  # the client's timeout is 1 s
+    ],
+    ids=["5xx-burst", "vendor-errors", "rate-limit", "timeout"],
+)
+def test_recoverable_faults_are_retried_to_the_clean_result(tushare_server_factory, faults):
+    tables = vendor_tables(CODES, "2024-01-02", "2024-06-28")
+    days = sessions(tables, "20240102", "20240628")
+    clean = fetch_prices(client_for(tushare_server_factory(tables), timeout=1.0), CODES, days)
+    server = tushare_server_factory(tables)
+    server.faults.extend(faults)
+    client = client_for(server, attempts=5, timeout=1.0)
+    faulty = fetch_prices(client, CODES, days)
+    assert faulty.equals(clean)
+    assert sum(client.retries.values()) == len(faults)
+
+
+def test_faults_past_the_attempts_fail_with_the_last_cause(tushare_server_factory):
+    server = tushare_server_factory(vendor_tables(CODES, "2024-06-03", "2024-06-28"))
+    server.faults.extend([Fault(delay=1.5)] * 3)
+    with pytest.raises(VendorTimeoutError, match="no answer"):
+        fetch_prices(client_for(server, attempts=3, timeout=1.0), CODES, [dt.date(2024, 6, 28)])
+    assert len(server.calls) == 3
+
+
+def test_rate_limiter_spaces_calls_per_api_within_a_minute():
+    now = [0.0]
+    waits = []
+
+    def sleep(seconds):
+        waits.append(seconds)
+        now[0] += seconds
+
+    limiter = RateLimiter(3, clock=lambda: now[0], sleep=sleep)
+    for _ in range(3):
+        assert limiter.acquire("fund_daily") == 0
+    assert limiter.acquire("fund_adj") == 0  # another API has its own budget
+    now[0] = 10.0
+    assert limiter.acquire("fund_daily") == pytest.approx(50.0)  # the first call leaves the window at 60 s
+    assert waits == [pytest.approx(50.0)]
 
 
 def test_a_day_the_vendor_has_not_published_is_an_empty_table_not_an_error(tushare_server_factory):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,6 +29,7 @@ class Fault:
     http_status: int | None = None
     code: int | None = None
     msg: str = "injected fault"
+    delay: float = 0.0  # seconds to stall before answering (a timeout, for a short client timeout)
 
 
 @dataclass
@@ -35,12 +37,15 @@ class TushareTestServer:
     tables: dict[str, pd.DataFrame]
     row_cap: int = 2000
     token: str = VALID_TOKEN
+    latency: float = 0.0  # seconds added to every call, like a distant server
+    calls_per_minute: int | None = None  # per API, answered with Tushare's rate-limit error past it
     calls: list[dict] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
 
     def __post_init__(self):
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
+        self._recent: dict[str, list[float]] = {}
         self.tables = {name: _as_text_keys(table) for name, table in self.tables.items()}
         server = self
 
@@ -99,10 +104,17 @@ class TushareTestServer:
         with self._lock:
             self.calls.append({"api_name": api_name, "params": params, "path": path})
             fault = self.faults.pop(0) if self.faults else None
+            now = time.monotonic()
+            recent = [t for t in self._recent.get(api_name, []) if t > now - 60]
+            limited = self.calls_per_minute is not None and len(recent) >= self.calls_per_minute
+            self._recent[api_name] = recent if limited else [*recent, now]
         request_id = f"test-{next(self._ids)}"
+        time.sleep(self.latency + (fault.delay if fault else 0.0))
+        if limited:
+            return 200, _error(request_id, 40203, f"抱歉，您每分钟最多访问该接口{self.calls_per_minute}次")
         if fault is not None and fault.http_status is not None:
             return fault.http_status, {"code": fault.http_status, "msg": fault.msg}
-        if fault is not None:
+        if fault is not None and fault.code is not None:
             return 200, _error(request_id, fault.code, fault.msg)
         if request.get("token") != self.token:
             return 200, _error(request_id, 40101, "抱歉，您的token不对，请确认。")

@@ -13,7 +13,7 @@ from alchemy_pipeline.domain.demo_prices import DEMO_NOTICE, DemoTushareApi
 from alchemy_pipeline.domain.notify import LocalOutbox, Notifier, SnsNotifier
 from alchemy_pipeline.domain.storage import BlobStore, LocalBlobStore, S3BlobStore
 from alchemy_pipeline.domain.strategy import StrategyParams
-from alchemy_pipeline.domain.tushare_api import TushareClient
+from alchemy_pipeline.domain.tushare_api import RetryPolicy, TushareClient, shared_rate_limiter
 from alchemy_pipeline.domain.universe import load_universe
 from alchemy_pipeline.settings import Settings
 
@@ -55,13 +55,21 @@ class TushareResource(PriceSourceResource):
     token: str
     api_url: str | None = None
     timeout: float = 30.0
+    # Tushare's common tiers allow 200 to 500 calls a minute per API; stay under the lowest.
+    calls_per_minute: int = 180
+    retry_attempts: int = 5
+    retry_base_delay: float = 2.0
 
     def client(self, ts_codes: list[str]) -> TushareClient:
         api = tushare.pro_api(token=self.token, timeout=self.timeout)
         if self.api_url:
             # The SDK keeps its base URL in a private attribute; this is how proxies and tests set it.
             api._DataApi__http_url = self.api_url.rstrip("/")
-        return TushareClient(api)
+        return TushareClient(
+            api,
+            limiter=shared_rate_limiter(self.calls_per_minute),
+            retry=RetryPolicy(attempts=self.retry_attempts, base_delay=self.retry_base_delay),
+        )
 
 
 class DemoPricesResource(PriceSourceResource):
@@ -152,6 +160,9 @@ def build_resources(settings: Settings) -> dict[str, object]:
             token=dg.EnvVar(settings.tushare_token_var),
             api_url=settings.tushare_api_url,
             timeout=settings.tushare_timeout,
+            calls_per_minute=settings.tushare_calls_per_minute,
+            retry_attempts=settings.tushare_retry_attempts,
+            retry_base_delay=settings.tushare_retry_base_delay,
         )
     else:
         prices = DemoPricesResource()

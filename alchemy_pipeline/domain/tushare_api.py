@@ -8,11 +8,18 @@ never as "no data".
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
+import random
+import re
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
 from typing import Protocol
 
 import pandas as pd
+import requests
 
 # Tushare caps fund_adj (and, by one version of its docs, fund_daily) at 2,000 rows per call.
 PAGE_LIMIT = 2000
@@ -30,6 +37,73 @@ class VendorAPIError(VendorError):
     """The vendor answered with a non-zero error code."""
 
 
+class VendorAuthError(VendorAPIError):
+    """The token is wrong or expired: retrying cannot help."""
+
+
+class VendorRateLimited(VendorAPIError):
+    """The vendor refused the call for exceeding its call rate."""
+
+
+class VendorTimeoutError(VendorError):
+    """The vendor did not answer in time, or the connection failed."""
+
+
+# The SDK hands over only the vendor's message, not its code: these are the messages it sends.
+_AUTH_MESSAGE = re.compile(r"token|权限|积分不足", re.IGNORECASE)
+_RATE_MESSAGE = re.compile(r"最多访问|频率|too many|rate limit", re.IGNORECASE)
+
+
+class RateLimiter:
+    """At most ``calls_per_minute`` calls per API within any 60 s, across every thread that shares it."""
+
+    def __init__(self, calls_per_minute: int, clock: Callable[[], float] = time.monotonic, sleep=time.sleep):
+        if calls_per_minute < 1:
+            raise ValueError(f"calls_per_minute must be at least 1, got {calls_per_minute}")
+        self.calls_per_minute = calls_per_minute
+        self._clock, self._sleep = clock, sleep
+        self._recent: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, api_name: str) -> float:
+        """Waits for a free slot; returns the seconds waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                recent = self._recent.setdefault(api_name, deque())
+                while recent and recent[0] <= now - 60.0:
+                    recent.popleft()
+                if len(recent) < self.calls_per_minute:
+                    recent.append(now)
+                    return waited
+                pause = recent[0] + 60.0 - now
+            self._sleep(pause)
+            waited += pause
+
+
+@cache
+def shared_rate_limiter(calls_per_minute: int) -> RateLimiter:
+    """One limiter per process and rate, so every call of a run counts against the same budget."""
+    return RateLimiter(calls_per_minute)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter for the faults that a later attempt can clear."""
+
+    attempts: int = 5
+    base_delay: float = 2.0
+    max_delay: float = 60.0
+
+    def __post_init__(self):
+        if self.attempts < 1:
+            raise ValueError(f"a call needs at least one attempt, got {self.attempts}")
+
+    def delay(self, attempt: int) -> float:
+        return min(self.max_delay, self.base_delay * 2**attempt) * random.uniform(0.5, 1.5)
+
+
 class VendorDataError(VendorError):
     """The vendor's answer is not the table that was asked for."""
 
@@ -41,28 +115,63 @@ class TushareApi(Protocol):
 class TushareClient:
     """Paged, validated calls to a Tushare Pro API; counts the calls it makes."""
 
-    def __init__(self, api: TushareApi, page_limit: int = PAGE_LIMIT):
+    def __init__(
+        self,
+        api: TushareApi,
+        page_limit: int = PAGE_LIMIT,
+        limiter: RateLimiter | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self._api = api
         self._page_limit = page_limit
+        self._limiter = limiter
+        self._retry = retry or RetryPolicy(attempts=1)
+        self._sleep = sleep
         self.calls: Counter[str] = Counter()
+        self.retries: Counter[str] = Counter()
 
-    def _call(self, api_name: str, fields: Sequence[str], params: dict) -> pd.DataFrame:
+    def _attempt(self, api_name: str, fields: Sequence[str], params: dict) -> pd.DataFrame:
+        if self._limiter is not None:
+            self._limiter.acquire(api_name)
         self.calls[api_name] += 1
+        where = f"Tushare {api_name} {_describe(params)}"
         try:
             table = self._api.query(api_name, fields=",".join(fields), **params)
-        except VendorError:
-            raise
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise VendorTimeoutError(f"{where} got no answer: {type(exc).__name__}") from None
         except Exception as exc:  # the SDK raises bare Exception(msg) for vendor error codes
-            raise VendorAPIError(f"Tushare {api_name} {_describe(params)} failed: {exc}") from exc
+            message = str(exc)
+            if _AUTH_MESSAGE.search(message):
+                raise VendorAuthError(
+                    f"{where} was refused: {message}. Check the token in TUSHARE_TOKEN (or TUSHARE_API_TOKEN)"
+                ) from None
+            if _RATE_MESSAGE.search(message):
+                raise VendorRateLimited(f"{where} was rate-limited: {message}") from None
+            raise VendorAPIError(f"{where} failed: {message}") from None
         if table is None or len(table.columns) == 0:
             raise VendorHTTPError(
-                f"Tushare {api_name} {_describe(params)} returned no table (an HTTP error status); "
-                "this is a failed call, not an empty result"
+                f"{where} returned no table (an HTTP error status); this is a failed call, not an empty result"
             )
         missing = [f for f in fields if f not in table.columns]
         if missing:
-            raise VendorDataError(f"Tushare {api_name} {_describe(params)} lacks fields {missing}")
+            raise VendorDataError(f"{where} lacks fields {missing}")
         return table[list(fields)]
+
+    def _call(self, api_name: str, fields: Sequence[str], params: dict) -> pd.DataFrame:
+        """One call, retried with backoff on faults a later attempt can clear; a refused token fails at once."""
+        failures = 0
+        while True:
+            try:
+                return self._attempt(api_name, fields, params)
+            except (VendorAuthError, VendorDataError):
+                raise
+            except VendorError:
+                failures += 1
+                if failures >= self._retry.attempts:
+                    raise
+                self.retries[api_name] += 1
+                self._sleep(self._retry.delay(failures - 1))
 
     def query_all(self, api_name: str, fields: Sequence[str], **params) -> pd.DataFrame:
         """All rows of a query, paging with offset/limit past the per-call row cap."""
