@@ -35,6 +35,9 @@ class Settings:
     notify_max_age_days: int
     ma_short: int
     ma_long: int
+    max_funds_without_data: int = 5
+    late_data_retries: int = 8
+    late_data_retry_seconds: int = 1800
     subscribe_url: str | None = None
     aws_region: str | None = None
     data_bucket: str | None = None
@@ -107,6 +110,9 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         notify_max_age_days=_int(environ, "ALCHEMY_NOTIFY_MAX_AGE_DAYS", 3),
         ma_short=_int(environ, "ALCHEMY_MA_SHORT", 11),
         ma_long=_int(environ, "ALCHEMY_MA_LONG", 22),
+        max_funds_without_data=_int(environ, "ALCHEMY_MAX_FUNDS_WITHOUT_DATA", 5),
+        late_data_retries=_int(environ, "ALCHEMY_LATE_DATA_RETRIES", 8),
+        late_data_retry_seconds=_int(environ, "ALCHEMY_LATE_DATA_RETRY_SECONDS", 1800),
     )
     if env == "aws":
         fields.update(_aws_settings(environ))

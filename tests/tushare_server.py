@@ -46,6 +46,12 @@ class TushareTestServer:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._recent: dict[str, list[float]] = {}
+        self.rows_served = 0
+        # Indexes by fund and by day, so that large tables answer quickly.
+        self._by_code = {name: dict(tuple(t.groupby("ts_code"))) for name, t in self.tables.items() if "ts_code" in t}
+        self._by_day = {
+            name: dict(tuple(t.groupby("trade_date"))) for name, t in self.tables.items() if "trade_date" in t
+        }
         self.tables = {name: _as_text_keys(table) for name, table in self.tables.items()}
         server = self
 
@@ -56,6 +62,15 @@ class TushareTestServer:
                 body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                # Counters for benchmarks: calls answered and rows served so far.
+                body = json.dumps({"calls": len(server.calls), "rows": server.rows_served}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -120,16 +135,23 @@ class TushareTestServer:
             return 200, _error(request_id, 40101, "抱歉，您的token不对，请确认。")
         if api_name not in self.tables:
             return 200, _error(request_id, 40102, f"接口名 {api_name} 不存在")
-        table = self._select(self.tables[api_name], params)
+        table = self._select(api_name, params)
         fields = [f for f in (request.get("fields") or "").split(",") if f] or list(table.columns)
         table = table[[f for f in fields if f in table.columns]]
         items = table.astype(object).where(table.notna(), None).values.tolist()
         data = {"fields": list(table.columns), "items": items}
+        with self._lock:
+            self.rows_served += len(items)
         return 200, {"request_id": request_id, "code": 0, "msg": "", "data": data}
 
-    def _select(self, table: pd.DataFrame, params: dict) -> pd.DataFrame:
+    def _select(self, api_name: str, params: dict) -> pd.DataFrame:
+        table = self.tables[api_name]
+        empty = table.iloc[0:0]
         if params.get("ts_code"):
-            table = table[table["ts_code"].isin(str(params["ts_code"]).split(","))]
+            codes = str(params["ts_code"]).split(",")
+            table = pd.concat([self._by_code[api_name].get(c, empty) for c in codes])
+        elif params.get("trade_date"):
+            table = self._by_day[api_name].get(str(params["trade_date"]), empty)
         if "trade_date" in table.columns:
             if params.get("trade_date"):
                 table = table[table["trade_date"] == str(params["trade_date"])]

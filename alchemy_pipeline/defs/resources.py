@@ -19,9 +19,11 @@ from alchemy_pipeline.settings import Settings
 
 
 class UniverseResource(dg.ConfigurableResource):
-    """The funds to follow: a CSV of ts_code,name (the project's default list when no path is set)."""
+    """The funds to follow: a CSV of ts_code,name (the project's default list when no path is set), and
+    how many of them may lack data on a day before the day is held back as a broken fetch."""
 
     path: str | None = None
+    max_funds_without_data: int = 5
 
     def load(self) -> pd.DataFrame:
         return load_universe(self.path)
@@ -38,7 +40,11 @@ class StrategyResource(dg.ConfigurableResource):
 
 
 class PriceSourceResource(dg.ConfigurableResource):
-    """Where daily bars and adjustment factors come from."""
+    """Where daily bars and adjustment factors come from, and how long to wait for a day that is not
+    published yet (the schedule fires at 18:00; the vendor can be later)."""
+
+    late_data_retries: int = 8
+    late_data_retry_seconds: int = 1800
 
     def client(self, ts_codes: list[str]) -> TushareClient:
         raise NotImplementedError
@@ -155,8 +161,13 @@ def automation_runs_by_default(settings: Settings) -> bool:
 
 def build_resources(settings: Settings) -> dict[str, object]:
     """The resources of this environment (``ALCHEMY_ENV``); nothing else looks at the environment."""
+    waiting = {
+        "late_data_retries": settings.late_data_retries,
+        "late_data_retry_seconds": settings.late_data_retry_seconds,
+    }
     if settings.price_source == "tushare":
         prices: PriceSourceResource = TushareResource(
+            **waiting,
             token=dg.EnvVar(settings.tushare_token_var),
             api_url=settings.tushare_api_url,
             timeout=settings.tushare_timeout,
@@ -165,10 +176,12 @@ def build_resources(settings: Settings) -> dict[str, object]:
             retry_base_delay=settings.tushare_retry_base_delay,
         )
     else:
-        prices = DemoPricesResource()
+        prices = DemoPricesResource(**waiting)
     common = {
         "prices": prices,
-        "universe": UniverseResource(path=settings.universe_path),
+        "universe": UniverseResource(
+            path=settings.universe_path, max_funds_without_data=settings.max_funds_without_data
+        ),
         "strategy": StrategyResource(short=settings.ma_short, long=settings.ma_long),
     }
     if settings.env == "aws":

@@ -28,6 +28,8 @@ import pandas as pd
 import talib
 
 MIN_SEARCH_DAYS = 250
+MISSING_BAR = "no bar on this day (suspended, or missing from the vendor)"
+NOT_TRADING = "no bar in the history window (not listed yet, or delisted)"
 
 
 class State(StrEnum):
@@ -112,11 +114,15 @@ def compute_indicators(
         for day in days:
             d = np.datetime64(day, "D")
             hi = int(np.searchsorted(dates, d, side="right"))
-            if hi == 0 or dates[hi - 1] != d:
-                continue
             lo = int(np.searchsorted(dates, np.datetime64(window_start[day], "D"), side="left"))
-            rows.append(_fund_day(ts_code, day, dates[lo:hi], closes[lo:hi], factors[lo:hi], params))
-    return pd.DataFrame(rows, columns=INDICATOR_COLUMNS).astype(_INDICATOR_DTYPES)
+            if hi > lo and dates[hi - 1] == d:
+                rows.append(_fund_day(ts_code, day, dates[lo:hi], closes[lo:hi], factors[lo:hi], params))
+            elif hi > lo:
+                # Traded within the window but not today: a suspension, or a bar the vendor lacks.
+                rows.append({"ts_code": ts_code, "trade_date": pd.Timestamp(day), "trend": 0, "bars": hi - lo,
+                             "note": MISSING_BAR})  # fmt: skip
+    table = pd.DataFrame(rows, columns=INDICATOR_COLUMNS).astype(_INDICATOR_DTYPES)
+    return table.sort_values(["trade_date", "ts_code"], ignore_index=True)
 
 
 _INDICATOR_DTYPES = {
@@ -210,7 +216,7 @@ _SIGNAL_DTYPES = {
 
 def _signal(row, day: pd.Timestamp, params: StrategyParams) -> dict:
     if row is None:
-        return {"state": State.NO_DATA.value, "note": "no bar on this day (suspended, not listed or not published)"}
+        return {"state": State.NO_DATA.value, "note": NOT_TRADING}
     if isinstance(row.note, str):
         return {"state": State.NO_DATA.value, "close": row.close, "note": row.note}
     values = {"close": row.close, "ma_short": row.ma_short, "ma_long": row.ma_long}

@@ -12,8 +12,17 @@ from alchemy_pipeline.defs.resources import (
 )
 from alchemy_pipeline.domain.prices import fetch_prices
 from alchemy_pipeline.domain.publish import publish_reports
+from alchemy_pipeline.domain.quality import (
+    Finding,
+    bars_are_sane,
+    factors_are_present,
+    fund_days_are_unique,
+    no_data_under_threshold,
+    universe_coverage,
+)
 from alchemy_pipeline.domain.report import build_report, render_text
 from alchemy_pipeline.domain.strategy import State, classify, compute_indicators
+from alchemy_pipeline.domain.tushare_api import VendorAuthError
 
 GROUP = "etf_signals"
 PREVIEW_ROWS = 12
@@ -35,42 +44,74 @@ def _table_metadata(table: pd.DataFrame, preview: pd.DataFrame | None = None) ->
     }
 
 
+def _check(name: str, asset: str, description: str, blocking: bool = True) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(name, asset=asset, description=description, blocking=blocking)
+
+
+def _result(name: str, finding: Finding, severity=dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=finding.passed,
+        severity=severity,
+        description=finding.description,
+        metadata=finding.metadata,
+    )
+
+
 @dg.asset(
     partitions_def=trading_days,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name=GROUP,
     kinds={"tushare", "pandas", "parquet"},
+    check_specs=[
+        _check("bars_are_sane", "etf_daily_prices", "Prices > 0 and low <= open, close <= high."),
+        _check("factors_are_present", "etf_daily_prices", "Every bar has an adjustment factor > 0."),
+        _check("fund_days_are_unique", "etf_daily_prices", "No fund has two bars on one day."),
+        _check(
+            "universe_coverage",
+            "etf_daily_prices",
+            "Funds of the universe without a bar (they become NO_DATA, with the reason).",
+            blocking=False,
+        ),
+    ],
+    # A vendor outage that outlasts the client's own retries: try the step again later.
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=300, backoff=dg.Backoff.EXPONENTIAL),
     description=(
         "Unadjusted daily bars (Tushare fund_daily) of every fund in the universe, with that day's "
         "cumulative adjustment factor (fund_adj). Fetched in bulk: per day for all funds, or per fund "
         "for a whole range, whichever costs fewer API calls."
     ),
 )
-def etf_daily_prices(
-    context: dg.AssetExecutionContext, prices: PriceSourceResource, universe: UniverseResource
-) -> dg.Output[pd.DataFrame]:
+def etf_daily_prices(context: dg.AssetExecutionContext, prices: PriceSourceResource, universe: UniverseResource):
     days = _days(context)
     codes = universe.load()["ts_code"].tolist()
     client = prices.client(codes)
-    table = fetch_prices(client, codes, days)
+    try:
+        table = fetch_prices(client, codes, days)
+    except VendorAuthError as exc:
+        # No retry can fix a refused token: fail now, and say which setting to fix.
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
     present = set(table["trade_date"].dt.date)
     absent = [d.isoformat() for d in days if d not in present]
     if absent:
-        # Publishing a day without its bars would report every fund as NO_DATA: refuse instead.
-        raise dg.Failure(
-            description=(
-                f"The price source has no bar for any of the {len(codes)} funds on {', '.join(absent[:10])}"
-                f"{' ...' if len(absent) > 10 else ''}: the day is not published yet or the source is failing."
-            )
+        # Publishing a day without its bars would report every fund as NO_DATA: wait for the vendor.
+        context.log.warning(
+            f"The price source has no bar for any of the {len(codes)} funds on {', '.join(absent[:10])}"
+            f"{' ...' if len(absent) > 10 else ''}: not published yet. Nothing is published or sent for it; "
+            f"retrying in {prices.late_data_retry_seconds} s (at most {prices.late_data_retries} times)."
         )
-    unfactored = table[table["adj_factor"].isna()]
+        raise dg.RetryRequested(max_retries=prices.late_data_retries, seconds_to_wait=prices.late_data_retry_seconds)
     metadata = _table_metadata(table)
     metadata.update(
         api_calls=int(sum(client.calls.values())),
-        bars_without_adj_factor=len(unfactored),
+        api_retries=int(sum(client.retries.values())),
         funds_without_bar_on_last_day=len(codes) - int((table["trade_date"].dt.date == days[-1]).sum()),
     )
-    return dg.Output(table, metadata=metadata)
+    yield dg.Output(table, metadata=metadata)
+    yield _result("bars_are_sane", bars_are_sane(table))
+    yield _result("factors_are_present", factors_are_present(table))
+    yield _result("fund_days_are_unique", fund_days_are_unique(table))
+    yield _result("universe_coverage", universe_coverage(table, codes, days), dg.AssetCheckSeverity.WARN)
 
 
 @dg.asset(
@@ -102,6 +143,13 @@ def etf_indicators(
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name=GROUP,
     kinds={"pandas", "parquet"},
+    check_specs=[
+        _check(
+            "funds_without_data_under_threshold",
+            "trade_signals",
+            "Funds that trade but have no usable bar stay under the threshold on every day.",
+        )
+    ],
     description=(
         "One row per fund of the universe and day: BUY, SELL, HOLD, EMPTY, NO_DATA or "
         "INSUFFICIENT_HISTORY, with close, ma_short, ma_long, the day the current signal fired (since), "
@@ -113,14 +161,16 @@ def trade_signals(
     etf_indicators: pd.DataFrame,
     universe: UniverseResource,
     strategy: StrategyResource,
-) -> dg.Output[pd.DataFrame]:
+):
     funds = universe.load()
     params = strategy.params()
     table = classify(etf_indicators, funds, _days(context), params)
     last_day = table[table["trade_date"] == table["trade_date"].max()]
     metadata = _table_metadata(table, preview=last_day)
     metadata.update({f"last_day_{s.value.lower()}": int((last_day["state"] == s.value).sum()) for s in State})
-    return dg.Output(table, metadata=metadata)
+    yield dg.Output(table, metadata=metadata)
+    threshold = no_data_under_threshold(table, universe.max_funds_without_data)
+    yield _result("funds_without_data_under_threshold", threshold)
 
 
 @dg.asset(

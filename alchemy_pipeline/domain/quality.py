@@ -1,0 +1,83 @@
+"""Data-quality rules for a fetched range of prices and for the day's signals."""
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from alchemy_pipeline.domain.strategy import NOT_TRADING, State
+
+
+@dataclass(frozen=True)
+class Finding:
+    passed: bool
+    description: str
+    metadata: dict = field(default_factory=dict)
+
+
+def _examples(rows: pd.DataFrame, limit: int = 10) -> str:
+    return ", ".join(f"{r.ts_code} {r.trade_date:%Y-%m-%d}" for r in rows.head(limit).itertuples())
+
+
+def bars_are_sane(prices: pd.DataFrame) -> Finding:
+    """Every price positive, and low <= open, close <= high."""
+    low, high = prices["low"], prices["high"]
+    bad = prices[
+        (prices[["open", "high", "low", "close"]] <= 0).any(axis=1)
+        | prices[["open", "high", "low", "close"]].isna().any(axis=1)
+        | (low > prices[["open", "close"]].min(axis=1))
+        | (high < prices[["open", "close"]].max(axis=1))
+    ]
+    if bad.empty:
+        return Finding(True, f"all {len(prices)} bars have positive prices within their low-high range")
+    return Finding(False, f"{len(bad)} bars are not sane (prices <= 0 or outside low-high): {_examples(bad)}",
+                   {"bad_bars": len(bad)})  # fmt: skip
+
+
+def factors_are_present(prices: pd.DataFrame) -> Finding:
+    bad = prices[prices["adj_factor"].isna() | (prices["adj_factor"] <= 0)]
+    if bad.empty:
+        return Finding(True, f"all {len(prices)} bars have a positive adjustment factor")
+    return Finding(False, f"{len(bad)} bars lack a positive adjustment factor: {_examples(bad)}",
+                   {"bars_without_factor": len(bad)})  # fmt: skip
+
+
+def fund_days_are_unique(prices: pd.DataFrame) -> Finding:
+    repeated = prices[prices.duplicated(["ts_code", "trade_date"], keep=False)]
+    if repeated.empty:
+        return Finding(True, "one bar per fund and day")
+    return Finding(False, f"{len(repeated)} bars repeat a fund and day: {_examples(repeated)}",
+                   {"repeated_bars": len(repeated)})  # fmt: skip
+
+
+def universe_coverage(prices: pd.DataFrame, universe_codes: list[str], days: list) -> Finding:
+    """Funds of the universe without a bar, per day: they become NO_DATA downstream, with the reason."""
+    present = prices.groupby(prices["trade_date"].dt.date)["ts_code"].agg(set).to_dict()
+    missing = {d.isoformat(): sorted(set(universe_codes) - present.get(d, set())) for d in days}
+    missing = {d: codes for d, codes in missing.items() if codes}
+    last = missing.get(days[-1].isoformat(), [])
+    description = (
+        f"every fund has a bar on {days[-1]}"
+        if not last
+        else f"{len(last)} funds have no bar on {days[-1]} and will be NO_DATA: {', '.join(last[:20])}"
+    )
+    return Finding(
+        not missing, description, {"days_with_missing_funds": len(missing), "missing_on_last_day": len(last)}
+    )
+
+
+def no_data_under_threshold(signals: pd.DataFrame, threshold: int) -> Finding:
+    """Funds that trade but have no usable bar today, per day: more than ``threshold`` means a broken fetch.
+    Funds not listed yet (no bar in the whole window) do not count."""
+    failing = signals[(signals["state"] == State.NO_DATA.value) & (signals["note"] != NOT_TRADING)]
+    per_day = failing.groupby(failing["trade_date"].dt.strftime("%Y-%m-%d"))["ts_code"].agg(list)
+    over = per_day[per_day.map(len) > threshold]
+    if over.empty:
+        worst = int(per_day.map(len).max()) if len(per_day) else 0
+        return Finding(True, f"at most {worst} funds without data on any day (threshold {threshold})")
+    day, codes = over.index[-1], over.iloc[-1]
+    return Finding(
+        False,
+        f"{len(over)} days have more than {threshold} funds without data, e.g. {day}: {', '.join(codes[:20])}; "
+        "nothing is published for them",
+        {"days_over_threshold": len(over)},
+    )

@@ -1,0 +1,193 @@
+"""Benchmarks: ``.venv/bin/python -m benchmarks.run`` writes benchmarks/RESULTS.md.
+
+Every scenario runs in its own process against the Tushare-protocol test server, which adds a latency
+to every call (``--latency``, default 50 ms) and answers Tushare's rate-limit error past
+``--calls-per-minute`` per API; the pipeline's own limiter is set to the same budget. Scenarios that need
+the real data (``$ALCHEMY_REAL_DATA`` or ``../shared/data/etf``) are skipped, with the reason, without it.
+"""
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from alchemy_pipeline.domain.demo_prices import DemoTushareApi
+from tests.conftest import real_data_dir
+from tests.tushare_server import VALID_TOKEN, TushareTestServer
+
+ROOT = Path(__file__).resolve().parents[1]
+SCALE_FUNDS, SCALE_START, SCALE_END = 1500, "2015-01-05", "2024-12-31"
+SCENARIOS = [
+    # name, what, first day, last day, data
+    ("daily", "daily run, history present", "2023-06-08", "2023-06-08", "real"),
+    ("cold_start", "cold start: first scheduled run on an empty instance", "2023-06-08", "2023-06-08", "real"),
+    ("backfill_1y", "1-year single-run backfill", "2022-06-08", "2023-06-08", "real"),
+    ("backfill_4_5y", "4.5-year single-run backfill", "2018-12-03", "2023-06-08", "real"),
+    ("seed_baseline", "the seed's way (2 calls per fund per day), 10 days", "2023-05-25", "2023-06-08", "real"),
+    ("scale", f"{SCALE_FUNDS:,} synthetic funds x 10 years, one run", SCALE_START, SCALE_END, "synthetic"),
+]
+
+
+def scale_tables() -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    codes = [f"{159000 + i:06d}.SZ" if i % 2 else f"{510000 + i:06d}.SH" for i in range(SCALE_FUNDS)]
+    api = DemoTushareApi(codes)
+    span = {"start_date": "20140101", "end_date": SCALE_END.replace("-", "")}
+    tables = {"fund_daily": api.query("fund_daily", **span), "fund_adj": api.query("fund_adj", **span)}
+    return tables, pd.DataFrame({"ts_code": codes, "name": [f"合成ETF{i}" for i in range(SCALE_FUNDS)]})
+
+
+def run_scenario(name, start, end, tables, universe, args) -> dict:
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+        home = Path(tmp)
+        shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+        universe.to_csv(home / "universe.csv", index=False)
+        server = TushareTestServer(tables, latency=args.latency, calls_per_minute=args.calls_per_minute).start()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ALCHEMY_", "TUSHARE_", "DAGSTER_"))}
+        env.update(
+            DAGSTER_HOME=str(home),
+            ALCHEMY_DATA_DIR=str(home / "data"),
+            ALCHEMY_PUBLISH_DIR=str(home / "site"),
+            ALCHEMY_UNIVERSE=str(home / "universe.csv"),
+            ALCHEMY_PRICE_SOURCE="tushare",
+            TUSHARE_TOKEN=VALID_TOKEN,
+            TUSHARE_API_URL=server.url,
+            TUSHARE_CALLS_PER_MINUTE=str(args.calls_per_minute),
+            PYTHONPATH=str(ROOT),
+        )
+        stats_url = server.url.rsplit("/", 1)[0] + "/stats"
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "benchmarks.scenario", name, start, end, stats_url],
+                env=env, cwd=home, capture_output=True, text=True, timeout=args.timeout,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return {"error": f"did not finish within {args.timeout} s"}
+        finally:
+            server.stop()
+        if done.returncode != 0:
+            return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1][:200]}
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def import_time() -> float:
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import alchemy_pipeline.definitions"], check=True, cwd=ROOT)
+        best = min(best, time.perf_counter() - started)
+    return round(best, 2)
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())  # fmt: skip
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB, Python {platform.python_version()}"
+
+
+def targets(results: dict, funds: int) -> list[tuple[str, str, bool | None]]:
+    def get(name, key):
+        return results.get(name, {}).get(key)
+
+    rows = []
+    if get("daily", "api_calls") is not None:
+        rows.append(("daily run: at most 4 API calls", f"{get('daily', 'api_calls')} calls",
+                     get("daily", "api_calls") <= 4))  # fmt: skip
+    if get("cold_start", "api_calls") is not None:
+        budget = 2 * funds + 4
+        calls = get("cold_start", "api_calls")
+        rows.append((f"cold start: at most 2 calls per fund + 4 (= {budget})", f"{calls} calls", calls <= budget))
+    seed_calls_per_report = get("seed_baseline", "api_calls") and get("seed_baseline", "api_calls") / get(
+        "seed_baseline", "reports"
+    )
+    seed_wall_per_report = get("seed_baseline", "wall_s") and get("seed_baseline", "wall_s") / get(
+        "seed_baseline", "reports"
+    )
+    for name in ("backfill_1y", "backfill_4_5y"):
+        if get(name, "api_calls") is None or not seed_calls_per_report:
+            continue
+        reports = get(name, "reports")
+        calls_ratio = seed_calls_per_report * reports / max(1, get(name, "api_calls"))
+        wall_ratio = seed_wall_per_report / (get(name, "wall_s") / reports)
+        rows.append((f"{name}: >= 20x fewer calls than the seed's way", f"{calls_ratio:,.0f}x", calls_ratio >= 20))
+        rows.append((f"{name}: >= 10x less wall time per report", f"{wall_ratio:,.0f}x", wall_ratio >= 10))
+    if get("backfill_4_5y", "wall_s") is not None:
+        rows.append(("4.5-year backfill under 45 s", f"{get('backfill_4_5y', 'wall_s')} s",
+                     get("backfill_4_5y", "wall_s") < 45))  # fmt: skip
+    if get("scale", "wall_s") is not None:
+        rows.append(("scale under 5 minutes", f"{get('scale', 'wall_s')} s", get("scale", "wall_s") < 300))
+        rows.append(("scale under 2 GB peak memory", f"{get('scale', 'peak_rss_mb')} MB",
+                     get("scale", "peak_rss_mb") < 2048))  # fmt: skip
+    elif "scale" in results:
+        rows.append(("scale under 5 minutes and 2 GB", results["scale"].get("error", "not run"), False))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--latency", type=float, default=0.05, help="seconds added to every API call")
+    parser.add_argument("--calls-per-minute", type=int, default=500, help="per API, server and client")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds allowed per scenario")
+    parser.add_argument("--only", nargs="*", help="scenario names to run")
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "RESULTS.md"))
+    args = parser.parse_args()
+
+    real = real_data_dir()
+    results, notes = {}, []
+    real_tables = real_universe = None
+    if real is not None:
+        real_tables = {n: pd.read_csv(real / "tushare" / f"{n}.csv", dtype={"ts_code": str, "trade_date": str})
+                       for n in ("fund_daily", "fund_adj")}  # fmt: skip
+        real_universe = pd.read_csv(real / "tushare" / "fund_basic.csv", dtype=str)[["ts_code", "name"]]
+    for name, what, start, end, data in SCENARIOS:
+        if args.only and name not in args.only:
+            continue
+        if data == "real" and real is None:
+            results[name] = {"error": "skipped: real data not found (ALCHEMY_REAL_DATA or ../shared/data/etf)"}
+            continue
+        tables, universe = (real_tables, real_universe) if data == "real" else scale_tables()
+        print(f"{name}: {what} ...", flush=True)
+        results[name] = run_scenario(name, start, end, tables, universe, args)
+        print(f"  {results[name]}", flush=True)
+    funds = len(real_universe) if real_universe is not None else 0
+
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Produced by `.venv/bin/python -m benchmarks.run` on {dt.date.today().isoformat()}: {machine()}.",
+        f"Tushare test server: {args.latency * 1000:.0f} ms per call, {args.calls_per_minute} calls per minute per "
+        "API (the pipeline's limiter set to the same). Local instance (SQLite). Peak memory is the scenario "
+        "process's maximum resident set size.",
+        "",
+        "| scenario | wall time (s) | API calls | rows fetched | reports | peak memory (MB) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, what, *_ in SCENARIOS:
+        if name not in results:
+            continue
+        r = results[name]
+        if "error" in r:
+            lines.append(f"| {what} | {r['error']} | | | | |")
+        else:
+            lines.append(f"| {what} | {r['wall_s']} | {r['api_calls']:,} | {r['rows_fetched']:,} | {r['reports']:,} "
+                         f"| {r['peak_rss_mb']:,} |")  # fmt: skip
+    lines += ["", f"Import time of `alchemy_pipeline.definitions`: {import_time()} s.", "", "## Targets", "",
+              "| target | measured | met |", "|---|---:|---|"]  # fmt: skip
+    for target, measured, met in targets(results, funds):
+        lines.append(f"| {target} | {measured} | {'yes' if met else 'NO'} |")
+    lines += notes
+    Path(args.output).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""One benchmark scenario, run in its own process so that its peak memory is its own.
+
+``python -m benchmarks.scenario NAME`` with the Tushare test server's URL in TUSHARE_API_URL and the
+pipeline's settings in the environment; prints one JSON line of measurements.
+"""
+
+import datetime as dt
+import json
+import resource
+import sys
+import time
+import urllib.request
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+
+from alchemy_pipeline.definitions import build_definitions
+from alchemy_pipeline.defs.partitions import history_keys, trading_days
+from alchemy_pipeline.settings import load_settings
+
+RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+
+
+def server_counters(url: str) -> dict:
+    return json.loads(urllib.request.urlopen(url, timeout=10).read())
+
+
+def sessions(start: str, end: str) -> list[str]:
+    keys = trading_days.get_partition_keys(current_time=dt.datetime(2030, 1, 1, tzinfo=ZoneInfo("Asia/Shanghai")))
+    return [k for k in keys if start <= k <= end]
+
+
+class Runner:
+    def __init__(self):
+        self.settings = load_settings()
+        self.defs = build_definitions(self.settings)
+        self.job = self.defs.resolve_job_def("daily_signals_job")
+        self.instance = dg.DagsterInstance.get()
+
+    def run(self, start: str, end: str, assets: list[str] | None = None) -> None:
+        result = self.job.execute_in_process(
+            instance=self.instance,
+            asset_selection=[dg.AssetKey(a) for a in assets] if assets else None,
+            tags=dict(zip(RANGE_TAGS, (start, end), strict=True)),
+            raise_on_error=False,
+        )
+        if not result.success:
+            raise SystemExit(f"run {start}...{end} failed: {[e.message for e in result.all_events if e.is_failure]}")
+
+    def history(self, day: str) -> None:
+        window = history_keys(day)
+        self.run(window[0], window[-1], ["etf_daily_prices"])
+
+
+def measure(url: str, work) -> dict:
+    before = server_counters(url)
+    started = time.perf_counter()
+    reports = work()
+    wall = time.perf_counter() - started
+    after = server_counters(url)
+    return {
+        "wall_s": round(wall, 2),
+        "api_calls": after["calls"] - before["calls"],
+        "rows_fetched": after["rows"] - before["rows"],
+        "reports": reports,
+    }
+
+
+def scenario(name: str, start: str, end: str, url: str) -> dict:
+    if name == "seed_baseline":
+        from benchmarks.seed_way import run_seed_way
+
+        return measure(url, lambda: run_seed_way(sessions(start, end)))
+    runner = Runner()
+    if name == "cold_start":
+
+        def cold_start():
+            schedule = runner.defs.resolve_schedule_def("daily_signals_schedule")
+            when = dt.datetime.combine(dt.date.fromisoformat(end), dt.time(18), ZoneInfo("Asia/Shanghai"))
+            tick = schedule.evaluate_tick(
+                dg.build_schedule_context(instance=runner.instance, scheduled_execution_time=when)
+            )
+            for request in sorted(tick.run_requests, key=lambda r: -int(r.tags["dagster/priority"])):
+                selection = [k.to_user_string() for k in request.asset_selection]
+                runner.run(request.tags[RANGE_TAGS[0]], request.tags[RANGE_TAGS[1]], selection)
+            return 1
+
+        return measure(url, cold_start)
+    if name != "scale":
+        runner.history(start)  # not timed: an instance that already has the history
+    days = sessions(start, end)
+    return measure(url, lambda: (runner.run(start, end), len(days))[1])
+
+
+def main() -> None:
+    name, start, end, url = sys.argv[1:5]
+    result = scenario(name, start, end, url)
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
