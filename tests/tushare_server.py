@@ -30,6 +30,7 @@ class Fault:
     code: int | None = None
     msg: str = "injected fault"
     delay: float = 0.0  # seconds to stall before answering (a timeout, for a short client timeout)
+    empty: bool = False  # answer with the columns and no rows, as for a day not published yet
 
 
 @dataclass
@@ -131,6 +132,9 @@ class TushareTestServer:
             return fault.http_status, {"code": fault.http_status, "msg": fault.msg}
         if fault is not None and fault.code is not None:
             return 200, _error(request_id, fault.code, fault.msg)
+        if fault is not None and fault.empty:
+            fields = [f for f in (request.get("fields") or "").split(",") if f]
+            return 200, {"request_id": request_id, "code": 0, "msg": "", "data": {"fields": fields, "items": []}}
         if request.get("token") != self.token:
             return 200, _error(request_id, 40101, "抱歉，您的token不对，请确认。")
         if api_name not in self.tables:
