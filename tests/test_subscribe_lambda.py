@@ -8,6 +8,8 @@ import uuid
 
 import boto3
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.aws import free_port
 from tests.conftest import REPO_ROOT
@@ -156,3 +158,45 @@ def test_the_package_holds_only_the_function():
     assert sorted(p.name for p in package.iterdir() if p.name != "__pycache__") == ["app.py"]
     source = (package / "app.py").read_text()
     assert "import dagster" not in source and "import pandas" not in source
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=300),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=20), children, max_size=5),
+    max_leaves=20,
+)
+bodies = st.one_of(
+    st.none(),
+    st.text(max_size=6000),
+    json_values.map(json.dumps),
+    st.dictionaries(st.sampled_from(["email", "mail", "x"]), json_values, max_size=3).map(json.dumps),
+    st.binary(max_size=600).map(lambda b: base64.b64encode(b).decode()),
+    json_values,
+)
+events = st.fixed_dictionaries(
+    {},
+    optional={
+        "version": st.sampled_from(["2.0", "1.0", None, 2]),
+        "httpMethod": st.sampled_from(["POST", "GET", "OPTIONS", "PUT", None, 7, "post"]),
+        "requestContext": st.one_of(
+            json_values, st.fixed_dictionaries({"http": st.fixed_dictionaries({"method": json_values})})
+        ),
+        "headers": st.one_of(
+            json_values,
+            st.dictionaries(st.sampled_from(["content-type", "Content-Type", "origin"]), json_values, max_size=3),
+        ),
+        "body": bodies,
+        "isBase64Encoded": json_values,
+    },
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(event=st.one_of(events, json_values))
+def test_no_event_ever_raises_or_gets_a_5xx_unless_sns_fails(app, event):
+    # SNS in moto is up, so a 5xx could only come from the function itself.
+    response = app.handler(event, None)
+    assert 200 <= response["statusCode"] < 500
+    assert response["headers"]["Access-Control-Allow-Origin"] == ORIGIN
+    if response["body"]:
+        assert isinstance(json.loads(response["body"]), dict)

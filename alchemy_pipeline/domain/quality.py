@@ -1,5 +1,6 @@
 """Data-quality rules for a fetched range of prices and for the day's signals."""
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -80,4 +81,20 @@ def no_data_under_threshold(signals: pd.DataFrame, threshold: int) -> Finding:
         f"{len(over)} days have more than {threshold} funds without data, e.g. {day}: {', '.join(codes[:20])}; "
         "nothing is published for them",
         {"days_over_threshold": len(over)},
+    )
+
+
+def calendar_horizon(last_known_day: dt.date, today: dt.date, warn_days: int = 60) -> Finding:
+    """The bundled exchange calendar knows holidays only so far: warn ahead of its end."""
+    left = (last_known_day - today).days
+    metadata = {"calendar_known_until": last_known_day.isoformat(), "days_left": left}
+    if left > warn_days:
+        return Finding(
+            True, f"the exchange calendar knows holidays until {last_known_day} ({left} days left)", metadata
+        )
+    return Finding(
+        False,
+        f"the exchange calendar knows holidays only until {last_known_day} ({left} days left): upgrade "
+        "exchange-calendars (pinned in pyproject.toml) before then, or trading days past it will be wrong",
+        metadata,
     )

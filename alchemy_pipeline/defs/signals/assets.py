@@ -10,11 +10,13 @@ from alchemy_pipeline.defs.resources import (
     StrategyResource,
     UniverseResource,
 )
+from alchemy_pipeline.domain import calendar
 from alchemy_pipeline.domain.prices import fetch_prices
 from alchemy_pipeline.domain.publish import publish_reports
 from alchemy_pipeline.domain.quality import (
     Finding,
     bars_are_sane,
+    calendar_horizon,
     factors_are_present,
     fund_days_are_unique,
     no_data_under_threshold,
@@ -73,6 +75,12 @@ def _result(name: str, finding: Finding, severity=dg.AssetCheckSeverity.ERROR) -
             "Funds of the universe without a bar (they become NO_DATA, with the reason).",
             blocking=False,
         ),
+        _check(
+            "calendar_horizon",
+            "etf_daily_prices",
+            "Warns 60 days before the bundled exchange calendar runs out of known holidays.",
+            blocking=False,
+        ),
     ],
     # A vendor outage that outlasts the client's own retries: try the step again later.
     retry_policy=dg.RetryPolicy(max_retries=2, delay=300, backoff=dg.Backoff.EXPONENTIAL),
@@ -112,6 +120,8 @@ def etf_daily_prices(context: dg.AssetExecutionContext, prices: PriceSourceResou
     yield _result("factors_are_present", factors_are_present(table))
     yield _result("fund_days_are_unique", fund_days_are_unique(table))
     yield _result("universe_coverage", universe_coverage(table, codes, days), dg.AssetCheckSeverity.WARN)
+    horizon = calendar_horizon(calendar.last_known_day(), calendar.exchange_today())
+    yield _result("calendar_horizon", horizon, dg.AssetCheckSeverity.WARN)
 
 
 @dg.asset(

@@ -1,0 +1,66 @@
+"""Data-quality rules on hand-made tables."""
+
+import datetime as dt
+
+import pandas as pd
+
+from alchemy_pipeline.domain.quality import (
+    bars_are_sane,
+    calendar_horizon,
+    factors_are_present,
+    fund_days_are_unique,
+    no_data_under_threshold,
+    universe_coverage,
+)
+from alchemy_pipeline.domain.strategy import MISSING_BAR, NOT_TRADING
+
+DAY = pd.Timestamp("2024-06-28")
+
+
+def bars(**changes):
+    row = {"ts_code": "510300.SH", "trade_date": DAY, "open": 3.5, "high": 3.6, "low": 3.4, "close": 3.55,
+           "adj_factor": 1.2}  # fmt: skip
+    return pd.DataFrame([row, {**row, "ts_code": "159915.SZ", **changes}])
+
+
+def test_sane_bars_pass_and_broken_ones_are_named():
+    assert bars_are_sane(bars()).passed
+    for broken in ({"high": 3.3}, {"low": 3.56}, {"close": 0.0}, {"open": None}):
+        finding = bars_are_sane(bars(**broken))
+        assert not finding.passed and "159915.SZ 2024-06-28" in finding.description
+
+
+def test_missing_or_non_positive_factors_fail():
+    assert factors_are_present(bars()).passed
+    assert not factors_are_present(bars(adj_factor=None)).passed
+    assert not factors_are_present(bars(adj_factor=0.0)).passed
+
+
+def test_duplicate_fund_days_fail():
+    assert fund_days_are_unique(bars()).passed
+    assert not fund_days_are_unique(bars(ts_code="510300.SH")).passed
+
+
+def test_coverage_names_the_funds_without_a_bar():
+    finding = universe_coverage(bars(), ["510300.SH", "159915.SZ", "512880.SH"], [DAY.date()])
+    assert not finding.passed and "512880.SH" in finding.description
+
+
+def test_funds_not_listed_yet_do_not_count_against_the_threshold():
+    signals = pd.DataFrame(
+        {
+            "ts_code": [f"{i}" for i in range(8)],
+            "trade_date": DAY,
+            "state": "NO_DATA",
+            "note": [MISSING_BAR] * 3 + [NOT_TRADING] * 5,
+        }
+    )
+    assert no_data_under_threshold(signals, 5).passed
+    assert not no_data_under_threshold(signals, 2).passed
+
+
+def test_calendar_horizon_warns_sixty_days_ahead():
+    end = dt.date(2026, 12, 31)
+    assert calendar_horizon(end, dt.date(2026, 10, 1)).passed
+    late = calendar_horizon(end, dt.date(2026, 11, 27))
+    assert not late.passed and "34 days left" in late.description
