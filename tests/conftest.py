@@ -1,4 +1,3 @@
-import datetime as dt
 import os
 from pathlib import Path
 
@@ -6,7 +5,7 @@ import pandas as pd
 import pytest
 
 from alchemy_pipeline.domain.demo_prices import DemoTushareApi
-from tests.tushare_server import VALID_TOKEN, TushareTestServer
+from tests.tushare_server import TushareTestServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,17 +16,6 @@ def real_data_dir() -> Path | None:
         if candidate and (Path(candidate) / "tushare" / "fund_daily.csv").exists():
             return Path(candidate)
     return None
-
-
-@pytest.fixture
-def real_data() -> Path:
-    found = real_data_dir()
-    if found is None:
-        pytest.skip(
-            "real ETF data not found: set ALCHEMY_REAL_DATA or place it at ../shared/data/etf "
-            "(with tushare/fund_daily.csv)"
-        )
-    return found
 
 
 def vendor_tables(ts_codes: list[str], start: str, end: str) -> dict[str, pd.DataFrame]:
@@ -59,35 +47,13 @@ def tushare_server_factory():
         server.stop()
 
 
-@pytest.fixture
-def pipeline_env(tmp_path, monkeypatch):
-    """Points every setting of the pipeline into a temporary directory; returns a function that adds a
-    Tushare server to it."""
-    env = {
-        "ALCHEMY_ENV": "local",
-        "ALCHEMY_DATA_DIR": str(tmp_path / "data"),
-        "ALCHEMY_PUBLISH_DIR": str(tmp_path / "site"),
-        "ALCHEMY_NOTIFY_MAX_AGE_DAYS": "3",
-    }
+def use_env(mp: pytest.MonkeyPatch, env: dict[str, str], keep: tuple[str, ...] = ()) -> None:
+    """Replaces every ALCHEMY_ and TUSHARE_ variable of the environment with ``env``."""
     for key in list(os.environ):
-        if key.startswith(("ALCHEMY_", "TUSHARE_")):
-            monkeypatch.delenv(key)
+        if key.startswith(("ALCHEMY_", "TUSHARE_")) and key not in keep:
+            mp.delenv(key)
     for key, value in env.items():
-        monkeypatch.setenv(key, value)
-
-    def use(server: TushareTestServer | None = None, **extra: str) -> dict[str, str]:
-        if server is not None:
-            env.update(TUSHARE_TOKEN=VALID_TOKEN, TUSHARE_API_URL=server.url, ALCHEMY_PRICE_SOURCE="tushare")
-        env.update(extra)
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        return dict(env)
-
-    return use
-
-
-def day(text: str) -> dt.date:
-    return dt.date.fromisoformat(text)
+        mp.setenv(key, value)
 
 
 @pytest.fixture(scope="session")

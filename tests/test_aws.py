@@ -18,7 +18,7 @@ import pytest
 from alchemy_pipeline.definitions import build_definitions
 from alchemy_pipeline.defs.partitions import history_keys
 from alchemy_pipeline.settings import SettingsError, load_settings
-from tests.conftest import vendor_tables, write_universe
+from tests.conftest import use_env, vendor_tables, write_universe
 from tests.tushare_server import VALID_TOKEN, TushareTestServer
 
 DAY, NEXT_DAY = "2024-06-28", "2024-07-01"
@@ -67,9 +67,6 @@ def aws_world(aws, tmp_path, monkeypatch):
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
     server = TushareTestServer(vendor_tables(list(FUNDS), "2022-06-01", "2024-07-05")).start()
-    for key in list(os.environ):
-        if key.startswith(("ALCHEMY_", "TUSHARE_")):
-            monkeypatch.delenv(key)
     env = {
         "ALCHEMY_ENV": "aws",
         "ALCHEMY_DATA_BUCKET": data_bucket,
@@ -82,8 +79,7 @@ def aws_world(aws, tmp_path, monkeypatch):
         "TUSHARE_TOKEN": VALID_TOKEN,
         "TUSHARE_API_URL": server.url,
     }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    use_env(monkeypatch, env)
     yield {"data": data_bucket, "site": site_bucket, "topic": topic, "queue": queue_url, "server": server}
     server.stop()
 

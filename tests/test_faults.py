@@ -5,7 +5,6 @@ schedule would, and compares what lands on the site with a clean run's bytes.
 """
 
 import json
-import os
 import shutil
 
 import dagster as dg
@@ -14,7 +13,7 @@ import pytest
 from alchemy_pipeline.definitions import build_definitions
 from alchemy_pipeline.defs.partitions import history_keys
 from alchemy_pipeline.settings import load_settings
-from tests.conftest import vendor_tables, write_universe
+from tests.conftest import use_env, vendor_tables, write_universe
 from tests.tushare_server import VALID_TOKEN, Fault, TushareTestServer
 
 DAY = "2024-06-28"
@@ -30,7 +29,7 @@ def world(tmp_path_factory):
     server = TushareTestServer(tables).start()
     env = base_env(root / "history", root / "unused-site", universe, server.url)
     with pytest.MonkeyPatch.context() as mp, dg.instance_for_test() as instance:
-        apply_env(mp, env)
+        use_env(mp, env)
         window = history_keys(DAY)
         history_tags = {
             "dagster/asset_partition_range_start": window[0],
@@ -60,14 +59,6 @@ def base_env(data_dir, site_dir, universe, url, **extra) -> dict:
     }
 
 
-def apply_env(mp, env):
-    for key in list(os.environ):
-        if key.startswith(("ALCHEMY_", "TUSHARE_")):
-            mp.delenv(key)
-    for key, value in env.items():
-        mp.setenv(key, value)
-
-
 @pytest.fixture
 def run_day(world, tmp_path, monkeypatch):
     """Runs DAY against a server with the given faults; returns what happened."""
@@ -80,7 +71,7 @@ def run_day(world, tmp_path, monkeypatch):
         shutil.copytree(world["history"], data)
         server = TushareTestServer(tables or world["tables"], faults=list(faults)).start()
         site = here / "site"
-        apply_env(monkeypatch, base_env(data, site, world["universe"], server.url, **extra))
+        use_env(monkeypatch, base_env(data, site, world["universe"], server.url, **extra))
         defs = build_definitions(load_settings())
         try:
             with dg.instance_for_test() as instance:

@@ -20,7 +20,7 @@ from alchemy_pipeline.defs.partitions import HISTORY_WINDOW, history_keys
 from alchemy_pipeline.domain.report import build_report
 from alchemy_pipeline.domain.strategy import StrategyParams, classify, compute_indicators
 from alchemy_pipeline.settings import load_settings
-from tests.conftest import vendor_tables, write_universe
+from tests.conftest import use_env, vendor_tables, write_universe
 from tests.tushare_server import VALID_TOKEN, TushareTestServer
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -79,11 +79,7 @@ def scenario(tmp_path_factory):
         "ALCHEMY_NOTIFY_MAX_AGE_DAYS": "100000",
     }
     with pytest.MonkeyPatch.context() as mp, dg.instance_for_test() as instance:
-        for key in list(os.environ):
-            if key.startswith(("ALCHEMY_", "TUSHARE_")):
-                mp.delenv(key)
-        for key, value in env.items():
-            mp.setenv(key, value)
+        use_env(mp, env)
         defs = build_definitions(load_settings())
         ticks = {}
         calls = {}

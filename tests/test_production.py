@@ -2,7 +2,6 @@
 through EcsRunLauncher against ECS in moto's server mode."""
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ from cfnlint.decode import decode_str
 from alchemy_pipeline.definitions import build_definitions
 from alchemy_pipeline.defs.partitions import history_keys
 from alchemy_pipeline.settings import load_settings
-from tests.conftest import REPO_ROOT, vendor_tables, write_universe
+from tests.conftest import REPO_ROOT, use_env, vendor_tables, write_universe
 from tests.tushare_server import VALID_TOKEN, TushareTestServer
 
 DEPLOY = REPO_ROOT / "deploy"
@@ -146,17 +145,14 @@ def test_production_instance_runs_a_backfill_on_postgres(production, tmp_path, m
     funds = {"510300.SH": "沪深300ETF", "159915.SZ": "创业板ETF"}
     server = TushareTestServer(vendor_tables(list(funds), "2023-01-01", "2024-07-05")).start()
     try:
-        for key in list(os.environ):
-            if key.startswith(("ALCHEMY_", "TUSHARE_")) and key != "ALCHEMY_DATA_BUCKET":
-                monkeypatch.delenv(key)
-        for key, value in {
+        env = {
             "ALCHEMY_DATA_DIR": str(tmp_path / "data"),
             "ALCHEMY_PUBLISH_DIR": str(tmp_path / "site"),
             "ALCHEMY_UNIVERSE": str(write_universe(tmp_path / "universe.csv", funds)),
             "TUSHARE_TOKEN": VALID_TOKEN,
             "TUSHARE_API_URL": server.url,
-        }.items():
-            monkeypatch.setenv(key, value)
+        }
+        use_env(monkeypatch, env, keep=("ALCHEMY_DATA_BUCKET",))
         defs = build_definitions(load_settings())
         job = defs.resolve_job_def("daily_signals_job")
         instance = production["instance"]

@@ -9,7 +9,6 @@ reference written here, independently, straight from the rule and the vendor's C
 import bisect
 import datetime as dt
 import json
-import os
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -83,7 +82,7 @@ def reference_signals(bars_by_fund: dict[str, pd.DataFrame], sessions: list[str]
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
-    from tests.conftest import real_data_dir
+    from tests.conftest import real_data_dir, use_env
 
     data = real_data_dir()
     if data is None:
@@ -102,11 +101,7 @@ def real_run(tmp_path_factory):
         "TUSHARE_API_URL": server.url,
     }
     with pytest.MonkeyPatch.context() as mp, dg.instance_for_test() as instance:
-        for key in list(os.environ):
-            if key.startswith(("ALCHEMY_", "TUSHARE_")):
-                mp.delenv(key)
-        for key, value in env.items():
-            mp.setenv(key, value)
+        use_env(mp, env)
         defs = build_definitions(load_settings())
         job = defs.resolve_job_def("daily_signals_job")
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from alchemy_pipeline.domain import calendar
+from alchemy_pipeline.domain.prices import ADJ_FIELDS, BAR_FIELDS
 
 DEMO_NOTICE = "DEMO DATA - not market prices"
 
@@ -65,22 +66,7 @@ def _fund_series(ts_code: str) -> pd.DataFrame:
 class DemoTushareApi:
     """Answers ``fund_daily`` and ``fund_adj`` like Tushare Pro, from the synthetic series."""
 
-    _TABLES: ClassVar[dict[str, list[str]]] = {
-        "fund_daily": [
-            "ts_code",
-            "trade_date",
-            "open",
-            "high",
-            "low",
-            "close",
-            "pre_close",
-            "change",
-            "pct_chg",
-            "vol",
-            "amount",
-        ],
-        "fund_adj": ["ts_code", "trade_date", "adj_factor"],
-    }
+    _TABLES: ClassVar[dict[str, list[str]]] = {"fund_daily": BAR_FIELDS, "fund_adj": ADJ_FIELDS}
 
     def __init__(self, ts_codes: list[str]):
         self._ts_codes = list(ts_codes)
