@@ -32,7 +32,7 @@ SCENARIOS = [
     ("cold_start", "cold start: first scheduled run on an empty instance", "2023-06-08", "2023-06-08", "real"),
     ("backfill_1y", "1-year single-run backfill", "2022-06-08", "2023-06-08", "real"),
     ("backfill_4_5y", "4.5-year single-run backfill", "2018-12-03", "2023-06-08", "real"),
-    ("seed_baseline", "the seed's way (2 calls per fund per day), 10 days", "2023-05-25", "2023-06-08", "real"),
+    ("seed_baseline", "the seed's way (2 calls per fund per day), 11 trading days", "2023-05-25", "2023-06-08", "real"),
     ("scale", f"{SCALE_FUNDS:,} synthetic funds x 10 years, one run", SCALE_START, SCALE_END, "synthetic"),
 ]
 
@@ -51,7 +51,7 @@ def run_scenario(name, start, end, tables, universe, args) -> dict:
         shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
         universe.to_csv(home / "universe.csv", index=False)
         server = TushareTestServer(tables, latency=args.latency, calls_per_minute=args.calls_per_minute).start()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ALCHEMY_", "TUSHARE_", "DAGSTER_"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ALCHEMY_", "TUSHARE_", "DAGSTER_HOME"))}
         env.update(
             DAGSTER_HOME=str(home),
             ALCHEMY_DATA_DIR=str(home / "data"),
