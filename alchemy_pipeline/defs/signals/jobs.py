@@ -80,7 +80,7 @@ def send_signal_notification(
     )
 
 
-@dg.job(partitions_def=trading_days, tags={"alchemy/lane": "notify"})
+@dg.job(partitions_def=trading_days, tags={LANE_TAG: "notify"})
 def notify_subscribers():
     """Emails the day's signals to subscribers, once per day."""
     send_signal_notification()
