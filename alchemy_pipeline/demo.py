@@ -1,4 +1,4 @@
-"""Runs the daily job for the latest trading day on this machine, as the schedule would.
+"""Runs the daily job for the latest trading day already closed, on this machine, as the schedule would.
 
 ``python -m alchemy_pipeline.demo [YYYY-MM-DD]``: on a fresh instance it first fetches the price
 history the day needs (one single-run backfill), then publishes the day and prints where the report is.
@@ -7,6 +7,7 @@ history the day needs (one single-run backfill), then publishes the day and prin
 import datetime as dt
 import os
 import sys
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 
@@ -23,8 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     from alchemy_pipeline.definitions import defs
 
-    today = calendar.exchange_today()
-    day = calendar.latest_trading_day(dt.date.fromisoformat(argv[0]) if argv else today).isoformat()
+    # Like the schedule: a day is published from 18:00 Shanghai time, after the close.
+    now = dt.datetime.now(ZoneInfo(calendar.TIMEZONE))
+    published_by_now = now.date() if now.hour >= 18 else now.date() - dt.timedelta(days=1)
+    day = calendar.latest_trading_day(dt.date.fromisoformat(argv[0]) if argv else published_by_now).isoformat()
     job = defs.resolve_job_def("daily_signals_job")
     with dg.DagsterInstance.get() as instance:
         materialized = instance.get_materialized_partitions(dg.AssetKey(PRICE_ASSET))
