@@ -17,6 +17,7 @@ import pytest
 
 from alchemy_pipeline.definitions import build_definitions
 from alchemy_pipeline.defs.partitions import HISTORY_WINDOW, history_keys
+from alchemy_pipeline.domain import calendar
 from alchemy_pipeline.domain.report import build_report
 from alchemy_pipeline.domain.strategy import StrategyParams, classify, compute_indicators
 from alchemy_pipeline.settings import load_settings
@@ -130,6 +131,16 @@ def test_schedule_skips_exchange_holidays(scenario):
     result = evaluate_schedule(scenario["defs"], scenario["instance"], "2024-10-01")
     assert not result.run_requests
     assert "not a trading day" in result.skip_message
+
+
+def test_schedule_refuses_days_past_the_calendars_horizon(scenario):
+    horizon = calendar.last_known_day()
+    weekday_after = next(
+        horizon + dt.timedelta(days=n) for n in range(1, 8) if (horizon + dt.timedelta(days=n)).weekday() < 5
+    )
+    result = evaluate_schedule(scenario["defs"], scenario["instance"], weekday_after.isoformat())
+    assert not result.run_requests
+    assert f"past {horizon}" in result.skip_message and "exchange-calendars" in result.skip_message
 
 
 def test_report_json_contract(scenario):

@@ -101,6 +101,12 @@ def build_automation(running: bool) -> tuple[dg.ScheduleDefinition, dg.SensorDef
     )
     def daily_signals_schedule(context: dg.ScheduleEvaluationContext):
         day = context.scheduled_execution_time.astimezone(ZoneInfo(calendar.TIMEZONE)).date()
+        if day > calendar.last_known_day():
+            # Fail safe: past the calendar's horizon a holiday would look like a trading day.
+            return dg.SkipReason(
+                f"{day} is past {calendar.last_known_day()}, the last day the bundled {calendar.EXCHANGE} calendar "
+                "knows holidays for: upgrade exchange-calendars (pinned in pyproject.toml); nothing is published"
+            )
         if not calendar.is_trading_day(day):
             return dg.SkipReason(f"{day} is not a trading day of the {calendar.EXCHANGE} calendar")
         return scheduled_requests(day.isoformat(), context.instance)
