@@ -45,10 +45,35 @@ def scale_tables() -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     return tables, pd.DataFrame({"ts_code": codes, "name": [f"合成ETF{i}" for i in range(SCALE_FUNDS)]})
 
 
-def run_scenario(name, start, end, tables, universe, args) -> dict:
+POSTGRES_INSTANCE = """
+storage:
+  postgres:
+    postgres_db:
+      hostname: 127.0.0.1
+      port: {port}
+      username: postgres
+      password: unused
+      db_name: {db}
+      scheme: postgresql+psycopg2
+telemetry:
+  enabled: false
+"""
+
+
+def write_instance(home: Path, name: str, postgres) -> None:
+    """The local instance (SQLite), or the production storage (PostgreSQL) with --storage postgres."""
+    if postgres is None:
+        shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+        return
+    db = f"bench_{name}_{int(time.time())}"
+    postgres.create_database(db)
+    (home / "dagster.yaml").write_text(POSTGRES_INSTANCE.format(port=postgres.port, db=db))
+
+
+def run_scenario(name, start, end, tables, universe, args, postgres=None) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
         home = Path(tmp)
-        shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+        write_instance(home, name, postgres)
         universe.to_csv(home / "universe.csv", index=False)
         server = TushareTestServer(tables, latency=args.latency, calls_per_minute=args.calls_per_minute).start()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ALCHEMY_", "TUSHARE_", "DAGSTER_HOME"))}
@@ -138,8 +163,21 @@ def main() -> None:
     parser.add_argument("--calls-per-minute", type=int, default=500, help="per API, server and client")
     parser.add_argument("--timeout", type=int, default=900, help="seconds allowed per scenario")
     parser.add_argument("--only", nargs="*", help="scenario names to run")
+    parser.add_argument(
+        "--storage",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="Dagster's storage: the local instance's SQLite, or PostgreSQL as in production",
+    )
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args = parser.parse_args()
+    postgres = None
+    if args.storage == "postgres":
+        from tests.postgres import ThrowawayPostgres
+
+        pg_root = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+        pg_root.chmod(0o755)
+        postgres = ThrowawayPostgres(pg_root / "cluster").start()
 
     real = real_data_dir()
     results, notes = {}, []
@@ -156,8 +194,11 @@ def main() -> None:
             continue
         tables, universe = (real_tables, real_universe) if data == "real" else scale_tables()
         print(f"{name}: {what} ...", flush=True)
-        results[name] = run_scenario(name, start, end, tables, universe, args)
+        results[name] = run_scenario(name, start, end, tables, universe, args, postgres)
         print(f"  {results[name]}", flush=True)
+    if postgres is not None:
+        postgres.stop()
+        shutil.rmtree(pg_root, ignore_errors=True)
     funds = len(real_universe) if real_universe is not None else 0
 
     lines = [
@@ -165,8 +206,9 @@ def main() -> None:
         "",
         f"Produced by `.venv/bin/python -m benchmarks.run` on {dt.date.today().isoformat()}: {machine()}.",
         f"Tushare test server: {args.latency * 1000:.0f} ms per call, {args.calls_per_minute} calls per minute per "
-        "API (the pipeline's limiter set to the same). Local instance (SQLite). Peak memory is the scenario "
-        "process's maximum resident set size.",
+        "API (the pipeline's limiter set to the same). Dagster storage: "
+        f"{'PostgreSQL, as in production' if postgres else 'the local instance (SQLite)'}. Peak memory is the "
+        "scenario process's maximum resident set size.",
         "",
         "| scenario | wall time (s) | API calls | rows fetched | reports | peak memory (MB) |",
         "|---|---:|---:|---:|---:|---:|",
