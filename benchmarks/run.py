@@ -211,7 +211,8 @@ def main() -> None:
     lines = [
         "# Benchmark results",
         "",
-        f"Produced by `.venv/bin/python -m benchmarks.run` on {dt.date.today().isoformat()}: {machine()}.",
+        f"Produced by `{' '.join(['.venv/bin/python -m benchmarks.run', *sys.argv[1:]])}` "
+        f"on {dt.date.today().isoformat()}: {machine()}.",
         f"Tushare test server: {args.latency * 1000:.0f} ms per call, {args.calls_per_minute} calls per minute per "
         "API (the pipeline's limiter set to the same). Dagster storage: "
         f"{'PostgreSQL with event batching, as in production' if postgres else 'the local instance (SQLite)'}. "
