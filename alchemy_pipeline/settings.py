@@ -45,7 +45,7 @@ class Settings:
     sns_topic_arn: str | None = None
 
 
-def _int(environ, name: str, default: int) -> int:
+def _int(environ, name: str, default: int, minimum: int = 0) -> int:
     raw = environ.get(name, "").strip()
     if not raw:
         return default
@@ -53,8 +53,8 @@ def _int(environ, name: str, default: int) -> int:
         value = int(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a whole number") from None
-    if value < 0:
-        raise SettingsError(f"{name}={raw!r} must not be negative")
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r} must be at least {minimum}")
     return value
 
 
@@ -99,8 +99,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         tushare_token_var=token_var,
         tushare_api_url=environ.get("TUSHARE_API_URL", "").strip() or None,
         tushare_timeout=_float(environ, "TUSHARE_TIMEOUT", 30.0),
-        tushare_calls_per_minute=max(1, _int(environ, "TUSHARE_CALLS_PER_MINUTE", 180)),
-        tushare_retry_attempts=max(1, _int(environ, "TUSHARE_RETRY_ATTEMPTS", 5)),
+        tushare_calls_per_minute=_int(environ, "TUSHARE_CALLS_PER_MINUTE", 180, minimum=1),
+        tushare_retry_attempts=_int(environ, "TUSHARE_RETRY_ATTEMPTS", 5, minimum=1),
         tushare_retry_base_delay=_float(environ, "TUSHARE_RETRY_BASE_SECONDS", 2.0),
         universe_path=environ.get("ALCHEMY_UNIVERSE", "").strip() or None,
         data_dir=data_dir,

@@ -27,6 +27,8 @@ def test_a_token_selects_tushare_and_the_seed_name_is_accepted():
         ({"ALCHEMY_PRICE_SOURCE": "tushare"}, "TUSHARE_TOKEN"),
         ({"ALCHEMY_NOTIFY_MAX_AGE_DAYS": "three"}, "ALCHEMY_NOTIFY_MAX_AGE_DAYS"),
         ({"TUSHARE_TIMEOUT": "0"}, "TUSHARE_TIMEOUT"),
+        ({"TUSHARE_CALLS_PER_MINUTE": "0"}, "TUSHARE_CALLS_PER_MINUTE"),
+        ({"ALCHEMY_MAX_FUNDS_WITHOUT_DATA": "-1"}, "ALCHEMY_MAX_FUNDS_WITHOUT_DATA"),
     ],
 )
 def test_bad_settings_name_the_variable(environ, named):

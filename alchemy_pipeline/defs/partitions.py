@@ -60,11 +60,12 @@ DAILY_ASSETS = ("etf_daily_prices", "etf_indicators", "trade_signals", "signal_r
 
 def plan_daily_runs(day: str, materialized_prices: set[str]) -> list[RunPlan]:
     """The runs that publish ``day``: first the missing price history as one range, then the day itself."""
-    missing = [k for k in history_keys(day) if k not in materialized_prices]
+    window = history_keys(day)
+    missing = [k for k in window if k not in materialized_prices]
     plans = []
     if missing:
         start = missing[0]
-        end = history_keys(day)[-1]
+        end = window[-1]
         plans.append(RunPlan((PRICE_ASSET,), start, end, f"fetch the price history {start}...{end} that {day} needs"))
     plans.append(RunPlan(DAILY_ASSETS, day, day, f"publish the signals of {day}"))
     return plans
