@@ -2,20 +2,26 @@
 
 import dagster as dg
 
+from alchemy_pipeline.defs.calendar.assets import build_calendar_schedule, trading_calendar, trading_calendar_job
+from alchemy_pipeline.defs.partitions import TradingDays
 from alchemy_pipeline.defs.resources import automation_runs_by_default, build_resources
-from alchemy_pipeline.defs.signals.assets import etf_daily_prices, etf_indicators, signal_report, trade_signals
-from alchemy_pipeline.defs.signals.jobs import build_automation, daily_signals_job, notify_subscribers
+from alchemy_pipeline.defs.signals.assets import build_signal_assets
+from alchemy_pipeline.defs.signals.jobs import build_automation, daily_signals_job
 from alchemy_pipeline.settings import Settings, load_settings
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
-    daily_signals_schedule, notify_subscribers_sensor = build_automation(automation_runs_by_default(settings))
+    resources = build_resources(settings)
+    # The partitions follow the calendar as cached when the code location loads; each run loads afresh.
+    days = TradingDays(resources["calendar_cache"].load())
+    running = automation_runs_by_default(settings)
+    notify_subscribers, daily_signals_schedule, notify_subscribers_sensor = build_automation(days, running)
     return dg.Definitions(
-        assets=[etf_daily_prices, etf_indicators, trade_signals, signal_report],
-        jobs=[daily_signals_job, notify_subscribers],
-        schedules=[daily_signals_schedule],
+        assets=[*build_signal_assets(days), trading_calendar],
+        jobs=[daily_signals_job, notify_subscribers, trading_calendar_job],
+        schedules=[daily_signals_schedule, build_calendar_schedule(running)],
         sensors=[notify_subscribers_sensor],
-        resources=build_resources(settings),
+        resources=resources,
     )
 
 

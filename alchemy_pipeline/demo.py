@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from alchemy_pipeline.defs.partitions import PRICE_ASSET, plan_daily_runs
+from alchemy_pipeline.defs.partitions import PRICE_ASSET, TradingDays
+from alchemy_pipeline.defs.resources import build_resources
 from alchemy_pipeline.domain import calendar
 from alchemy_pipeline.settings import load_settings
 
@@ -27,11 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     # Like the schedule: a day is published from 18:00 Shanghai time, after the close.
     now = dt.datetime.now(ZoneInfo(calendar.TIMEZONE))
     published_by_now = now.date() if now.hour >= 18 else now.date() - dt.timedelta(days=1)
-    day = calendar.latest_trading_day(dt.date.fromisoformat(argv[0]) if argv else published_by_now).isoformat()
+    days = TradingDays(build_resources(settings)["calendar_cache"].load())
+    day = days.calendar.latest_trading_day(dt.date.fromisoformat(argv[0]) if argv else published_by_now).isoformat()
     job = defs.resolve_job_def("daily_signals_job")
     with dg.DagsterInstance.get() as instance:
         materialized = instance.get_materialized_partitions(dg.AssetKey(PRICE_ASSET))
-        for plan in plan_daily_runs(day, materialized):
+        for plan in days.plan_daily_runs(day, materialized):
             print(f"Running: {plan.purpose}", flush=True)
             result = job.execute_in_process(
                 instance=instance,

@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from alchemy_pipeline.definitions import build_definitions
-from alchemy_pipeline.defs.partitions import history_keys, trading_days
+from alchemy_pipeline.defs.partitions import TradingDays
+from alchemy_pipeline.domain.calendar import TradingCalendar
 from alchemy_pipeline.settings import load_settings
 
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
@@ -25,9 +26,11 @@ def server_counters(url: str) -> dict:
     return json.loads(urllib.request.urlopen(url, timeout=10).read())
 
 
+DAYS = TradingDays(TradingCalendar())
+
+
 def sessions(start: str, end: str) -> list[str]:
-    keys = trading_days.get_partition_keys(current_time=dt.datetime(2030, 1, 1, tzinfo=ZoneInfo("Asia/Shanghai")))
-    return [k for k in keys if start <= k <= end]
+    return [d.isoformat() for d in DAYS.calendar.sessions(start, end)]
 
 
 class Runner:
@@ -48,7 +51,7 @@ class Runner:
             raise SystemExit(f"run {start}...{end} failed: {[e.message for e in result.all_events if e.is_failure]}")
 
     def history(self, day: str) -> None:
-        window = history_keys(day)
+        window = DAYS.history_keys(day)
         self.run(window[0], window[-1], ["etf_daily_prices"])
 
 

@@ -1,13 +1,20 @@
+import datetime as dt
 import os
 from pathlib import Path
 
+import dagster as dg
 import pandas as pd
 import pytest
 
+from alchemy_pipeline.defs.partitions import TradingDays
+from alchemy_pipeline.domain.calendar import TradingCalendar
 from alchemy_pipeline.domain.demo_prices import DemoTushareApi
 from tests.tushare_server import TushareTestServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The trading days of the bundled exchange calendar, which every test day before 2027 falls within.
+BUNDLED_DAYS = TradingDays(TradingCalendar())
+history_keys = BUNDLED_DAYS.history_keys
 
 
 def real_data_dir() -> Path | None:
@@ -26,6 +33,12 @@ def vendor_tables(ts_codes: list[str], start: str, end: str) -> dict[str, pd.Dat
         "fund_daily": api.query("fund_daily", **span),
         "fund_adj": api.query("fund_adj", **span),
     }
+
+
+def tick_schedule(defs: dg.Definitions, instance: dg.DagsterInstance, name: str, when: dt.datetime):
+    """One evaluation of a schedule of ``defs`` at ``when``, with the resources it asks for."""
+    with dg.build_schedule_context(instance=instance, scheduled_execution_time=when, resources=defs.resources) as ctx:
+        return defs.resolve_schedule_def(name).evaluate_tick(ctx)
 
 
 def write_universe(path: Path, funds: dict[str, str]) -> Path:

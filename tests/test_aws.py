@@ -16,9 +16,8 @@ import dagster as dg
 import pytest
 
 from alchemy_pipeline.definitions import build_definitions
-from alchemy_pipeline.defs.partitions import history_keys
 from alchemy_pipeline.settings import SettingsError, load_settings
-from tests.conftest import use_env, vendor_tables, write_universe
+from tests.conftest import history_keys, tick_schedule, use_env, vendor_tables, write_universe
 from tests.tushare_server import VALID_TOKEN, TushareTestServer
 
 DAY, NEXT_DAY = "2024-06-28", "2024-07-01"
@@ -98,9 +97,7 @@ def test_backfill_then_daily_run_publish_to_s3_and_notify_exactly_once_per_new_d
         run_job(defs, instance, "notify_subscribers", partition_key=DAY)
 
         when = dt.datetime(2024, 7, 1, 18, tzinfo=ZoneInfo("Asia/Shanghai"))
-        tick = defs.resolve_schedule_def("daily_signals_schedule").evaluate_tick(
-            dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
-        )
+        tick = tick_schedule(defs, instance, "daily_signals_schedule", when)
         assert len(tick.run_requests) == 1
         run_job(defs, instance, "daily_signals_job", tags=dict(tick.run_requests[0].tags))
         second = tick_sensor(defs, instance, first.cursor)

@@ -11,9 +11,8 @@ import dagster as dg
 import pytest
 
 from alchemy_pipeline.definitions import build_definitions
-from alchemy_pipeline.defs.partitions import history_keys
 from alchemy_pipeline.settings import load_settings
-from tests.conftest import use_env, vendor_tables, write_universe
+from tests.conftest import history_keys, use_env, vendor_tables, write_universe
 from tests.tushare_server import VALID_TOKEN, Fault, TushareTestServer
 
 DAY = "2024-06-28"

@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 
 from alchemy_pipeline.definitions import build_definitions
-from alchemy_pipeline.defs.partitions import HISTORY_WINDOW, history_keys
+from alchemy_pipeline.defs.partitions import HISTORY_WINDOW
 from alchemy_pipeline.domain import calendar
 from alchemy_pipeline.domain.report import build_report
 from alchemy_pipeline.domain.strategy import StrategyParams, classify, compute_indicators
 from alchemy_pipeline.settings import load_settings
-from tests.conftest import use_env, vendor_tables, write_universe
+from tests.conftest import history_keys, tick_schedule, use_env, vendor_tables, write_universe
 from tests.tushare_server import VALID_TOKEN, TushareTestServer
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -57,10 +57,8 @@ def launch(defs: dg.Definitions, instance, request: dg.RunRequest, job: str = "d
 
 
 def evaluate_schedule(defs, instance, day: str):
-    schedule = defs.resolve_schedule_def("daily_signals_schedule")
     when = dt.datetime.combine(dt.date.fromisoformat(day), dt.time(18), SHANGHAI)
-    context = dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
-    return schedule.evaluate_tick(context)
+    return tick_schedule(defs, instance, "daily_signals_schedule", when)
 
 
 @pytest.fixture(scope="module")
@@ -134,13 +132,14 @@ def test_schedule_skips_exchange_holidays(scenario):
 
 
 def test_schedule_refuses_days_past_the_calendars_horizon(scenario):
-    horizon = calendar.last_known_day()
+    # No trade_cal is cached in this scenario: the bundled calendar's horizon is the limit.
+    horizon = calendar.bundled_last_day()
     weekday_after = next(
         horizon + dt.timedelta(days=n) for n in range(1, 8) if (horizon + dt.timedelta(days=n)).weekday() < 5
     )
     result = evaluate_schedule(scenario["defs"], scenario["instance"], weekday_after.isoformat())
     assert not result.run_requests
-    assert f"past {horizon}" in result.skip_message and "exchange-calendars" in result.skip_message
+    assert f"past {horizon}" in result.skip_message and "trading_calendar" in result.skip_message
 
 
 def test_report_json_contract(scenario):

@@ -16,9 +16,8 @@ import pytest
 from cfnlint.decode import decode_str
 
 from alchemy_pipeline.definitions import build_definitions
-from alchemy_pipeline.defs.partitions import history_keys
 from alchemy_pipeline.settings import load_settings
-from tests.conftest import REPO_ROOT, use_env, vendor_tables, write_universe
+from tests.conftest import REPO_ROOT, history_keys, use_env, vendor_tables, write_universe
 from tests.tushare_server import VALID_TOKEN, TushareTestServer
 
 DEPLOY = REPO_ROOT / "deploy"

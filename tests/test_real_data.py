@@ -18,8 +18,9 @@ import pytest
 import talib
 
 from alchemy_pipeline.definitions import build_definitions
-from alchemy_pipeline.defs.partitions import HISTORY_WINDOW, history_keys, trading_days
+from alchemy_pipeline.defs.partitions import HISTORY_WINDOW
 from alchemy_pipeline.settings import load_settings
+from tests.conftest import BUNDLED_DAYS, history_keys, tick_schedule
 from tests.tushare_server import VALID_TOKEN, TushareTestServer
 
 FIRST, LAST_BACKFILLED, DAILY = "2018-12-03", "2023-06-07", "2023-06-08"
@@ -120,9 +121,7 @@ def real_run(tmp_path_factory):
         run(["etf_daily_prices", "etf_indicators", "trade_signals", "signal_report"], FIRST, LAST_BACKFILLED)
         backfill_calls = len(server.calls) - calls_before_backfill
         when = dt.datetime(2023, 6, 8, 18, tzinfo=ZoneInfo("Asia/Shanghai"))
-        tick = defs.resolve_schedule_def("daily_signals_schedule").evaluate_tick(
-            dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
-        )
+        tick = tick_schedule(defs, instance, "daily_signals_schedule", when)
         assert len(tick.run_requests) == 1  # the history is all there: just the day
         request = tick.run_requests[0]
         run([k.to_user_string() for k in request.asset_selection], DAILY, DAILY)
@@ -139,7 +138,7 @@ def test_every_published_signal_follows_the_rule(real_run):
     bars = daily.merge(adj, on=["ts_code", "trade_date"], how="left").sort_values(["ts_code", "trade_date"])
     bars_by_fund = {code: bars[bars["ts_code"] == code] for code in real_run["funds"]["ts_code"]}
     now = dt.datetime(2023, 6, 9, tzinfo=ZoneInfo("Asia/Shanghai"))
-    sessions = trading_days.get_partition_keys(current_time=now)
+    sessions = BUNDLED_DAYS.partitions_def.get_partition_keys(current_time=now)
     sessions = sessions[: sessions.index(DAILY) + 1]
     days = sessions[sessions.index(FIRST) :]
     assert days[-1] == DAILY and len(days) > 1050  # 4.5 years of reports

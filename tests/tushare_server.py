@@ -156,14 +156,17 @@ class TushareTestServer:
             table = pd.concat([self._by_code[api_name].get(c, empty) for c in codes])
         elif params.get("trade_date"):
             table = self._by_day[api_name].get(str(params["trade_date"]), empty)
-        if "trade_date" in table.columns:
+        # Bars are dated by trade_date, calendar rows (trade_cal) by cal_date.
+        date = next((c for c in ("trade_date", "cal_date") if c in table.columns), None)
+        if date is not None:
             if params.get("trade_date"):
-                table = table[table["trade_date"] == str(params["trade_date"])]
+                table = table[table[date] == str(params["trade_date"])]
             if params.get("start_date"):
-                table = table[table["trade_date"] >= str(params["start_date"])]
+                table = table[table[date] >= str(params["start_date"])]
             if params.get("end_date"):
-                table = table[table["trade_date"] <= str(params["end_date"])]
-            table = table.sort_values(["trade_date", "ts_code"], ascending=[False, True])
+                table = table[table[date] <= str(params["end_date"])]
+            order = [c for c in (date, "ts_code") if c in table.columns]
+            table = table.sort_values(order, ascending=[False] + [True] * (len(order) - 1))
         offset = int(params.get("offset") or 0)
         limit = min(int(params.get("limit") or self.row_cap), self.row_cap)
         return table.iloc[offset : offset + limit]
@@ -171,7 +174,7 @@ class TushareTestServer:
 
 def _as_text_keys(table: pd.DataFrame) -> pd.DataFrame:
     table = table.copy()
-    for column in ("ts_code", "trade_date"):
+    for column in ("ts_code", "trade_date", "cal_date"):
         if column in table.columns:
             table[column] = table[column].astype(str)
     return table

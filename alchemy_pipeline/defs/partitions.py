@@ -14,17 +14,6 @@ HISTORY_WINDOW = 300
 
 _TZ = ZoneInfo(calendar.TIMEZONE)
 
-# Weekdays at midnight Shanghai time, less the exchange's holidays. The partition for day D exists from
-# D 00:00 on (end_offset=1), so the 18:00 schedule can target the same day.
-trading_days = dg.TimeWindowPartitionsDefinition(
-    cron_schedule="0 0 * * 1-5",
-    fmt="%Y-%m-%d",
-    start=PARTITIONS_START,
-    timezone=calendar.TIMEZONE,
-    end_offset=1,
-    exclusions=[dt.datetime(d.year, d.month, d.day, tzinfo=_TZ) for d in calendar.holidays(PARTITIONS_START)],
-)
-
 history_mapping = dg.TimeWindowPartitionMapping(
     start_offset=-(HISTORY_WINDOW - 1), end_offset=0, allow_nonexistent_upstream_partitions=True
 )
@@ -32,16 +21,6 @@ history_mapping = dg.TimeWindowPartitionMapping(
 
 def to_day(partition_key: str) -> dt.date:
     return dt.date.fromisoformat(partition_key)
-
-
-def history_keys(day: str) -> list[str]:
-    """The partitions before ``day`` that its history window covers (clipped at the partitions start)."""
-    end = dt.datetime.combine(to_day(day) + dt.timedelta(days=1), dt.time(), _TZ)
-    keys = trading_days.get_partition_keys(current_time=end)
-    if day not in keys:
-        raise ValueError(f"{day} is not a trading day of the {calendar.EXCHANGE} calendar")
-    i = keys.index(day)
-    return keys[max(0, i - HISTORY_WINDOW + 1) : i]
 
 
 @dataclass(frozen=True)
@@ -55,17 +34,45 @@ class RunPlan:
 
 
 PRICE_ASSET = "etf_daily_prices"
-DAILY_ASSETS = ("etf_daily_prices", "etf_indicators", "trade_signals", "signal_report")
+REPORT_ASSET = "signal_report"
+DAILY_ASSETS = (PRICE_ASSET, "etf_indicators", "trade_signals", REPORT_ASSET)
 
 
-def plan_daily_runs(day: str, materialized_prices: set[str]) -> list[RunPlan]:
-    """The runs that publish ``day``: first the missing price history as one range, then the day itself."""
-    window = history_keys(day)
-    missing = [k for k in window if k not in materialized_prices]
-    plans = []
-    if missing:
-        start = missing[0]
-        end = window[-1]
-        plans.append(RunPlan((PRICE_ASSET,), start, end, f"fetch the price history {start}...{end} that {day} needs"))
-    plans.append(RunPlan(DAILY_ASSETS, day, day, f"publish the signals of {day}"))
-    return plans
+class TradingDays:
+    """The trading-day partitions of one trading calendar, and the history window each day reads."""
+
+    def __init__(self, trading_calendar: calendar.TradingCalendar):
+        self.calendar = trading_calendar
+        # Weekdays at midnight Shanghai time, less the exchange's holidays. The partition for day D exists
+        # from D 00:00 on (end_offset=1), so the 18:00 schedule can target the same day.
+        self.partitions_def = dg.TimeWindowPartitionsDefinition(
+            cron_schedule="0 0 * * 1-5",
+            fmt="%Y-%m-%d",
+            start=PARTITIONS_START,
+            timezone=calendar.TIMEZONE,
+            end_offset=1,
+            exclusions=[
+                dt.datetime(d.year, d.month, d.day, tzinfo=_TZ) for d in trading_calendar.holidays(PARTITIONS_START)
+            ],
+        )
+
+    def history_keys(self, day: str) -> list[str]:
+        """The trading days before ``day`` that its history window covers (clipped at the partitions start)."""
+        if not self.calendar.is_trading_day(to_day(day)):
+            raise ValueError(f"{day} is not a trading day of the {calendar.EXCHANGE} calendar")
+        keys = [d.isoformat() for d in self.calendar.sessions(PARTITIONS_START, to_day(day))]
+        return keys[-HISTORY_WINDOW:-1]
+
+    def plan_daily_runs(self, day: str, materialized_prices: set[str]) -> list[RunPlan]:
+        """The runs that publish ``day``: first the missing price history as one range, then the day itself."""
+        window = self.history_keys(day)
+        missing = [k for k in window if k not in materialized_prices]
+        plans = []
+        if missing:
+            start = missing[0]
+            end = window[-1]
+            plans.append(
+                RunPlan((PRICE_ASSET,), start, end, f"fetch the price history {start}...{end} that {day} needs")
+            )
+        plans.append(RunPlan(DAILY_ASSETS, day, day, f"publish the signals of {day}"))
+        return plans

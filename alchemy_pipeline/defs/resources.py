@@ -1,5 +1,7 @@
 """Resources, and the one place that decides which ones this environment gets."""
 
+import io
+
 import boto3
 import dagster as dg
 import pandas as pd
@@ -9,6 +11,7 @@ from dagster_aws.s3 import S3Resource
 
 from alchemy_pipeline.defs.io_manager import LocalParquetIOManager, S3ParquetIOManager
 from alchemy_pipeline.defs.partitions import HISTORY_WINDOW
+from alchemy_pipeline.domain.calendar import TradingCalendar
 from alchemy_pipeline.domain.demo_prices import DEMO_NOTICE, DemoTushareApi
 from alchemy_pipeline.domain.notify import LocalOutbox, Notifier, SnsNotifier
 from alchemy_pipeline.domain.storage import BlobStore, LocalBlobStore, S3BlobStore
@@ -16,6 +19,9 @@ from alchemy_pipeline.domain.strategy import StrategyParams
 from alchemy_pipeline.domain.tushare_api import RetryPolicy, TushareClient, shared_rate_limiter
 from alchemy_pipeline.domain.universe import load_universe
 from alchemy_pipeline.settings import Settings
+
+# Tushare's trade_cal past the bundled calendar's horizon, kept with the pipeline's data.
+TRADE_CAL_CACHE_KEY = "reference/trade_cal_SSE.csv"
 
 
 class UniverseResource(dg.ConfigurableResource):
@@ -89,35 +95,62 @@ class DemoPricesResource(PriceSourceResource):
         return DEMO_NOTICE
 
 
-class SiteResource(dg.ConfigurableResource):
-    """The published site: where its files go, the base URL its pages are read at, and the endpoint its
-    subscribe form posts to."""
-
-    base_url: str
-    subscribe_url: str | None = None
+class FilesResource(dg.ConfigurableResource):
+    """A place that keeps files: a local directory or an S3 bucket."""
 
     def store(self) -> BlobStore:
         raise NotImplementedError
 
-    def page_url(self, day: str) -> str:
-        return f"{self.base_url}/reports/{day}.html"
 
-
-class LocalSiteResource(SiteResource):
+class LocalFilesResource(FilesResource):
     root: str
 
     def store(self) -> BlobStore:
         return LocalBlobStore(self.root)
 
 
-class S3SiteResource(SiteResource):
-    """A private bucket, read through CloudFront."""
-
+class S3FilesResource(FilesResource):
     s3: dg.ResourceDependency[S3Resource]
     bucket: str
 
     def store(self) -> BlobStore:
         return S3BlobStore(self.s3.get_client(), self.bucket)
+
+
+class SiteResource(dg.ConfigurableResource):
+    """The published site: where its files go (on AWS a private bucket read through CloudFront), the base
+    URL its pages are read at, and the endpoint its subscribe form posts to."""
+
+    files: dg.ResourceDependency[FilesResource]
+    base_url: str
+    subscribe_url: str | None = None
+
+    def store(self) -> BlobStore:
+        return self.files.store()
+
+    def page_url(self, day: str) -> str:
+        return f"{self.base_url}/reports/{day}.html"
+
+
+class TradingCalendarResource(dg.ConfigurableResource):
+    """The trading calendar: the bundled one, extended by the Tushare trade_cal cached in ``files``."""
+
+    files: dg.ResourceDependency[FilesResource]
+
+    def load(self) -> TradingCalendar:
+        """Never fails: an unreadable cache leaves the bundled calendar, and the horizon check says why."""
+        try:
+            raw = self.files.store().get(TRADE_CAL_CACHE_KEY)
+            if raw is None:
+                return TradingCalendar()
+            return TradingCalendar(pd.read_csv(io.BytesIO(raw), dtype=str))
+        except Exception as exc:
+            return TradingCalendar(problem=f"the cached calendar {TRADE_CAL_CACHE_KEY} is unusable: {exc}")
+
+    def save(self, trade_cal: pd.DataFrame) -> None:
+        self.files.store().put(
+            TRADE_CAL_CACHE_KEY, trade_cal.to_csv(index=False).encode("utf-8"), content_type="text/csv; charset=utf-8"
+        )
 
 
 class NotifierResource(dg.ConfigurableResource):
@@ -139,19 +172,18 @@ class OutboxNotifierResource(NotifierResource):
 
 
 class SnsNotifierResource(NotifierResource):
-    """An SNS topic with email subscriptions; the record of each day is kept in the data bucket."""
+    """An SNS topic with email subscriptions; the record of each day is kept in ``records``."""
 
-    s3: dg.ResourceDependency[S3Resource]
+    records: dg.ResourceDependency[FilesResource]
     topic_arn: str
     region_name: str
-    records_bucket: str
 
     def notifier(self) -> Notifier:
         # Short timeouts and few retries: a hung publish must not hold the run, and a retry of the
         # run is safer than many silent retries of a call that may have gone through.
         config = Config(connect_timeout=5, read_timeout=15, retries={"max_attempts": 2, "mode": "standard"})
         sns = boto3.client("sns", region_name=self.region_name, config=config)
-        return SnsNotifier(sns, self.topic_arn, S3BlobStore(self.s3.get_client(), self.records_bucket))
+        return SnsNotifier(sns, self.topic_arn, self.records.store())
 
 
 def automation_runs_by_default(settings: Settings) -> bool:
@@ -186,25 +218,31 @@ def build_resources(settings: Settings) -> dict[str, object]:
     }
     if settings.env == "aws":
         s3 = S3Resource(region_name=settings.aws_region)
+        data: FilesResource = S3FilesResource(s3=s3, bucket=settings.data_bucket)
         return {
             **common,
             "io_manager": S3ParquetIOManager(s3=s3, bucket=settings.data_bucket),
-            "site": S3SiteResource(
-                s3=s3, bucket=settings.site_bucket, base_url=settings.site_url, subscribe_url=settings.subscribe_url
+            "calendar_cache": TradingCalendarResource(files=data),
+            "site": SiteResource(
+                files=S3FilesResource(s3=s3, bucket=settings.site_bucket),
+                base_url=settings.site_url,
+                subscribe_url=settings.subscribe_url,
             ),
             "notifier": SnsNotifierResource(
-                s3=s3,
+                records=data,
                 topic_arn=settings.sns_topic_arn,
                 region_name=settings.aws_region,
-                records_bucket=settings.data_bucket,
                 max_age_days=settings.notify_max_age_days,
             ),
         }
     return {
         **common,
         "io_manager": LocalParquetIOManager(base_dir=str(settings.data_dir)),
-        "site": LocalSiteResource(
-            root=str(settings.publish_dir), base_url=settings.site_url, subscribe_url=settings.subscribe_url
+        "calendar_cache": TradingCalendarResource(files=LocalFilesResource(root=str(settings.data_dir))),
+        "site": SiteResource(
+            files=LocalFilesResource(root=str(settings.publish_dir)),
+            base_url=settings.site_url,
+            subscribe_url=settings.subscribe_url,
         ),
         "notifier": OutboxNotifierResource(
             outbox_dir=str(settings.publish_dir / "outbox"), max_age_days=settings.notify_max_age_days

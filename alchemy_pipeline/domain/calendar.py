@@ -1,4 +1,10 @@
-"""The Shanghai exchange's trading days, from exchange-calendars' XSHG calendar."""
+"""The Shanghai exchange's trading days.
+
+exchange-calendars' XSHG calendar is the authority as far as it knows holidays (a release covers about
+the current year). Past that, Tushare's ``trade_cal`` for SSE, fetched and cached by the pipeline, extends
+it for as long as it runs without a gap. Past what either knows, no day is called a trading day: a
+holiday would look like one.
+"""
 
 from __future__ import annotations
 
@@ -7,48 +13,133 @@ from functools import cache
 from zoneinfo import ZoneInfo
 
 import exchange_calendars as xcals
+import numpy as np
 import pandas as pd
 
+from alchemy_pipeline.domain.tushare_api import TushareClient
+
 EXCHANGE = "XSHG"
+TUSHARE_EXCHANGE = "SSE"
 TIMEZONE = "Asia/Shanghai"
 # The calendar is built from a little before the partitions start so that look-ups near the start work.
 CALENDAR_START = "2014-01-02"
+TRADE_CAL_FIELDS = ["exchange", "cal_date", "is_open", "pretrade_date"]
+
+
+class CalendarError(ValueError):
+    """A trading-calendar question the known calendar cannot answer, or a calendar table that is unusable."""
 
 
 @cache
-def _calendar() -> xcals.ExchangeCalendar:
+def _bundled() -> xcals.ExchangeCalendar:
     return xcals.get_calendar(EXCHANGE, start=CALENDAR_START)
 
 
-def last_known_day() -> dt.date:
-    """The last day the bundled calendar knows holidays for."""
-    return _calendar().last_session.date()
+def bundled_last_day() -> dt.date:
+    """The last day the installed exchange-calendars release knows holidays for."""
+    return _bundled().last_session.date()
 
 
-def sessions(start: dt.date | str, end: dt.date | str) -> list[dt.date]:
-    """Trading days from start to end, both included (clipped to what the calendar knows)."""
-    cal = _calendar()
-    lo = max(pd.Timestamp(start), cal.first_session)
-    hi = min(pd.Timestamp(end), cal.last_session)
-    if lo > hi:
-        return []
-    return [ts.date() for ts in cal.sessions_in_range(lo, hi)]
+def parse_trade_cal(table: pd.DataFrame) -> pd.Series:
+    """Tushare ``trade_cal`` rows as an open/closed flag per calendar day, sorted; names what is wrong."""
+    missing = [c for c in ("cal_date", "is_open") if c not in table.columns]
+    if missing:
+        raise CalendarError(f"trade_cal table lacks columns {missing}")
+    if "exchange" in table.columns:
+        others = sorted(set(table["exchange"].dropna().astype(str)) - {TUSHARE_EXCHANGE})
+        if others:
+            raise CalendarError(f"trade_cal table holds exchanges {others}, not only {TUSHARE_EXCHANGE}")
+    days = pd.to_datetime(table["cal_date"].astype(str), format="%Y%m%d", errors="coerce")
+    if days.isna().any():
+        bad = table.loc[days.isna(), "cal_date"].astype(str).tolist()[:5]
+        raise CalendarError(f"trade_cal cal_date values are not YYYYMMDD dates: {bad}")
+    flags = pd.to_numeric(table["is_open"], errors="coerce")
+    if not flags.isin([0, 1]).all():
+        bad = table.loc[~flags.isin([0, 1]), "is_open"].tolist()[:5]
+        raise CalendarError(f"trade_cal is_open values must be 0 or 1, got {bad}")
+    if days.duplicated().any():
+        raise CalendarError(f"trade_cal lists {days[days.duplicated()].iloc[0].date()} twice")
+    return pd.Series(flags.astype(bool).to_numpy(), index=pd.DatetimeIndex(days)).sort_index()
 
 
-def holidays(start: dt.date | str) -> list[dt.date]:
-    """Weekdays from start to the calendar's end on which the exchange is closed."""
-    cal = _calendar()
-    weekdays = pd.bdate_range(pd.Timestamp(start), cal.last_session)
-    return [ts.date() for ts in weekdays.difference(cal.sessions)]
+def fetch_trade_cal(client: TushareClient, start: dt.date, end: dt.date) -> pd.DataFrame:
+    """SSE's calendar days from start to end as Tushare knows them (it lists a year once the exchange
+    announces its holidays), oldest first and checked."""
+    table = client.query_all(
+        "trade_cal",
+        TRADE_CAL_FIELDS,
+        exchange=TUSHARE_EXCHANGE,
+        start_date=start.strftime("%Y%m%d"),
+        end_date=end.strftime("%Y%m%d"),
+    )
+    table = table.assign(cal_date=table["cal_date"].astype(str)).sort_values("cal_date", ignore_index=True)
+    parse_trade_cal(table)
+    return table
 
 
-def is_trading_day(day: dt.date) -> bool:
-    return _calendar().is_session(pd.Timestamp(day))
+class TradingCalendar:
+    """Trading days: the bundled calendar up to its last day, then ``trade_cal`` rows for the days after it
+    for as long as they run day by day without a gap."""
 
+    def __init__(self, trade_cal: pd.DataFrame | None = None, problem: str | None = None):
+        bundled = _bundled()
+        sessions = bundled.sessions
+        known_until = bundled.last_session
+        if trade_cal is not None and len(trade_cal):
+            flags = parse_trade_cal(trade_cal)
+            later = flags[flags.index > known_until]
+            expected = pd.date_range(known_until + pd.Timedelta(days=1), periods=len(later), freq="D")
+            gaps = np.flatnonzero(later.index != expected)
+            later = later.iloc[: gaps[0] if len(gaps) else len(later)]
+            if len(later):
+                sessions = sessions.append(later.index[later.to_numpy()])
+                known_until = later.index[-1]
+        self._sessions = pd.DatetimeIndex(sessions)
+        self.known_until: dt.date = known_until.date()
+        self.bundled_until: dt.date = bundled.last_session.date()
+        # Why the cached trade_cal could not be used, when it could not; the horizon check reports it.
+        self.problem = problem
 
-def latest_trading_day(on_or_before: dt.date) -> dt.date:
-    """The last trading day on or before the given day."""
-    return _calendar().date_to_session(pd.Timestamp(on_or_before), direction="previous").date()
+    @property
+    def source(self) -> str:
+        if self.known_until > self.bundled_until:
+            return f"exchange-calendars {EXCHANGE} to {self.bundled_until}, Tushare trade_cal to {self.known_until}"
+        return f"exchange-calendars {EXCHANGE}"
+
+    def knows(self, day: dt.date) -> bool:
+        return day <= self.known_until
+
+    def _require_known(self, day: dt.date) -> None:
+        if not self.knows(day):
+            raise CalendarError(
+                f"{day} is past {self.known_until}, the last day the trading calendar knows ({self.source}); "
+                "refresh it by materializing the trading_calendar asset (Tushare trade_cal) or upgrade "
+                "exchange-calendars"
+            )
+
+    def sessions(self, start: dt.date | str, end: dt.date | str) -> list[dt.date]:
+        """Trading days from start to end, both included (clipped to what the calendar knows)."""
+        lo = max(pd.Timestamp(start), self._sessions[0])
+        hi = min(pd.Timestamp(end), pd.Timestamp(self.known_until))
+        chosen = self._sessions[(self._sessions >= lo) & (self._sessions <= hi)]
+        return [ts.date() for ts in chosen]
+
+    def holidays(self, start: dt.date | str) -> list[dt.date]:
+        """Weekdays from start to the last known day on which the exchange is closed."""
+        weekdays = pd.bdate_range(pd.Timestamp(start), pd.Timestamp(self.known_until))
+        return [ts.date() for ts in weekdays.difference(self._sessions)]
+
+    def is_trading_day(self, day: dt.date) -> bool:
+        self._require_known(day)
+        return pd.Timestamp(day) in self._sessions
+
+    def latest_trading_day(self, on_or_before: dt.date) -> dt.date:
+        """The last trading day on or before the given day."""
+        self._require_known(on_or_before)
+        i = self._sessions.searchsorted(pd.Timestamp(on_or_before), side="right")
+        if i == 0:
+            raise CalendarError(f"no trading day on or before {on_or_before} in the calendar")
+        return self._sessions[i - 1].date()
 
 
 def exchange_today() -> dt.date:

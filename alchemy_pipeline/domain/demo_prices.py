@@ -22,9 +22,15 @@ DEMO_NOTICE = "DEMO DATA - not market prices"
 
 
 @cache
+def _sessions() -> list:
+    # The bundled calendar only: demo prices stay the same whatever trade_cal extends it with.
+    return calendar.TradingCalendar().sessions(calendar.CALENDAR_START, calendar.bundled_last_day())
+
+
+@cache
 def _fund_series(ts_code: str) -> pd.DataFrame:
     rng = np.random.default_rng(zlib.crc32(ts_code.encode()))
-    days = pd.DatetimeIndex(calendar.sessions(calendar.CALENDAR_START, calendar.last_known_day()))
+    days = pd.DatetimeIndex(_sessions())
     n = len(days)
     # Trends that change every few weeks give the moving averages real crossings to find; a weak pull
     # back to the starting level keeps prices in a plausible band over a decade.
@@ -63,10 +69,30 @@ def _fund_series(ts_code: str) -> pd.DataFrame:
     )
 
 
-class DemoTushareApi:
-    """Answers ``fund_daily`` and ``fund_adj`` like Tushare Pro, from the synthetic series."""
+@cache
+def _trade_cal() -> pd.DataFrame:
+    """SSE's calendar days as Tushare's trade_cal lists them, as far as the bundled calendar knows."""
+    days = pd.date_range(calendar.CALENDAR_START, calendar.bundled_last_day(), freq="D")
+    sessions = pd.DatetimeIndex(_sessions())
+    previous = sessions.searchsorted(days, side="left") - 1
+    return pd.DataFrame(
+        {
+            "exchange": calendar.TUSHARE_EXCHANGE,
+            "cal_date": days.strftime("%Y%m%d"),
+            "is_open": days.isin(sessions).astype(int),
+            "pretrade_date": [sessions[i].strftime("%Y%m%d") if i >= 0 else None for i in previous],
+        }
+    )
 
-    _TABLES: ClassVar[dict[str, list[str]]] = {"fund_daily": BAR_FIELDS, "fund_adj": ADJ_FIELDS}
+
+class DemoTushareApi:
+    """Answers ``fund_daily``, ``fund_adj`` and ``trade_cal`` like Tushare Pro, from the synthetic series."""
+
+    _TABLES: ClassVar[dict[str, list[str]]] = {
+        "fund_daily": BAR_FIELDS,
+        "fund_adj": ADJ_FIELDS,
+        "trade_cal": calendar.TRADE_CAL_FIELDS,
+    }
 
     def __init__(self, ts_codes: list[str]):
         self._ts_codes = list(ts_codes)
@@ -74,16 +100,20 @@ class DemoTushareApi:
     def query(self, api_name: str, fields: str = "", **params) -> pd.DataFrame:
         if api_name not in self._TABLES:
             raise Exception(f"demo source does not serve {api_name}")
-        codes = params["ts_code"].split(",") if params.get("ts_code") else self._ts_codes
-        table = pd.concat([_fund_series(code) for code in codes], ignore_index=True)
+        if api_name == "trade_cal":
+            table, date, order = _trade_cal(), "cal_date", ["cal_date"]
+        else:
+            codes = params["ts_code"].split(",") if params.get("ts_code") else self._ts_codes
+            table = pd.concat([_fund_series(code) for code in codes], ignore_index=True)
+            date, order = "trade_date", ["trade_date", "ts_code"]
         if params.get("trade_date"):
-            table = table[table["trade_date"] == params["trade_date"]]
+            table = table[table[date] == params["trade_date"]]
         if params.get("start_date"):
-            table = table[table["trade_date"] >= params["start_date"]]
+            table = table[table[date] >= params["start_date"]]
         if params.get("end_date"):
-            table = table[table["trade_date"] <= params["end_date"]]
+            table = table[table[date] <= params["end_date"]]
         # Newest first, as Tushare answers.
-        table = table.sort_values(["trade_date", "ts_code"], ascending=[False, True], ignore_index=True)
+        table = table.sort_values(order, ascending=[False] + [True] * (len(order) - 1), ignore_index=True)
         offset = int(params.get("offset") or 0)
         limit = params.get("limit")
         table = table.iloc[offset : offset + int(limit) if limit else None]

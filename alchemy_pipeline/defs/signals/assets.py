@@ -3,7 +3,7 @@
 import dagster as dg
 import pandas as pd
 
-from alchemy_pipeline.defs.partitions import history_mapping, to_day, trading_days
+from alchemy_pipeline.defs.partitions import TradingDays, history_mapping, to_day
 from alchemy_pipeline.defs.resources import (
     PriceSourceResource,
     SiteResource,
@@ -60,160 +60,165 @@ def _result(name: str, finding: Finding, severity=dg.AssetCheckSeverity.ERROR) -
     )
 
 
-@dg.asset(
-    partitions_def=trading_days,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name=GROUP,
-    kinds={"tushare", "pandas", "parquet"},
-    check_specs=[
-        _check("bars_are_sane", "etf_daily_prices", "Prices > 0 and low <= open, close <= high."),
-        _check("factors_are_present", "etf_daily_prices", "Every bar has an adjustment factor > 0."),
-        _check("fund_days_are_unique", "etf_daily_prices", "No fund has two bars on one day."),
-        _check(
-            "universe_coverage",
-            "etf_daily_prices",
-            "Funds of the universe without a bar (they become NO_DATA, with the reason).",
-            blocking=False,
+def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
+    """The four assets, partitioned by the trading days of ``trading_days``' calendar."""
+
+    @dg.asset(
+        partitions_def=trading_days.partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=GROUP,
+        kinds={"tushare", "pandas", "parquet"},
+        check_specs=[
+            _check("bars_are_sane", "etf_daily_prices", "Prices > 0 and low <= open, close <= high."),
+            _check("factors_are_present", "etf_daily_prices", "Every bar has an adjustment factor > 0."),
+            _check("fund_days_are_unique", "etf_daily_prices", "No fund has two bars on one day."),
+            _check(
+                "universe_coverage",
+                "etf_daily_prices",
+                "Funds of the universe without a bar (they become NO_DATA, with the reason).",
+                blocking=False,
+            ),
+            _check(
+                "calendar_horizon",
+                "etf_daily_prices",
+                "Warns 60 days before the trading calendar runs out of known holidays, or when its cache is unusable.",
+                blocking=False,
+            ),
+        ],
+        # A vendor outage that outlasts the client's own retries: try the step again later.
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=300, backoff=dg.Backoff.EXPONENTIAL),
+        description=(
+            "Unadjusted daily bars (Tushare fund_daily) of every fund in the universe, with that day's "
+            "cumulative adjustment factor (fund_adj). Fetched in bulk: per day for all funds, or per fund "
+            "for a whole range, whichever costs fewer API calls."
         ),
-        _check(
-            "calendar_horizon",
-            "etf_daily_prices",
-            "Warns 60 days before the bundled exchange calendar runs out of known holidays.",
-            blocking=False,
+    )
+    def etf_daily_prices(context: dg.AssetExecutionContext, prices: PriceSourceResource, universe: UniverseResource):
+        days = _days(context)
+        codes = universe.load()["ts_code"].tolist()
+        client = prices.client(codes)
+        try:
+            table = fetch_prices(client, codes, days)
+        except VendorAuthError as exc:
+            # No retry can fix a refused token: fail now, and say which setting to fix.
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        present = set(table["trade_date"].dt.date)
+        absent = [d.isoformat() for d in days if d not in present]
+        if absent:
+            # Publishing a day without its bars would report every fund as NO_DATA: wait for the vendor.
+            context.log.warning(
+                f"The price source has no bar for any of the {len(codes)} funds on {', '.join(absent[:10])}"
+                f"{' ...' if len(absent) > 10 else ''}: not published yet. Nothing is published or sent for it; "
+                f"retrying in {prices.late_data_retry_seconds} s (at most {prices.late_data_retries} times)."
+            )
+            raise dg.RetryRequested(
+                max_retries=prices.late_data_retries, seconds_to_wait=prices.late_data_retry_seconds
+            )
+        metadata = _table_metadata(table)
+        metadata.update(
+            api_calls=int(sum(client.calls.values())),
+            api_retries=int(sum(client.retries.values())),
+            funds_without_bar_on_last_day=len(codes) - int((table["trade_date"].dt.date == days[-1]).sum()),
+        )
+        yield dg.Output(table, metadata=metadata)
+        yield _result("bars_are_sane", bars_are_sane(table))
+        yield _result("factors_are_present", factors_are_present(table))
+        yield _result("fund_days_are_unique", fund_days_are_unique(table))
+        yield _result("universe_coverage", universe_coverage(table, codes, days), dg.AssetCheckSeverity.WARN)
+        known = trading_days.calendar
+        horizon = calendar_horizon(known.known_until, calendar.exchange_today(), known.problem)
+        yield _result("calendar_horizon", horizon, dg.AssetCheckSeverity.WARN)
+
+    @dg.asset(
+        partitions_def=trading_days.partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=GROUP,
+        kinds={"talib", "pandas", "parquet"},
+        ins={"etf_daily_prices": dg.AssetIn(partition_mapping=history_mapping)},
+        description=(
+            "Per fund and day: close, adjustment factor, the short and long simple moving averages of the "
+            "forward-adjusted close (TA-Lib, rounded to 3 decimals), the previous day's averages and the "
+            "latest golden and death crosses, computed over a fixed window of trading days ending on the day."
         ),
-    ],
-    # A vendor outage that outlasts the client's own retries: try the step again later.
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=300, backoff=dg.Backoff.EXPONENTIAL),
-    description=(
-        "Unadjusted daily bars (Tushare fund_daily) of every fund in the universe, with that day's "
-        "cumulative adjustment factor (fund_adj). Fetched in bulk: per day for all funds, or per fund "
-        "for a whole range, whichever costs fewer API calls."
-    ),
-)
-def etf_daily_prices(context: dg.AssetExecutionContext, prices: PriceSourceResource, universe: UniverseResource):
-    days = _days(context)
-    codes = universe.load()["ts_code"].tolist()
-    client = prices.client(codes)
-    try:
-        table = fetch_prices(client, codes, days)
-    except VendorAuthError as exc:
-        # No retry can fix a refused token: fail now, and say which setting to fix.
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
-    present = set(table["trade_date"].dt.date)
-    absent = [d.isoformat() for d in days if d not in present]
-    if absent:
-        # Publishing a day without its bars would report every fund as NO_DATA: wait for the vendor.
-        context.log.warning(
-            f"The price source has no bar for any of the {len(codes)} funds on {', '.join(absent[:10])}"
-            f"{' ...' if len(absent) > 10 else ''}: not published yet. Nothing is published or sent for it; "
-            f"retrying in {prices.late_data_retry_seconds} s (at most {prices.late_data_retries} times)."
-        )
-        raise dg.RetryRequested(max_retries=prices.late_data_retries, seconds_to_wait=prices.late_data_retry_seconds)
-    metadata = _table_metadata(table)
-    metadata.update(
-        api_calls=int(sum(client.calls.values())),
-        api_retries=int(sum(client.retries.values())),
-        funds_without_bar_on_last_day=len(codes) - int((table["trade_date"].dt.date == days[-1]).sum()),
     )
-    yield dg.Output(table, metadata=metadata)
-    yield _result("bars_are_sane", bars_are_sane(table))
-    yield _result("factors_are_present", factors_are_present(table))
-    yield _result("fund_days_are_unique", fund_days_are_unique(table))
-    yield _result("universe_coverage", universe_coverage(table, codes, days), dg.AssetCheckSeverity.WARN)
-    horizon = calendar_horizon(calendar.last_known_day(), calendar.exchange_today())
-    yield _result("calendar_horizon", horizon, dg.AssetCheckSeverity.WARN)
+    def etf_indicators(
+        context: dg.AssetExecutionContext, etf_daily_prices: pd.DataFrame, strategy: StrategyResource
+    ) -> dg.Output[pd.DataFrame]:
+        days = _days(context)
+        sessions = [to_day(k) for k in context.asset_partition_keys_for_input("etf_daily_prices")]
+        params = strategy.params()
+        table = compute_indicators(etf_daily_prices, sessions, days, params)
+        metadata = _table_metadata(table)
+        metadata.update(short=params.short, long=params.long, history_days_read=len(sessions))
+        return dg.Output(table, metadata=metadata)
 
-
-@dg.asset(
-    partitions_def=trading_days,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name=GROUP,
-    kinds={"talib", "pandas", "parquet"},
-    ins={"etf_daily_prices": dg.AssetIn(partition_mapping=history_mapping)},
-    description=(
-        "Per fund and day: close, adjustment factor, the short and long simple moving averages of the "
-        "forward-adjusted close (TA-Lib, rounded to 3 decimals), the previous day's averages and the "
-        "latest golden and death crosses, computed over a fixed window of trading days ending on the day."
-    ),
-)
-def etf_indicators(
-    context: dg.AssetExecutionContext, etf_daily_prices: pd.DataFrame, strategy: StrategyResource
-) -> dg.Output[pd.DataFrame]:
-    days = _days(context)
-    sessions = [to_day(k) for k in context.asset_partition_keys_for_input("etf_daily_prices")]
-    params = strategy.params()
-    table = compute_indicators(etf_daily_prices, sessions, days, params)
-    metadata = _table_metadata(table)
-    metadata.update(short=params.short, long=params.long, history_days_read=len(sessions))
-    return dg.Output(table, metadata=metadata)
-
-
-@dg.asset(
-    partitions_def=trading_days,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name=GROUP,
-    kinds={"pandas", "parquet"},
-    check_specs=[
-        _check(
-            "funds_without_data_under_threshold",
-            "trade_signals",
-            "Funds that trade but have no usable bar stay under the threshold on every day.",
-        )
-    ],
-    description=(
-        "One row per fund of the universe and day: BUY, SELL, HOLD, EMPTY, NO_DATA or "
-        "INSUFFICIENT_HISTORY, with close, ma_short, ma_long, the day the current signal fired (since), "
-        "the calendar days since then and the % change of the adjusted close."
-    ),
-)
-def trade_signals(
-    context: dg.AssetExecutionContext,
-    etf_indicators: pd.DataFrame,
-    universe: UniverseResource,
-    strategy: StrategyResource,
-):
-    funds = universe.load()
-    params = strategy.params()
-    table = classify(etf_indicators, funds, _days(context), params)
-    last_day = table[table["trade_date"] == table["trade_date"].max()]
-    metadata = _table_metadata(table, preview=last_day)
-    metadata.update({f"last_day_{s.value.lower()}": int((last_day["state"] == s.value).sum()) for s in State})
-    yield dg.Output(table, metadata=metadata)
-    threshold = no_data_under_threshold(table, universe.max_funds_without_data)
-    yield _result("funds_without_data_under_threshold", threshold)
-
-
-@dg.asset(
-    partitions_def=trading_days,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name=GROUP,
-    kinds={"html", "json"},
-    description=(
-        "The published report of each day (reports/YYYY-MM-DD.json, .txt and .html) and the refreshed "
-        "site front page (index.html) and history (history.json)."
-    ),
-)
-def signal_report(
-    context: dg.AssetExecutionContext,
-    trade_signals: pd.DataFrame,
-    strategy: StrategyResource,
-    prices: PriceSourceResource,
-    site: SiteResource,
-) -> dg.MaterializeResult:
-    params = strategy.params()
-    reports = [
-        build_report(day_signals, params, notice=prices.notice)
-        for _, day_signals in trade_signals.groupby("trade_date", sort=True)
-    ]
-    written = publish_reports(site.store(), reports, site.subscribe_url)
-    latest = reports[-1]
-    return dg.MaterializeResult(
-        metadata={
-            "days_published": len(reports),
-            "first_day": reports[0]["trade_date"],
-            "last_day": latest["trade_date"],
-            "files_written": len(written),
-            "latest_page": dg.MetadataValue.url(site.page_url(latest["trade_date"])),
-            "latest_report": dg.MetadataValue.md("```\n" + render_text(latest) + "```"),
-        }
+    @dg.asset(
+        partitions_def=trading_days.partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=GROUP,
+        kinds={"pandas", "parquet"},
+        check_specs=[
+            _check(
+                "funds_without_data_under_threshold",
+                "trade_signals",
+                "Funds that trade but have no usable bar stay under the threshold on every day.",
+            )
+        ],
+        description=(
+            "One row per fund of the universe and day: BUY, SELL, HOLD, EMPTY, NO_DATA or "
+            "INSUFFICIENT_HISTORY, with close, ma_short, ma_long, the day the current signal fired (since), "
+            "the calendar days since then and the % change of the adjusted close."
+        ),
     )
+    def trade_signals(
+        context: dg.AssetExecutionContext,
+        etf_indicators: pd.DataFrame,
+        universe: UniverseResource,
+        strategy: StrategyResource,
+    ):
+        funds = universe.load()
+        params = strategy.params()
+        table = classify(etf_indicators, funds, _days(context), params)
+        last_day = table[table["trade_date"] == table["trade_date"].max()]
+        metadata = _table_metadata(table, preview=last_day)
+        metadata.update({f"last_day_{s.value.lower()}": int((last_day["state"] == s.value).sum()) for s in State})
+        yield dg.Output(table, metadata=metadata)
+        threshold = no_data_under_threshold(table, universe.max_funds_without_data)
+        yield _result("funds_without_data_under_threshold", threshold)
+
+    @dg.asset(
+        partitions_def=trading_days.partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=GROUP,
+        kinds={"html", "json"},
+        description=(
+            "The published report of each day (reports/YYYY-MM-DD.json, .txt and .html) and the refreshed "
+            "site front page (index.html) and history (history.json)."
+        ),
+    )
+    def signal_report(
+        context: dg.AssetExecutionContext,
+        trade_signals: pd.DataFrame,
+        strategy: StrategyResource,
+        prices: PriceSourceResource,
+        site: SiteResource,
+    ) -> dg.MaterializeResult:
+        params = strategy.params()
+        reports = [
+            build_report(day_signals, params, notice=prices.notice)
+            for _, day_signals in trade_signals.groupby("trade_date", sort=True)
+        ]
+        written = publish_reports(site.store(), reports, site.subscribe_url)
+        latest = reports[-1]
+        return dg.MaterializeResult(
+            metadata={
+                "days_published": len(reports),
+                "first_day": reports[0]["trade_date"],
+                "last_day": latest["trade_date"],
+                "files_written": len(written),
+                "latest_page": dg.MetadataValue.url(site.page_url(latest["trade_date"])),
+                "latest_report": dg.MetadataValue.md("```\n" + render_text(latest) + "```"),
+            }
+        )
+
+    return [etf_daily_prices, etf_indicators, trade_signals, signal_report]

@@ -4,14 +4,8 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from alchemy_pipeline.defs.partitions import PRICE_ASSET, RunPlan, plan_daily_runs, trading_days
-from alchemy_pipeline.defs.resources import NotifierResource, SiteResource
-from alchemy_pipeline.defs.signals.assets import (
-    etf_daily_prices,
-    etf_indicators,
-    signal_report,
-    trade_signals,
-)
+from alchemy_pipeline.defs.partitions import DAILY_ASSETS, PRICE_ASSET, REPORT_ASSET, RunPlan, TradingDays
+from alchemy_pipeline.defs.resources import NotifierResource, SiteResource, TradingCalendarResource
 from alchemy_pipeline.domain import calendar
 from alchemy_pipeline.domain.notify import build_message, choose_day_to_notify, must_send
 from alchemy_pipeline.domain.publish import report_key
@@ -24,7 +18,7 @@ PRIORITY_TAG = "dagster/priority"
 
 daily_signals_job = dg.define_asset_job(
     name="daily_signals_job",
-    selection=[etf_daily_prices, etf_indicators, trade_signals, signal_report],
+    selection=list(DAILY_ASSETS),
     tags={LANE_TAG: LANE},
     description="Fetch, compute and publish the trading signals of a trading day (or of a range, as one run).",
 )
@@ -44,9 +38,9 @@ def run_request(plan: RunPlan, priority: int, run_key: str) -> dg.RunRequest:
     )
 
 
-def scheduled_requests(day: str, instance: dg.DagsterInstance) -> list[dg.RunRequest]:
+def scheduled_requests(days: TradingDays, day: str, instance: dg.DagsterInstance) -> list[dg.RunRequest]:
     materialized = instance.get_materialized_partitions(dg.AssetKey(PRICE_ASSET))
-    plans = plan_daily_runs(day, materialized)
+    plans = days.plan_daily_runs(day, materialized)
     # Earlier plans feed later ones: give them the higher priority.
     return [
         run_request(plan, priority=len(plans) - i, run_key=f"{day}:{'+'.join(plan.assets)}")
@@ -80,14 +74,15 @@ def send_signal_notification(
     )
 
 
-@dg.job(partitions_def=trading_days, tags={LANE_TAG: "notify"})
-def notify_subscribers():
-    """Emails the day's signals to subscribers, once per day."""
-    send_signal_notification()
+def build_automation(
+    days: TradingDays, running: bool
+) -> tuple[dg.JobDefinition, dg.ScheduleDefinition, dg.SensorDefinition]:
+    """The notification job, the daily schedule and the notification sensor, on or off by default."""
 
-
-def build_automation(running: bool) -> tuple[dg.ScheduleDefinition, dg.SensorDefinition]:
-    """The daily schedule and the notification sensor, on or off by default."""
+    @dg.job(partitions_def=days.partitions_def, tags={LANE_TAG: "notify"})
+    def notify_subscribers():
+        """Emails the day's signals to subscribers, once per day."""
+        send_signal_notification()
 
     @dg.schedule(
         cron_schedule="0 18 * * 1-5",
@@ -99,17 +94,21 @@ def build_automation(running: bool) -> tuple[dg.ScheduleDefinition, dg.SensorDef
             "fetches the missing price history as one single-run backfill."
         ),
     )
-    def daily_signals_schedule(context: dg.ScheduleEvaluationContext):
+    def daily_signals_schedule(context: dg.ScheduleEvaluationContext, calendar_cache: TradingCalendarResource):
         day = context.scheduled_execution_time.astimezone(ZoneInfo(calendar.TIMEZONE)).date()
-        if day > calendar.last_known_day():
+        # The calendar is read now, not when the code location loaded: a refreshed trade_cal counts at once.
+        today_days = TradingDays(calendar_cache.load())
+        known = today_days.calendar
+        if not known.knows(day):
             # Fail safe: past the calendar's horizon a holiday would look like a trading day.
             return dg.SkipReason(
-                f"{day} is past {calendar.last_known_day()}, the last day the bundled {calendar.EXCHANGE} calendar "
-                "knows holidays for: upgrade exchange-calendars (pinned in pyproject.toml); nothing is published"
+                f"{day} is past {known.known_until}, the last day the trading calendar knows ({known.source}): "
+                "materialize the trading_calendar asset once Tushare lists the exchange's new year, or upgrade "
+                "exchange-calendars (pinned in pyproject.toml); nothing is published"
             )
-        if not calendar.is_trading_day(day):
+        if not known.is_trading_day(day):
             return dg.SkipReason(f"{day} is not a trading day of the {calendar.EXCHANGE} calendar")
-        return scheduled_requests(day.isoformat(), context.instance)
+        return scheduled_requests(today_days, day.isoformat(), context.instance)
 
     @dg.sensor(
         job=notify_subscribers,
@@ -118,7 +117,7 @@ def build_automation(running: bool) -> tuple[dg.ScheduleDefinition, dg.SensorDef
         description="Notifies subscribers of the newest published signal_report day, once, if it is recent.",
     )
     def notify_subscribers_sensor(context: dg.SensorEvaluationContext, notifier: NotifierResource):
-        published = context.instance.get_materialized_partitions(signal_report.key)
+        published = context.instance.get_materialized_partitions(dg.AssetKey(REPORT_ASSET))
         today = calendar.exchange_today()
         decision = choose_day_to_notify(sorted(published), context.cursor or None, today, notifier.max_age_days)
         if decision.day is None:
@@ -126,4 +125,4 @@ def build_automation(running: bool) -> tuple[dg.ScheduleDefinition, dg.SensorDef
         context.update_cursor(decision.day)
         return dg.RunRequest(run_key=f"notify:{decision.day}", partition_key=decision.day)
 
-    return daily_signals_schedule, notify_subscribers_sensor
+    return notify_subscribers, daily_signals_schedule, notify_subscribers_sensor
