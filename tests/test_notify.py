@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import threading
 import uuid
 
 import boto3
@@ -16,7 +17,7 @@ from alchemy_pipeline.domain.notify import (
     choose_day_to_notify,
     must_send,
 )
-from alchemy_pipeline.domain.storage import LocalBlobStore
+from alchemy_pipeline.domain.storage import LocalBlobStore, S3BlobStore
 from tests.aws import free_port
 
 TODAY = dt.date(2024, 7, 2)
@@ -75,6 +76,73 @@ def test_a_sent_day_records_the_message_id(aws, tmp_path):
     sns = boto3.client("sns")
     topic = sns.create_topic(Name=f"t-{uuid.uuid4().hex[:8]}")["TopicArn"]
     notifier = SnsNotifier(sns, topic, LocalBlobStore(tmp_path))
-    record = notifier.send(Message("2024-06-28", "subject", "body"))
+    record, sent = notifier.send(Message("2024-06-28", "subject", "body"))
+    assert sent
     stored = json.loads((tmp_path / "notifications" / "2024-06-28.json").read_text())
     assert stored["state"] == "sent" and stored["message_id"] == record["message_id"]
+
+
+def subscribed_topic() -> tuple[str, str]:
+    """A topic with an SQS queue subscribed, to count what SNS really delivers."""
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    suffix = uuid.uuid4().hex[:8]
+    topic = sns.create_topic(Name=f"t-{suffix}")["TopicArn"]
+    queue_url = sqs.create_queue(QueueName=f"q-{suffix}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+    return topic, queue_url
+
+
+def delivered(queue_url: str) -> int:
+    sqs, count = boto3.client("sqs"), 0
+    while batch := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+        "Messages", []
+    ):
+        count += len(batch)
+        for message in batch:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return count
+
+
+def record_store(kind: str, tmp_path):
+    if kind == "local":
+        return lambda: LocalBlobStore(tmp_path)
+    bucket = f"records-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return lambda: S3BlobStore(boto3.client("s3"), bucket)
+
+
+@pytest.mark.parametrize("store", ["s3", "local"])
+def test_concurrent_attempts_at_one_day_send_one_email(aws, tmp_path, store):
+    topic, queue_url = subscribed_topic()
+    records = record_store(store, tmp_path)
+    # Each attempt has its own clients, as separate runs would; they start together.
+    notifiers = [SnsNotifier(boto3.client("sns"), topic, records()) for _ in range(6)]
+    start, outcomes = threading.Barrier(len(notifiers)), []
+
+    def attempt(notifier):
+        start.wait()
+        try:
+            outcomes.append(notifier.send(Message("2024-06-28", "subject", "body"))[1])
+        except NotificationInDoubt as exc:
+            outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in notifiers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count(True) == 1, outcomes
+    assert all(o is False or "sent nothing" in o or "never recorded" in o for o in outcomes if o is not True)
+    assert delivered(queue_url) == 1
+    assert notifiers[0].sent_record("2024-06-28")["state"] == "sent"
+
+
+def test_a_failed_day_is_claimed_again_and_sent_once(aws, tmp_path):
+    topic, queue_url = subscribed_topic()
+    records = LocalBlobStore(tmp_path)
+    records.put("notifications/2024-06-28.json", json.dumps({"trade_date": "2024-06-28", "state": "failed"}).encode())
+    notifier = SnsNotifier(boto3.client("sns"), topic, records)
+    assert notifier.send(Message("2024-06-28", "subject", "body"))[1]
+    assert not notifier.send(Message("2024-06-28", "subject", "body"))[1]
+    assert delivered(queue_url) == 1

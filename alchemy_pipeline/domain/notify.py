@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
-from alchemy_pipeline.domain.storage import BlobStore, atomic_write
+from alchemy_pipeline.domain.storage import BlobStore, WriteConflict, atomic_write
 
 SUBJECT = "Double MA Strategy Trade Signal: {day} - A Share"
 # SNS refuses email subjects that are not ASCII or are 100 characters or more.
@@ -71,8 +71,9 @@ class Notifier(Protocol):
     def sent_record(self, day: str) -> dict | None:
         """The durable record of the day's message, if an attempt was ever made."""
 
-    def send(self, message: Message) -> dict:
-        """Sends the message and returns its completed record."""
+    def send(self, message: Message) -> tuple[dict, bool]:
+        """Sends the message unless its record says it was sent meanwhile; returns the record and whether
+        this call sent it."""
 
 
 def must_send(record: dict | None) -> bool:
@@ -106,7 +107,8 @@ class LocalOutbox:
         path = self.root / f"{day}.json"
         return json.loads(path.read_text("utf-8")) if path.exists() else None
 
-    def send(self, message: Message) -> dict:
+    def send(self, message: Message) -> tuple[dict, bool]:
+        # The outbox file is the message itself: a second write of one day is the same file, not a second email.
         record = {
             **asdict(message),
             "state": "sent",
@@ -116,7 +118,7 @@ class LocalOutbox:
         atomic_write(
             self.root / f"{message.trade_date}.json", json.dumps(record, ensure_ascii=False, indent=2).encode()
         )
-        return record
+        return record, True
 
 
 class SnsNotifier:
@@ -140,11 +142,34 @@ class SnsNotifier:
         self._records.put(self._key(message.trade_date), json.dumps(record, indent=2).encode(), "application/json")
         return record
 
-    def send(self, message: Message) -> dict:
+    def _claim(self, message: Message) -> dict | None:
+        """Moves the day's record to ``sending`` by a conditional write, so that of concurrent attempts
+        (two runs of one day, a retry racing a rerun) exactly one goes on to publish. Returns the record
+        instead when it says the day was sent meanwhile."""
+        key = self._key(message.trade_date)
+        tagged = self._records.get_tagged(key)
+        record = json.loads(tagged[0]) if tagged else None
+        if not must_send(record):
+            return record
+        claim = {"trade_date": message.trade_date, "subject": message.subject, "updated_at": _now(), "state": "sending"}
+        try:
+            self._records.put_if(key, json.dumps(claim, indent=2).encode(), tagged[1] if tagged else None,
+                                 "application/json")  # fmt: skip
+        except WriteConflict:
+            raise NotificationInDoubt(
+                f"another attempt claimed the notification of {message.trade_date} at the same moment; this one "
+                "sent nothing (a retry reads what that attempt recorded)"
+            ) from None
+        return None
+
+    def send(self, message: Message) -> tuple[dict, bool]:
         from botocore.exceptions import ClientError, EndpointConnectionError
 
-        # Recorded before publishing, so a crash in between is seen (see must_send) instead of resent.
-        self._record(message, state="sending")
+        # Claimed before publishing, so a crash in between leaves "sending" (see must_send): the day is
+        # then never resent automatically. This side fails toward a missed email, never a duplicate.
+        already = self._claim(message)
+        if already is not None:
+            return already, False
         try:
             answer = self._sns.publish(
                 TopicArn=self.topic_arn,
@@ -156,4 +181,4 @@ class SnsNotifier:
             # SNS refused the call or was never reached: nothing was sent, a retry may send.
             self._record(message, state="failed", error=str(exc))
             raise
-        return self._record(message, state="sent", message_id=answer["MessageId"])
+        return self._record(message, state="sent", message_id=answer["MessageId"]), True

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 from typing import Protocol
+
+
+class WriteConflict(RuntimeError):
+    """A conditional write lost: the object changed (or appeared) since it was read."""
 
 
 class BlobStore(Protocol):
@@ -17,6 +23,13 @@ class BlobStore(Protocol):
 
     def keys(self, prefix: str) -> set[str]:
         """The keys that start with ``prefix`` (a folder path ending with ``/``)."""
+
+    def get_tagged(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and a tag that changes with every write, or None when it does not exist."""
+
+    def put_if(self, key: str, data: bytes, tag: str | None, content_type: str | None = None) -> None:
+        """Writes only if the object still has ``tag`` (or, with None, still does not exist); otherwise
+        raises WriteConflict. Of concurrent writers that read the same state, exactly one succeeds."""
 
 
 class LocalBlobStore:
@@ -34,6 +47,21 @@ class LocalBlobStore:
     def get(self, key: str) -> bytes | None:
         path = self.path(key)
         return path.read_bytes() if path.exists() else None
+
+    def get_tagged(self, key: str) -> tuple[bytes, str] | None:
+        data = self.get(key)
+        return None if data is None else (data, hashlib.sha256(data).hexdigest())
+
+    def put_if(self, key: str, data: bytes, tag: str | None, content_type: str | None = None) -> None:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # An advisory lock per object makes the compare and the swap one step between processes.
+        with open(path.parent / f".{path.name}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = self.get_tagged(key)
+            if (current[1] if current else None) != tag:
+                raise WriteConflict(f"{path} changed since it was read")
+            atomic_write(path, data)
 
     def keys(self, prefix: str) -> set[str]:
         base = self.root / prefix
@@ -64,6 +92,24 @@ class S3BlobStore:
             return self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
         except self._client.exceptions.NoSuchKey:
             return None
+
+    def get_tagged(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            answer = self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+        except self._client.exceptions.NoSuchKey:
+            return None
+        return answer["Body"].read(), answer["ETag"]
+
+    def put_if(self, key: str, data: bytes, tag: str | None, content_type: str | None = None) -> None:
+        # S3's conditional writes: If-None-Match for "still absent", If-Match for "still this version".
+        condition = {"IfNoneMatch": "*"} if tag is None else {"IfMatch": tag}
+        extra = {"ContentType": content_type} if content_type else {}
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data, **condition, **extra)
+        except self._client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise WriteConflict(f"s3://{self.bucket}/{self.prefix}{key} changed since it was read") from None
+            raise
 
     def keys(self, prefix: str) -> set[str]:
         found = set()

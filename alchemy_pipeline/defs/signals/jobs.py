@@ -67,10 +67,10 @@ def send_signal_notification(
     if text is None:
         raise dg.Failure(description=f"No published report for {day}: nothing to notify")
     message = build_message(day, text.decode("utf-8"), site.page_url(day))
-    record = outbox.send(message)
+    record, sent = outbox.send(message)
     return dg.Output(
         None,
-        metadata={"sent": True, "message_id": record["message_id"], "subject": message.subject},
+        metadata={"sent": sent, "message_id": record["message_id"], "subject": message.subject},
     )
 
 
