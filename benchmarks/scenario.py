@@ -80,9 +80,10 @@ def scenario(name: str, start: str, end: str, url: str) -> dict:
         def cold_start():
             schedule = runner.defs.resolve_schedule_def("daily_signals_schedule")
             when = dt.datetime.combine(dt.date.fromisoformat(end), dt.time(18), ZoneInfo("Asia/Shanghai"))
-            tick = schedule.evaluate_tick(
-                dg.build_schedule_context(instance=runner.instance, scheduled_execution_time=when)
-            )
+            with dg.build_schedule_context(
+                instance=runner.instance, scheduled_execution_time=when, resources=runner.defs.resources
+            ) as context:
+                tick = schedule.evaluate_tick(context)
             for request in sorted(tick.run_requests, key=lambda r: -int(r.tags["dagster/priority"])):
                 selection = [k.to_user_string() for k in request.asset_selection]
                 runner.run(request.tags[RANGE_TAGS[0]], request.tags[RANGE_TAGS[1]], selection)

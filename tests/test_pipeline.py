@@ -215,6 +215,25 @@ def test_cli_range_backfill_is_one_run_and_reproduces_the_daily_bytes(scenario):
         assert (scenario["site"] / "reports" / f"{day}.json").read_bytes() == scenario["daily_bytes"][day]
 
 
+def test_two_concurrent_runs_of_one_day_leave_a_whole_identical_site(scenario, tmp_path):
+    # Two processes publish the same day at once (a rerun racing a retry, say), into a fresh site.
+    env = {**os.environ, **scenario["env"], "ALCHEMY_PUBLISH_DIR": str(tmp_path / "site")}
+    env.pop("DAGSTER_HOME", None)
+    command = [
+        sys.executable, "-m", "dagster", "asset", "materialize", "-m", "alchemy_pipeline.definitions",
+        "--select", "*signal_report", "--partition", DAY,
+    ]  # fmt: skip
+    runs = [
+        subprocess.Popen(command, env=env, cwd=scenario["tmp"], stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    for run in runs:
+        assert run.wait(timeout=300) == 0, run.stderr.read()[-3000:]
+    site = tmp_path / "site"
+    assert (site / "reports" / f"{DAY}.json").read_bytes() == scenario["daily_bytes"][DAY]
+    assert json.loads((site / "history.json").read_text("utf-8"))["days"] == [DAY]
+    assert not list(site.rglob("*.tmp"))
+
+
 def test_a_run_without_its_history_fails_naming_the_range_to_backfill(scenario, tmp_path):
     env = {**os.environ, **scenario["env"], "ALCHEMY_DATA_DIR": str(tmp_path / "empty")}
     env.pop("DAGSTER_HOME", None)

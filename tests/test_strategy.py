@@ -5,6 +5,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
+import talib
 
 from alchemy_pipeline.domain.strategy import StrategyParams, classify, compute_indicators
 
@@ -144,6 +145,32 @@ def test_signals_do_not_depend_on_where_a_range_starts():
         later = compute_indicators(table.iloc[first_needed:], sessions[first_needed:], sessions[start:], params)
         expected = in_one_range[in_one_range["trade_date"] >= pd.Timestamp(sessions[start])].reset_index(drop=True)
         pd.testing.assert_frame_equal(later, expected, check_exact=True)
+
+
+def test_averages_are_ta_libs_over_each_days_own_window_bit_for_bit():
+    # All days are computed at once; each must equal TA-Lib run on that day's window alone, including
+    # windows cut short by a late listing and holed by suspensions, across a factor change.
+    rng = np.random.default_rng(11)
+    n = 520
+    sessions = [dt.date(2020, 1, 1) + dt.timedelta(days=i) for i in range(n)]
+    traded = (np.arange(n) >= 30) & (rng.random(n) > 0.05)
+    closes = np.round(2 * np.exp(np.cumsum(rng.normal(0, 0.012, n))), 3)
+    factors = np.where(np.arange(n) > 250, 2.118, 1.0)
+    table = pd.DataFrame(
+        {"ts_code": "A", "trade_date": pd.to_datetime(sessions), "close": closes, "adj_factor": factors}
+    )[traded]
+    params = StrategyParams()
+    result = compute_indicators(table, sessions, sessions, params).set_index("trade_date")
+    for i in [30, 31, 40, 52, 260, 330, 519]:
+        if not traded[i]:
+            continue
+        window = table[(table["trade_date"] > pd.Timestamp(sessions[max(0, i - params.window)]))
+                       & (table["trade_date"] <= pd.Timestamp(sessions[i]))]  # fmt: skip
+        adjusted = window["close"].to_numpy() * window["adj_factor"].to_numpy() / window["adj_factor"].iloc[-1]
+        row = result.loc[pd.Timestamp(sessions[i])]
+        for column, period in (("ma_short", params.short), ("ma_long", params.long)):
+            expected = np.round(talib.SMA(adjusted, period), 3)[-1]
+            assert (np.isnan(expected) and np.isnan(row[column])) or row[column] == expected, (i, column)
 
 
 def test_window_too_short_for_the_search_is_refused():

@@ -105,23 +105,26 @@ def compute_indicators(
     ``days`` (or from the first day there is) to the last of ``days``.
     """
     position = {day: i for i, day in enumerate(sessions)}
-    window_start = {day: sessions[max(0, position[day] - params.window + 1)] for day in days}
-    rows = []
+    day_array = np.array(days, dtype="datetime64[D]")
+    window_starts = np.array(
+        [sessions[max(0, position[day] - params.window + 1)] for day in days], dtype="datetime64[D]"
+    )
+    parts = []
     for ts_code, fund in prices.sort_values("trade_date").groupby("ts_code", sort=True):
         dates = fund["trade_date"].to_numpy(dtype="datetime64[D]")
-        closes = fund["close"].to_numpy(dtype="float64")
-        factors = fund["adj_factor"].to_numpy(dtype="float64")
-        for day in days:
-            d = np.datetime64(day, "D")
-            hi = int(np.searchsorted(dates, d, side="right"))
-            lo = int(np.searchsorted(dates, np.datetime64(window_start[day], "D"), side="left"))
-            if hi > lo and dates[hi - 1] == d:
-                rows.append(_fund_day(ts_code, day, dates[lo:hi], closes[lo:hi], factors[lo:hi], params))
-            elif hi > lo:
-                # Traded within the window but not today: a suspension, or a bar the vendor lacks.
-                rows.append({"ts_code": ts_code, "trade_date": pd.Timestamp(day), "trend": 0, "bars": hi - lo,
-                             "note": MISSING_BAR})  # fmt: skip
-    table = pd.DataFrame(rows, columns=INDICATOR_COLUMNS).astype(_INDICATOR_DTYPES)
+        hi = np.searchsorted(dates, day_array, side="right")
+        lo = np.searchsorted(dates, window_starts, side="left")
+        traded = hi > lo
+        has_bar = traded & (dates[np.maximum(hi - 1, 0)] == day_array)
+        if has_bar.any():
+            parts.append(_fund_days(ts_code, dates, fund, lo[has_bar], hi[has_bar], params))
+        # Traded within the window but not on the day: a suspension, or a bar the vendor lacks.
+        suspended = traded & ~has_bar
+        if suspended.any():
+            parts.append(pd.DataFrame({"ts_code": ts_code, "trade_date": day_array[suspended].astype("datetime64[ns]"),
+                                       "trend": 0, "bars": (hi - lo)[suspended], "note": MISSING_BAR}))  # fmt: skip
+    table = pd.concat([pd.DataFrame(columns=INDICATOR_COLUMNS), *parts], ignore_index=True)
+    table = table[INDICATOR_COLUMNS].astype(_INDICATOR_DTYPES)
     return table.sort_values(["trade_date", "ts_code"], ignore_index=True)
 
 
@@ -144,59 +147,151 @@ _INDICATOR_DTYPES = {
 }
 
 
-def _fund_day(ts_code, day, dates, closes, factors, params: StrategyParams) -> dict:
-    row = dict.fromkeys(INDICATOR_COLUMNS)
-    row.update(
-        ts_code=ts_code,
-        trade_date=pd.Timestamp(day),
-        close=closes[-1],
-        adj_factor=factors[-1],
-        trend=0,
-        bars=len(closes),
-    )
-    missing = dates[np.isnan(factors) | (factors <= 0)]
-    if len(missing):
-        row["note"] = "no usable adjustment factor on " + ", ".join(str(m) for m in missing[:5])
-        return row
-    adjusted = closes * factors / factors[-1]
-    ma_short = np.round(talib.SMA(adjusted, params.short), 3)
-    ma_long = np.round(talib.SMA(adjusted, params.long), 3)
-    row.update(ma_short=ma_short[-1], ma_long=ma_long[-1])
-    if len(adjusted) < 2:
-        return row
-    row.update(prev_ma_short=ma_short[-2], prev_ma_long=ma_long[-2])
+def _moving_average(windows: np.ndarray, period: int, first: np.ndarray) -> np.ndarray:
+    """TA-Lib's SMA of each row, rounded to 3 decimals; NaN where a row has fewer than ``period`` bars.
+
+    Rows are right-aligned and padded with zeros in front (from column ``first``): TA-Lib's running sum
+    adds and drops those zeros exactly, so each row's averages are bit for bit those of TA-Lib over the
+    row's bars alone.
+    """
+    averages = np.empty_like(windows)
+    for i, row in enumerate(windows):
+        averages[i] = talib.SMA(row, period)
+    averages = np.round(averages, 3)
+    averages[np.arange(windows.shape[1])[None, :] < (first + period - 1)[:, None]] = np.nan
+    return averages
+
+
+def _last(mask: np.ndarray) -> np.ndarray:
+    """Per row, the column of the last True (or -1)."""
+    width = mask.shape[1]
+    return np.where(mask.any(axis=1), width - 1 - np.argmax(mask[:, ::-1], axis=1), -1)
+
+
+def _fund_days(ts_code, dates, fund: pd.DataFrame, lo: np.ndarray, hi: np.ndarray, params: StrategyParams):
+    """Indicators of one fund on the days ending the windows ``[lo, hi)`` of its bars (the last bar is the
+    day's), computed for all those days at once."""
+    closes = fund["close"].to_numpy(dtype="float64")
+    factors = fund["adj_factor"].to_numpy(dtype="float64")
+    bars = hi - lo
+    width = int(bars.max())
+    first = width - bars  # column of each row's first bar
+    cols = np.arange(width)[None, :]
+    inside = cols >= first[:, None]
+    index = np.where(inside, lo[:, None] + cols - first[:, None], 0)
+    window_factors = np.where(inside, factors[index], 1.0)
+    unusable = np.isnan(window_factors) | (window_factors <= 0)
+    day_factor = factors[hi - 1]
+    # Forward adjustment to the day's own factor: (close x factor) / factor of the day, as in the rule.
+    # Rows with an unusable factor divide by it here, and are reported as such below.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        adjusted = np.where(inside, closes[index] * window_factors / day_factor[:, None], 0.0)
+    ma_short = _moving_average(adjusted, params.short, first)
+    ma_long = _moving_average(adjusted, params.long, first)
     above, below = ma_short > ma_long, ma_short < ma_long  # False wherever an average is not defined yet
     defined = ~(np.isnan(ma_short) | np.isnan(ma_long))
-    crossed_up = np.flatnonzero(above[1:] & ~above[:-1] & defined[:-1]) + 1
-    crossed_down = np.flatnonzero(below[1:] & ~below[:-1] & defined[:-1]) + 1
-    if len(crossed_up):
-        i = crossed_up[-1]
-        row.update(last_buy_date=pd.Timestamp(dates[i]), last_buy_close=adjusted[i])
-    if len(crossed_down):
-        i = crossed_down[-1]
-        row.update(last_sell_date=pd.Timestamp(dates[i]), last_sell_close=adjusted[i])
-    apart = np.flatnonzero(above | below)
-    if len(apart):
-        row["trend"] = 1 if above[apart[-1]] else -1
-    return row
+    rows = np.arange(len(lo))
+    table = {
+        "ts_code": ts_code,
+        "trade_date": dates[hi - 1].astype("datetime64[ns]"),
+        "close": closes[hi - 1],
+        "adj_factor": day_factor,
+        "ma_short": ma_short[:, -1],
+        "ma_long": ma_long[:, -1],
+        "prev_ma_short": ma_short[:, -2] if width > 1 else np.nan,
+        "prev_ma_long": ma_long[:, -2] if width > 1 else np.nan,
+        "bars": bars,
+    }
+    for name, crossed in (
+        ("buy", above[:, 1:] & ~above[:, :-1] & defined[:, :-1]),
+        ("sell", below[:, 1:] & ~below[:, :-1] & defined[:, :-1]),
+    ):
+        at = _last(crossed) + 1  # columns of crossed are shifted by one
+        found = at > 0
+        table[f"last_{name}_date"] = np.where(
+            found, dates[index[rows, at]].astype("datetime64[ns]"), np.datetime64("NaT", "ns")
+        )
+        table[f"last_{name}_close"] = np.where(found, adjusted[rows, at], np.nan)
+    apart = _last(above | below)
+    table["trend"] = np.where(apart < 0, 0, np.where(above[rows, apart], 1, -1))
+    table = pd.DataFrame(table)
+    bad = unusable.any(axis=1)
+    if bad.any():
+        computed = ["ma_short", "ma_long", "prev_ma_short", "prev_ma_long", "last_buy_close", "last_sell_close"]
+        table.loc[bad, computed] = np.nan
+        table.loc[bad, ["last_buy_date", "last_sell_date"]] = pd.NaT
+        table.loc[bad, "trend"] = 0
+        table.loc[bad, "note"] = [
+            "no usable adjustment factor on " + ", ".join(str(d) for d in dates[index[r][unusable[r]]][:5])
+            for r in np.flatnonzero(bad)
+        ]
+    return table
 
 
 def classify(
     indicators: pd.DataFrame, universe: pd.DataFrame, days: Sequence[dt.date], params: StrategyParams
 ) -> pd.DataFrame:
-    """One signal per fund of the universe (in its order) on each of ``days``."""
-    rows_by_day: dict[pd.Timestamp, dict] = {pd.Timestamp(day): {} for day in days}
-    for row in indicators.itertuples(index=False):
-        if row.trade_date in rows_by_day:
-            rows_by_day[row.trade_date][row.ts_code] = row
-    signals = []
-    for day, by_code in rows_by_day.items():
-        for fund in universe.itertuples():
-            signal = dict.fromkeys(SIGNAL_COLUMNS)
-            signal.update(ts_code=fund.ts_code, name=fund.name, trade_date=day)
-            signal.update(_signal(by_code.get(fund.ts_code), day, params))
-            signals.append(signal)
-    return pd.DataFrame(signals, columns=SIGNAL_COLUMNS).astype(_SIGNAL_DTYPES)
+    """One signal per fund of the universe (in its order) on each of ``days``, for all days at once."""
+    n_funds = len(universe)
+    grid = pd.DataFrame(
+        {
+            "ts_code": np.tile(universe["ts_code"].to_numpy(dtype=object), len(days)),
+            "name": np.tile(universe["name"].to_numpy(dtype=object), len(days)),
+            "trade_date": np.repeat(np.array(days, dtype="datetime64[D]").astype("datetime64[ns]"), n_funds),
+        }
+    )
+    row = grid.merge(indicators, on=["ts_code", "trade_date"], how="left", validate="m:1", suffixes=("", "_"))
+    absent = row["bars"].isna().to_numpy()
+    noted = row["note"].notna().to_numpy() & ~absent
+    short, long = row["ma_short"].to_numpy(), row["ma_long"].to_numpy()
+    prev_short, prev_long = row["prev_ma_short"].to_numpy(), row["prev_ma_long"].to_numpy()
+    young = ~absent & ~noted & ((row["bars"].to_numpy() < params.long + 1) | np.isnan(prev_long))
+    ranked = ~(absent | noted | young)
+    buy = ranked & (short > long) & (prev_short <= prev_long)
+    sell = ranked & ~buy & (short < long) & (prev_short >= prev_long)
+    hold = ranked & ~buy & ~sell & (row["trend"].to_numpy() > 0)
+    empty = ranked & ~buy & ~sell & ~hold
+    state = np.select(
+        [absent | noted, young, buy, sell, hold],
+        [State.NO_DATA.value, State.INSUFFICIENT_HISTORY.value, State.BUY.value, State.SELL.value, State.HOLD.value],
+        State.EMPTY.value,
+    ).astype(object)
+    day = row["trade_date"].to_numpy()
+    since = np.select(
+        [buy | sell, hold, empty], [day, row["last_buy_date"], row["last_sell_date"]], np.datetime64("NaT")
+    )
+    since = since.astype("datetime64[ns]")
+    since_close = np.select(
+        [buy | sell, hold, empty], [row["close"], row["last_buy_close"], row["last_sell_close"]], np.nan
+    )
+    close = np.where(absent, np.nan, row["close"].to_numpy())
+    dated = ~np.isnat(since)
+    # Python's round, as each day's report has always been rounded (half-even on the exact value).
+    growth = (close / since_close - 1) * 100
+    pct = np.full(len(row), np.nan)
+    pct[dated] = [round(g, 2) for g in growth[dated].tolist()]
+    note = np.full(len(row), None, dtype=object)
+    note[absent] = NOT_TRADING
+    note[noted] = row["note"].to_numpy()[noted]
+    note[young] = [f"{b} bars; the strategy needs {params.long + 1}" for b in row["bars"].to_numpy()[young].astype(int)]
+    shown = ~(absent | noted)
+    signals = pd.DataFrame(
+        {
+            "ts_code": row["ts_code"],
+            "name": row["name"],
+            "trade_date": row["trade_date"],
+            "state": state,
+            "close": close,
+            "ma_short": np.where(shown, short, np.nan),
+            "ma_long": np.where(shown, long, np.nan),
+            "since": since,
+            "days": pd.array(np.where(dated, (day - since).astype("timedelta64[D]").astype("int64"), 0), "Int64"),
+            "pct": pct,
+            "note": note,
+        }
+    )
+    signals.loc[~dated, "days"] = pd.NA
+    return signals.astype(_SIGNAL_DTYPES)
 
 
 _SIGNAL_DTYPES = {
@@ -212,29 +307,3 @@ _SIGNAL_DTYPES = {
     "pct": "float64",
     "note": "object",
 }
-
-
-def _signal(row, day: pd.Timestamp, params: StrategyParams) -> dict:
-    if row is None:
-        return {"state": State.NO_DATA.value, "note": NOT_TRADING}
-    if isinstance(row.note, str):
-        return {"state": State.NO_DATA.value, "close": row.close, "note": row.note}
-    values = {"close": row.close, "ma_short": row.ma_short, "ma_long": row.ma_long}
-    if row.bars < params.long + 1 or np.isnan(row.prev_ma_long):
-        note = f"{row.bars} bars; the strategy needs {params.long + 1}"
-        return {**values, "state": State.INSUFFICIENT_HISTORY.value, "note": note}
-    short, long, prev_short, prev_long = row.ma_short, row.ma_long, row.prev_ma_short, row.prev_ma_long
-    if short > long and prev_short <= prev_long:
-        state, since, since_close = State.BUY, day, row.close
-    elif short < long and prev_short >= prev_long:
-        state, since, since_close = State.SELL, day, row.close
-    elif row.trend > 0:
-        state, since, since_close = State.HOLD, row.last_buy_date, row.last_buy_close
-    else:
-        state, since, since_close = State.EMPTY, row.last_sell_date, row.last_sell_close
-    values["state"] = state.value
-    if not pd.isna(since):
-        values["since"] = since
-        values["days"] = (day - since).days
-        values["pct"] = round((row.close / since_close - 1) * 100, 2)
-    return values
