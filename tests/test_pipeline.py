@@ -200,14 +200,20 @@ def test_site_index_and_history_list_every_published_day(scenario):
     assert not list(scenario["site"].rglob("*.tmp"))  # atomic writes leave no temporary files
 
 
-def test_cli_range_backfill_is_one_run_and_reproduces_the_daily_bytes(scenario):
-    # The range run reads one history window for both days; each daily run read its own. Same bytes.
-    env = {**os.environ, **scenario["env"]}
+def materialize_cli(scenario, partitions: list[str], **env) -> tuple[list[str], dict]:
+    """The CLI command that materializes every asset for ``partitions``, and its environment."""
+    env = {**os.environ, **scenario["env"], **env}
     env.pop("DAGSTER_HOME", None)
     command = [
         sys.executable, "-m", "dagster", "asset", "materialize", "-m", "alchemy_pipeline.definitions",
-        "--select", "*signal_report", "--partition-range", f"{DAY}...{NEXT_DAY}",
+        "--select", "*signal_report", *partitions,
     ]  # fmt: skip
+    return command, env
+
+
+def test_cli_range_backfill_is_one_run_and_reproduces_the_daily_bytes(scenario):
+    # The range run reads one history window for both days; each daily run read its own. Same bytes.
+    command, env = materialize_cli(scenario, ["--partition-range", f"{DAY}...{NEXT_DAY}"])
     done = subprocess.run(command, env=env, cwd=scenario["tmp"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.count("RUN_SUCCESS") == 1
@@ -217,12 +223,7 @@ def test_cli_range_backfill_is_one_run_and_reproduces_the_daily_bytes(scenario):
 
 def test_two_concurrent_runs_of_one_day_leave_a_whole_identical_site(scenario, tmp_path):
     # Two processes publish the same day at once (a rerun racing a retry, say), into a fresh site.
-    env = {**os.environ, **scenario["env"], "ALCHEMY_PUBLISH_DIR": str(tmp_path / "site")}
-    env.pop("DAGSTER_HOME", None)
-    command = [
-        sys.executable, "-m", "dagster", "asset", "materialize", "-m", "alchemy_pipeline.definitions",
-        "--select", "*signal_report", "--partition", DAY,
-    ]  # fmt: skip
+    command, env = materialize_cli(scenario, ["--partition", DAY], ALCHEMY_PUBLISH_DIR=str(tmp_path / "site"))
     runs = [
         subprocess.Popen(command, env=env, cwd=scenario["tmp"], stderr=subprocess.PIPE, text=True) for _ in range(2)
     ]
@@ -235,12 +236,7 @@ def test_two_concurrent_runs_of_one_day_leave_a_whole_identical_site(scenario, t
 
 
 def test_a_run_without_its_history_fails_naming_the_range_to_backfill(scenario, tmp_path):
-    env = {**os.environ, **scenario["env"], "ALCHEMY_DATA_DIR": str(tmp_path / "empty")}
-    env.pop("DAGSTER_HOME", None)
-    command = [
-        sys.executable, "-m", "dagster", "asset", "materialize", "-m", "alchemy_pipeline.definitions",
-        "--select", "*signal_report", "--partition", DAY,
-    ]  # fmt: skip
+    command, env = materialize_cli(scenario, ["--partition", DAY], ALCHEMY_DATA_DIR=str(tmp_path / "empty"))
     done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     window = history_keys(DAY)

@@ -55,5 +55,8 @@ def test_webserver_serves_the_asset_lineage(tmp_path):
         "etf_indicators": ["etf_daily_prices"],
         "trade_signals": ["etf_indicators"],
         "signal_report": ["trade_signals"],
+        "trading_calendar": [],
     }
-    assert all(n["groupName"] == "etf_signals" and n["description"] for n in nodes)
+    groups = {n["assetKey"]["path"][0]: n["groupName"] for n in nodes}
+    assert groups.pop("trading_calendar") == "reference_data"
+    assert set(groups.values()) == {"etf_signals"} and all(n["description"] for n in nodes)

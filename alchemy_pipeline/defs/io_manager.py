@@ -2,7 +2,7 @@
 
 A single-run backfill hands an asset the DataFrame of its whole range: the IO manager splits it by
 ``trade_date`` into one object per partition, and loads a range of partitions (a day's history window,
-or a backfill's) in one pass, each object read once.
+or a backfill's) in one pass, each object read once; objects are written and read a few at a time.
 """
 
 import io
@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster_aws.s3 import S3Resource
 
-from alchemy_pipeline.domain.storage import BlobStore, LocalBlobStore, S3BlobStore
+from alchemy_pipeline.domain.storage import BlobStore, LocalBlobStore, S3BlobStore, in_parallel
 
 
 class MissingPartitionsError(RuntimeError):
@@ -62,9 +62,13 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         starts = day_of_row.searchsorted(keys, side="left")
         ends = day_of_row.searchsorted(keys, side="right")
         store = self.store()
-        for key, start, end in zip(keys, starts, ends, strict=True):
+
+        def write(day: tuple[str, int, int]) -> None:
+            key, start, end = day
             data = to_parquet_bytes(table.slice(start, end - start))
             store.put(self._key(context.asset_key, key), data, content_type="application/vnd.apache.parquet")
+
+        in_parallel(write, zip(keys, starts, ends, strict=True))
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         asset_key = context.asset_key
@@ -83,7 +87,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 f"{name} has not been materialized for {len(missing)} of the {len(keys)} trading days this step "
                 f"reads ({', '.join(f'{a}...{b}' for a, b in ranges)}). Backfill them first: {commands}"
             )
-        tables = [pq.read_table(io.BytesIO(store.get(self._key(asset_key, k)))) for k in keys]
+        tables = in_parallel(lambda k: pq.read_table(io.BytesIO(store.get(self._key(asset_key, k)))), keys)
         return pa.concat_tables(tables, promote_options="default").to_pandas() if tables else pd.DataFrame()
 
 

@@ -7,12 +7,13 @@ once all three of its files are there.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable
 from pathlib import Path
 
 from alchemy_pipeline.domain.report import history_json, render_html, render_index, render_text, report_json
-from alchemy_pipeline.domain.storage import BlobStore
+from alchemy_pipeline.domain.storage import IN_FLIGHT, BlobStore, in_parallel
 
 CONTENT_TYPES = {
     ".json": "application/json; charset=utf-8",
@@ -38,18 +39,26 @@ def published_days(store: BlobStore) -> list[str]:
     )
 
 
+def _publish_one(store: BlobStore, report: dict) -> list[str]:
+    day = report["trade_date"]
+    keys = []
+    for suffix, data in (
+        (".txt", render_text(report).encode("utf-8")),
+        (".html", render_html(report).encode("utf-8")),
+        (".json", report_json(report)),
+    ):
+        _put(store, report_key(day, suffix), data, REPORT_CACHE)
+        keys.append(report_key(day, suffix))
+    return keys
+
+
 def publish_reports(store: BlobStore, reports: Iterable[dict], subscribe_url: str | None = None) -> list[str]:
-    """Writes each day's three files, then refreshes the front page and the history once."""
-    written = []
-    for report in reports:
-        day = report["trade_date"]
-        for suffix, data in (
-            (".txt", render_text(report).encode("utf-8")),
-            (".html", render_html(report).encode("utf-8")),
-            (".json", report_json(report)),
-        ):
-            _put(store, report_key(day, suffix), data, REPORT_CACHE)
-            written.append(report_key(day, suffix))
+    """Writes each day's three files (several days at once), then refreshes the front page and the
+    history once, after every day's files are written."""
+    written, reports = [], iter(reports)
+    # In batches: the reports may be built lazily, and only a batch of them need exist at once.
+    while batch := list(itertools.islice(reports, IN_FLIGHT * 4)):
+        written += [key for keys in in_parallel(lambda report: _publish_one(store, report), batch) for key in keys]
     written += refresh_index(store, subscribe_url)
     return written
 

@@ -7,9 +7,12 @@ rendered from it, so a notification or a page never disagrees with the data.
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import math
+from collections.abc import Iterator
 
+import numpy as np
 import pandas as pd
 
 from alchemy_pipeline.domain.strategy import State, StrategyParams
@@ -33,43 +36,61 @@ STATE_LABELS = {
 }
 
 
-def _date(value) -> str | None:
-    return None if pd.isna(value) else pd.Timestamp(value).strftime("%Y-%m-%d")
+def _dates(values: pd.Series) -> list[str | None]:
+    return [None if pd.isna(v) else v for v in pd.to_datetime(values).dt.strftime("%Y-%m-%d")]
 
 
-def _number(value, digits: int) -> float | None:
-    if value is None or pd.isna(value):
-        return None
-    return round(float(value), digits)
+def _numbers(values: pd.Series, digits: int) -> list[float | None]:
+    # Python's round on each value, as the report has always been rounded.
+    return [None if v != v else round(v, digits) for v in values.astype("float64").tolist()]
+
+
+# Days of reports built at a time: a long range never holds every day's report in memory at once.
+REPORT_BATCH_DAYS = 64
+
+
+def build_reports(signals: pd.DataFrame, params: StrategyParams, notice: str | None = None) -> Iterator[dict]:
+    """The report document of each day in ``signals``, oldest first, with one entry per fund of the
+    universe in universe order (the order of the rows within each day). Built a batch of days at a time."""
+    signals = signals.sort_values("trade_date", kind="stable")
+    dates = signals["trade_date"].to_numpy()
+    days = np.unique(dates)
+    bounds = [*dates.searchsorted(days[::REPORT_BATCH_DAYS], side="left").tolist(), len(dates)]
+    for start, end in itertools.pairwise(bounds):
+        yield from _batch_reports(signals.iloc[start:end], params, notice)
+
+
+def _batch_reports(signals: pd.DataFrame, params: StrategyParams, notice: str | None) -> Iterator[dict]:
+    columns = {
+        "ts_code": signals["ts_code"].tolist(),
+        "name": signals["name"].tolist(),
+        "state": signals["state"].tolist(),
+        "close": _numbers(signals["close"], 3),
+        "ma_short": _numbers(signals["ma_short"], 3),
+        "ma_long": _numbers(signals["ma_long"], 3),
+        "since": _dates(signals["since"]),
+        "days": [None if pd.isna(v) else int(v) for v in signals["days"].tolist()],
+        "pct": _numbers(signals["pct"], 2),
+        "note": [v if isinstance(v, str) else None for v in signals["note"].tolist()],
+    }
+    entries = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+    start = 0
+    for day, count in pd.Series(_dates(signals["trade_date"])).value_counts(sort=False).sort_index().items():
+        yield {
+            "trade_date": day,
+            "strategy": {"name": STRATEGY_NAME, "short": params.short, "long": params.long},
+            "notice": notice,
+            "signals": entries[start : start + count],
+        }
+        start += count
 
 
 def build_report(signals: pd.DataFrame, params: StrategyParams, notice: str | None = None) -> dict:
-    """The report document for one day, with one entry per fund of the universe, in universe order."""
-    days = signals["trade_date"].unique()
-    if len(days) != 1:
-        raise ValueError(f"a report covers exactly one day, these signals cover {len(days)}")
-    entries = []
-    for row in signals.itertuples():
-        entries.append(
-            {
-                "ts_code": row.ts_code,
-                "name": row.name,
-                "state": row.state,
-                "close": _number(row.close, 3),
-                "ma_short": _number(row.ma_short, 3),
-                "ma_long": _number(row.ma_long, 3),
-                "since": _date(row.since),
-                "days": None if pd.isna(row.days) else int(row.days),
-                "pct": _number(row.pct, 2),
-                "note": row.note if isinstance(row.note, str) else None,
-            }
-        )
-    return {
-        "trade_date": _date(days[0]),
-        "strategy": {"name": STRATEGY_NAME, "short": params.short, "long": params.long},
-        "notice": notice,
-        "signals": entries,
-    }
+    """The report document for one day."""
+    reports = list(build_reports(signals, params, notice))
+    if len(reports) != 1:
+        raise ValueError(f"a report covers exactly one day, these signals cover {len(reports)}")
+    return reports[0]
 
 
 def report_json(report: dict) -> bytes:

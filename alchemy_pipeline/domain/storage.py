@@ -6,8 +6,21 @@ import fcntl
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+# Blob reads and writes wait on the disk or the network, not the CPU: a few in flight hide that wait.
+IN_FLIGHT = 8
+
+
+def in_parallel(work: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """``work`` on each item, a few at a time, results in the items' order; the first error is raised."""
+    with ThreadPoolExecutor(max_workers=IN_FLIGHT, thread_name_prefix="blobs") as pool:
+        return list(pool.map(work, items))
 
 
 class WriteConflict(RuntimeError):

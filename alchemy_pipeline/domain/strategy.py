@@ -155,8 +155,10 @@ def _moving_average(windows: np.ndarray, period: int, first: np.ndarray) -> np.n
     row's bars alone.
     """
     averages = np.empty_like(windows)
+    # TA-Lib's own function, without the wrapper that accepts pandas and polars: called once per row.
+    sma = talib.SMA.__wrapped__
     for i, row in enumerate(windows):
-        averages[i] = talib.SMA(row, period)
+        averages[i] = sma(row, period)
     averages = np.round(averages, 3)
     averages[np.arange(windows.shape[1])[None, :] < (first + period - 1)[:, None]] = np.nan
     return averages

@@ -113,7 +113,8 @@ class TushareApi(Protocol):
 
 
 class TushareClient:
-    """Paged, validated calls to a Tushare Pro API; counts the calls it makes."""
+    """Paged, validated calls to a Tushare Pro API; counts the calls it makes. Safe to share between
+    threads that each call a different API (the counts are kept per API)."""
 
     def __init__(
         self,

@@ -22,7 +22,7 @@ from alchemy_pipeline.domain.quality import (
     no_data_under_threshold,
     universe_coverage,
 )
-from alchemy_pipeline.domain.report import build_report, render_text
+from alchemy_pipeline.domain.report import build_report, build_reports, render_text
 from alchemy_pipeline.domain.strategy import State, classify, compute_indicators
 from alchemy_pipeline.domain.tushare_api import VendorAuthError
 
@@ -204,16 +204,14 @@ def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
         site: SiteResource,
     ) -> dg.MaterializeResult:
         params = strategy.params()
-        reports = [
-            build_report(day_signals, params, notice=prices.notice)
-            for _, day_signals in trade_signals.groupby("trade_date", sort=True)
-        ]
+        reports = build_reports(trade_signals, params, notice=prices.notice)
         written = publish_reports(site.store(), reports, site.subscribe_url)
-        latest = reports[-1]
+        dates = trade_signals["trade_date"]
+        latest = build_report(trade_signals[dates == dates.max()], params, notice=prices.notice)
         return dg.MaterializeResult(
             metadata={
-                "days_published": len(reports),
-                "first_day": reports[0]["trade_date"],
+                "days_published": int(dates.nunique()),
+                "first_day": dates.min().strftime("%Y-%m-%d"),
                 "last_day": latest["trade_date"],
                 "files_written": len(written),
                 "latest_page": dg.MetadataValue.url(site.page_url(latest["trade_date"])),
