@@ -131,3 +131,20 @@ def test_a_day_the_vendor_has_not_published_is_an_empty_table_not_an_error(tusha
     server = tushare_server_factory(vendor_tables(CODES, "2024-06-03", "2024-06-27"))
     table = fetch_prices(client_for(server), CODES, [dt.date(2024, 6, 28)])
     assert table.empty and list(table.columns) == PRICE_COLUMNS
+
+
+def test_a_failing_api_fails_the_fetch_with_its_own_error(tushare_server_factory):
+    # fund_daily's first call goes alone and succeeds; fund_adj, fetched beside it, is refused.
+    tables = vendor_tables(CODES, "2024-06-03", "2024-06-28")
+    server = tushare_server_factory(tables, faults=[Fault(), Fault(code=-1, msg="内部错误")])
+    with pytest.raises(VendorAPIError, match=r"fund_adj.*内部错误"):
+        fetch_prices(client_for(server), CODES, [dt.date(2024, 6, 28)])
+
+
+def test_both_apis_are_fetched_side_by_side(tushare_server_factory):
+    tables = vendor_tables(CODES, "2024-06-03", "2024-06-28")
+    server = tushare_server_factory(tables, latency=0.2)
+    fetch_prices(client_for(server), CODES, sessions(tables, "20240603", "20240628"))  # per fund: 3 calls each
+    assert len(server.calls_to("fund_daily")) == len(server.calls_to("fund_adj")) == len(CODES)
+    # fund_daily's first call goes alone; then fund_adj starts beside fund_daily's second, not after its last.
+    assert "fund_adj" in [c["api_name"] for c in server.calls[1:3]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -59,9 +60,9 @@ def fetch_prices(client: TushareClient, ts_codes: Sequence[str], days: Sequence[
         queries = [{"ts_code": code, **span} for code in ts_codes]
     bars, factors = _fetch_side_by_side(client, {"fund_daily": BAR_FIELDS, "fund_adj": ADJ_FIELDS}, queries)
     wanted_codes = set(ts_codes)
-    wanted_days = set(days)
-    bar_table = _normalise(pd.concat(bars, ignore_index=True), wanted_codes, wanted_days)
-    factor_table = _normalise(pd.concat(factors, ignore_index=True), wanted_codes, wanted_days)
+    wanted_days = pd.DatetimeIndex(days).astype("datetime64[ns]")
+    bar_table = _normalise(bars, wanted_codes, wanted_days)
+    factor_table = _normalise(factors, wanted_codes, wanted_days)
     repeated = factor_table[factor_table.duplicated(["ts_code", "trade_date"], keep=False)]
     if not repeated.empty:
         raise VendorDataError(
@@ -73,37 +74,43 @@ def fetch_prices(client: TushareClient, ts_codes: Sequence[str], days: Sequence[
     return prices.sort_values(["trade_date", "ts_code"], ignore_index=True)
 
 
-def _fetch_side_by_side(
-    client: TushareClient, apis: dict[str, list[str]], queries: list[dict]
-) -> list[list[pd.DataFrame]]:
+def _fetch_side_by_side(client: TushareClient, apis: dict[str, list[str]], queries: list[dict]) -> list[pd.DataFrame]:
     """The same queries to each API, one thread per API: the vendor limits calls per API, so the APIs
     proceed side by side, each at its own pace. The first call goes alone, so that a refused token costs
-    one call; a failure in one thread stops the others at their next call."""
+    one call; a failure in one thread stops the others at their next call. Returns each API's rows."""
     names = list(apis)
     first = client.query_all(names[0], apis[names[0]], **queries[0])
     failed = threading.Event()
 
-    def fetch(name: str) -> list[pd.DataFrame]:
-        tables = [first] if name == names[0] else []
+    def fetch(name: str) -> pd.DataFrame | None:
+        tables = [_compact(first)] if name == names[0] else []
         for query in queries[len(tables) :]:
             if failed.is_set():
-                break
+                return None  # another API failed: its error is the one to raise
             try:
-                tables.append(client.query_all(name, apis[name], **query))
+                tables.append(_compact(client.query_all(name, apis[name], **query)))
             except BaseException:
                 failed.set()
                 raise
-        return tables
+        return pd.concat(tables, ignore_index=True)
 
     with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="tushare") as pool:
         futures = [pool.submit(fetch, name) for name in names]
-        return [future.result() for future in futures]
+    errors = [future.exception() for future in futures if future.exception() is not None]
+    if errors:
+        raise errors[0]
+    return [future.result() for future in futures]
 
 
-def _normalise(table: pd.DataFrame, codes: set[str], days: set[dt.date]) -> pd.DataFrame:
-    dates = pd.to_datetime(table["trade_date"].astype(str), format="%Y%m%d").astype("datetime64[ns]")
-    table = table.assign(trade_date=dates)
-    keep = table["ts_code"].isin(codes) & table["trade_date"].dt.date.isin(days)
+def _compact(page: pd.DataFrame) -> pd.DataFrame:
+    """A page as it arrives: dates as datetime64 and one shared string per fund code, so that a decade of
+    a large universe's pages fits in memory."""
+    dates = pd.to_datetime(page["trade_date"].astype(str), format="%Y%m%d").astype("datetime64[ns]")
+    return page.assign(trade_date=dates, ts_code=page["ts_code"].map(sys.intern))
+
+
+def _normalise(table: pd.DataFrame, codes: set[str], days: pd.DatetimeIndex) -> pd.DataFrame:
+    keep = table["ts_code"].isin(codes) & table["trade_date"].isin(days)
     return table[keep]
 
 

@@ -19,6 +19,7 @@ any backfill.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -109,23 +110,50 @@ def compute_indicators(
     window_starts = np.array(
         [sessions[max(0, position[day] - params.window + 1)] for day in days], dtype="datetime64[D]"
     )
+    # Only the columns the rule reads, grouped by fund as plain arrays: a decade of a large universe is
+    # millions of rows, and every copy of them counts.
+    bars = prices[["ts_code", "trade_date", "close", "adj_factor"]].sort_values(["ts_code", "trade_date"])
+    codes = bars["ts_code"].to_numpy()
+    all_dates = bars["trade_date"].to_numpy(dtype="datetime64[D]")
+    all_closes = bars["close"].to_numpy(dtype="float64")
+    all_factors = bars["adj_factor"].to_numpy(dtype="float64")
+    del bars
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.array([], dtype=int)
     parts = []
-    for ts_code, fund in prices.sort_values("trade_date").groupby("ts_code", sort=True):
-        dates = fund["trade_date"].to_numpy(dtype="datetime64[D]")
+    for start, end in itertools.pairwise([*starts, len(codes)]):
+        ts_code, dates = codes[start], all_dates[start:end]
         hi = np.searchsorted(dates, day_array, side="right")
         lo = np.searchsorted(dates, window_starts, side="left")
         traded = hi > lo
         has_bar = traded & (dates[np.maximum(hi - 1, 0)] == day_array)
         if has_bar.any():
-            parts.append(_fund_days(ts_code, dates, fund, lo[has_bar], hi[has_bar], params))
+            closes, factors = all_closes[start:end], all_factors[start:end]
+            parts.append(_fund_days(ts_code, dates, closes, factors, lo[has_bar], hi[has_bar], params))
         # Traded within the window but not on the day: a suspension, or a bar the vendor lacks.
         suspended = traded & ~has_bar
         if suspended.any():
-            parts.append(pd.DataFrame({"ts_code": ts_code, "trade_date": day_array[suspended].astype("datetime64[ns]"),
-                                       "trend": 0, "bars": (hi - lo)[suspended], "note": MISSING_BAR}))  # fmt: skip
-    table = pd.concat([pd.DataFrame(columns=INDICATOR_COLUMNS), *parts], ignore_index=True)
-    table = table[INDICATOR_COLUMNS].astype(_INDICATOR_DTYPES)
-    return table.sort_values(["trade_date", "ts_code"], ignore_index=True)
+            parts.append({"ts_code": ts_code, "trade_date": day_array[suspended], "trend": 0,
+                          "bars": (hi - lo)[suspended], "note": MISSING_BAR})  # fmt: skip
+    return _indicator_table(parts)
+
+
+def _indicator_table(parts: list[dict]) -> pd.DataFrame:
+    """One table from the parts' columns (arrays, or one value for a whole part), ordered by day then fund
+    (the parts come fund by fund, in code order)."""
+    lengths = [len(part["trade_date"]) for part in parts]
+    columns = {}
+    for name in INDICATOR_COLUMNS:
+        dtype = _INDICATOR_DTYPES[name]
+        numpy_dtype = "datetime64[ns]" if dtype.startswith("datetime") else dtype
+        empty = {"float64": np.nan, "int64": 0, "object": None}.get(numpy_dtype, np.datetime64("NaT"))
+        pieces = [
+            np.asarray(part[name], dtype=numpy_dtype) if np.ndim(part.get(name, empty)) else
+            np.full(n, part.get(name, empty), dtype=numpy_dtype)
+            for part, n in zip(parts, lengths, strict=True)
+        ]  # fmt: skip
+        columns[name] = np.concatenate(pieces) if pieces else np.array([], dtype=numpy_dtype)
+    order = np.argsort(columns["trade_date"], kind="stable")
+    return pd.DataFrame({name: values[order] for name, values in columns.items()}).astype(_INDICATOR_DTYPES)
 
 
 _INDICATOR_DTYPES = {
@@ -170,11 +198,9 @@ def _last(mask: np.ndarray) -> np.ndarray:
     return np.where(mask.any(axis=1), width - 1 - np.argmax(mask[:, ::-1], axis=1), -1)
 
 
-def _fund_days(ts_code, dates, fund: pd.DataFrame, lo: np.ndarray, hi: np.ndarray, params: StrategyParams):
+def _fund_days(ts_code, dates, closes, factors, lo: np.ndarray, hi: np.ndarray, params: StrategyParams) -> dict:
     """Indicators of one fund on the days ending the windows ``[lo, hi)`` of its bars (the last bar is the
     day's), computed for all those days at once."""
-    closes = fund["close"].to_numpy(dtype="float64")
-    factors = fund["adj_factor"].to_numpy(dtype="float64")
     bars = hi - lo
     width = int(bars.max())
     first = width - bars  # column of each row's first bar
@@ -193,9 +219,9 @@ def _fund_days(ts_code, dates, fund: pd.DataFrame, lo: np.ndarray, hi: np.ndarra
     above, below = ma_short > ma_long, ma_short < ma_long  # False wherever an average is not defined yet
     defined = ~(np.isnan(ma_short) | np.isnan(ma_long))
     rows = np.arange(len(lo))
-    table = {
+    part = {
         "ts_code": ts_code,
-        "trade_date": dates[hi - 1].astype("datetime64[ns]"),
+        "trade_date": dates[hi - 1],
         "close": closes[hi - 1],
         "adj_factor": day_factor,
         "ma_short": ma_short[:, -1],
@@ -210,24 +236,24 @@ def _fund_days(ts_code, dates, fund: pd.DataFrame, lo: np.ndarray, hi: np.ndarra
     ):
         at = _last(crossed) + 1  # columns of crossed are shifted by one
         found = at > 0
-        table[f"last_{name}_date"] = np.where(
-            found, dates[index[rows, at]].astype("datetime64[ns]"), np.datetime64("NaT", "ns")
-        )
-        table[f"last_{name}_close"] = np.where(found, adjusted[rows, at], np.nan)
+        part[f"last_{name}_date"] = np.where(found, dates[index[rows, at]], np.datetime64("NaT", "D"))
+        part[f"last_{name}_close"] = np.where(found, adjusted[rows, at], np.nan)
     apart = _last(above | below)
-    table["trend"] = np.where(apart < 0, 0, np.where(above[rows, apart], 1, -1))
-    table = pd.DataFrame(table)
+    part["trend"] = np.where(apart < 0, 0, np.where(above[rows, apart], 1, -1))
     bad = unusable.any(axis=1)
     if bad.any():
-        computed = ["ma_short", "ma_long", "prev_ma_short", "prev_ma_long", "last_buy_close", "last_sell_close"]
-        table.loc[bad, computed] = np.nan
-        table.loc[bad, ["last_buy_date", "last_sell_date"]] = pd.NaT
-        table.loc[bad, "trend"] = 0
-        table.loc[bad, "note"] = [
+        for name in ("ma_short", "ma_long", "prev_ma_short", "prev_ma_long", "last_buy_close", "last_sell_close"):
+            part[name] = np.where(bad, np.nan, part[name])
+        for name in ("last_buy_date", "last_sell_date"):
+            part[name] = np.where(bad, np.datetime64("NaT", "D"), part[name])
+        part["trend"] = np.where(bad, 0, part["trend"])
+        note = np.full(len(lo), None, dtype=object)
+        note[bad] = [
             "no usable adjustment factor on " + ", ".join(str(d) for d in dates[index[r][unusable[r]]][:5])
             for r in np.flatnonzero(bad)
         ]
-    return table
+        part["note"] = note
+    return part
 
 
 def classify(
