@@ -224,10 +224,11 @@ def _fund_days(ts_code, dates, closes, factors, lo: np.ndarray, hi: np.ndarray, 
         "trade_date": dates[hi - 1],
         "close": closes[hi - 1],
         "adj_factor": day_factor,
-        "ma_short": ma_short[:, -1],
-        "ma_long": ma_long[:, -1],
-        "prev_ma_short": ma_short[:, -2] if width > 1 else np.nan,
-        "prev_ma_long": ma_long[:, -2] if width > 1 else np.nan,
+        # Copies, not views: a view of one column would keep the fund's whole window matrix alive.
+        "ma_short": ma_short[:, -1].copy(),
+        "ma_long": ma_long[:, -1].copy(),
+        "prev_ma_short": ma_short[:, -2].copy() if width > 1 else np.nan,
+        "prev_ma_long": ma_long[:, -2].copy() if width > 1 else np.nan,
         "bars": bars,
     }
     for name, crossed in (
