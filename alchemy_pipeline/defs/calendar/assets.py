@@ -5,6 +5,7 @@ import datetime as dt
 import dagster as dg
 import pandas as pd
 
+from alchemy_pipeline.defs.automation import exchange_schedule
 from alchemy_pipeline.defs.resources import PriceSourceResource, TradingCalendarResource
 from alchemy_pipeline.domain import calendar
 from alchemy_pipeline.domain.quality import HORIZON_WARN_DAYS
@@ -71,15 +72,12 @@ trading_calendar_job = dg.define_asset_job(
 
 
 def build_calendar_schedule(running: bool) -> dg.ScheduleDefinition:
-    @dg.schedule(
-        cron_schedule="0 8 * * *",
-        execution_timezone=calendar.TIMEZONE,
-        job=trading_calendar_job,
-        default_status=dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED,
-        description=(
-            f"08:00 Asia/Shanghai: refreshes the trading calendar once it knows fewer than {HORIZON_WARN_DAYS} "
-            "days ahead (one Tushare call a day until Tushare lists the exchange's next year); otherwise skips."
-        ),
+    @exchange_schedule(
+        "0 8 * * *",
+        trading_calendar_job,
+        running,
+        f"08:00 Asia/Shanghai: refreshes the trading calendar once it knows fewer than {HORIZON_WARN_DAYS} "
+        "days ahead (one Tushare call a day until Tushare lists the exchange's next year); otherwise skips.",
     )
     def trading_calendar_schedule(context: dg.ScheduleEvaluationContext, calendar_cache: TradingCalendarResource):
         known = calendar_cache.load()

@@ -4,6 +4,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from alchemy_pipeline.defs.automation import exchange_schedule
 from alchemy_pipeline.defs.partitions import DAILY_ASSETS, PRICE_ASSET, REPORT_ASSET, RunPlan, TradingDays
 from alchemy_pipeline.defs.resources import NotifierResource, SiteResource, TradingCalendarResource
 from alchemy_pipeline.domain import calendar
@@ -84,15 +85,12 @@ def build_automation(
         """Emails the day's signals to subscribers, once per day."""
         send_signal_notification()
 
-    @dg.schedule(
-        cron_schedule="0 18 * * 1-5",
-        execution_timezone=calendar.TIMEZONE,
-        job=daily_signals_job,
-        default_status=dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED,
-        description=(
-            "18:00 Asia/Shanghai on trading days: publishes that day's signals. On a fresh instance it first "
-            "fetches the missing price history as one single-run backfill."
-        ),
+    @exchange_schedule(
+        "0 18 * * 1-5",
+        daily_signals_job,
+        running,
+        "18:00 Asia/Shanghai on trading days: publishes that day's signals. On a fresh instance it first "
+        "fetches the missing price history as one single-run backfill.",
     )
     def daily_signals_schedule(context: dg.ScheduleEvaluationContext, calendar_cache: TradingCalendarResource):
         day = context.scheduled_execution_time.astimezone(ZoneInfo(calendar.TIMEZONE)).date()
