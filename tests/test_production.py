@@ -67,6 +67,11 @@ def test_roles_hold_least_privilege():
     assert [name for name, _ in pass_role] == ["DaemonTaskRole"]
     passed = {ref["Fn::GetAtt"][0] for ref in pass_role[0][1]["Resource"]}
     assert passed == {"RunTaskRole", "TaskExecutionRole"}
+    # The code server evaluates the schedules, which read the cached trading calendar: that, and no write.
+    code_server = statements(roles["CodeServerTaskRole"])
+    assert {a for s in code_server for a in as_list(s["Action"])} == {"s3:GetObject", "s3:ListBucket"}
+    reads = [s["Resource"] for s in code_server if "s3:GetObject" in as_list(s["Action"])]
+    assert reads == [{"Fn::Sub": "${DataBucket.Arn}/reference/*"}]
 
 
 def test_nothing_private_is_reachable_from_the_internet():
