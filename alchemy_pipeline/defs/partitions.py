@@ -2,6 +2,7 @@
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import cached_property
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -43,16 +44,20 @@ class TradingDays:
 
     def __init__(self, trading_calendar: calendar.TradingCalendar):
         self.calendar = trading_calendar
+
+    @cached_property
+    def partitions_def(self) -> dg.TimeWindowPartitionsDefinition:
         # Weekdays at midnight Shanghai time, less the exchange's holidays. The partition for day D exists
-        # from D 00:00 on (end_offset=1), so the 18:00 schedule can target the same day.
-        self.partitions_def = dg.TimeWindowPartitionsDefinition(
+        # from D 00:00 on (end_offset=1), so the 18:00 schedule can target the same day. Built on first use:
+        # a schedule tick plans runs from the calendar alone.
+        return dg.TimeWindowPartitionsDefinition(
             cron_schedule="0 0 * * 1-5",
             fmt="%Y-%m-%d",
             start=PARTITIONS_START,
             timezone=calendar.TIMEZONE,
             end_offset=1,
             exclusions=[
-                dt.datetime(d.year, d.month, d.day, tzinfo=_TZ) for d in trading_calendar.holidays(PARTITIONS_START)
+                dt.datetime(d.year, d.month, d.day, tzinfo=_TZ) for d in self.calendar.holidays(PARTITIONS_START)
             ],
         )
 

@@ -137,8 +137,12 @@ class SnsNotifier:
         raw = self._records.get(self._key(day))
         return json.loads(raw) if raw is not None else None
 
+    @staticmethod
+    def _document(message: Message, **fields) -> dict:
+        return {"trade_date": message.trade_date, "subject": message.subject, "updated_at": _now(), **fields}
+
     def _record(self, message: Message, **fields) -> dict:
-        record = {"trade_date": message.trade_date, "subject": message.subject, "updated_at": _now(), **fields}
+        record = self._document(message, **fields)
         self._records.put(self._key(message.trade_date), json.dumps(record, indent=2).encode(), "application/json")
         return record
 
@@ -151,7 +155,7 @@ class SnsNotifier:
         record = json.loads(tagged[0]) if tagged else None
         if not must_send(record):
             return record
-        claim = {"trade_date": message.trade_date, "subject": message.subject, "updated_at": _now(), "state": "sending"}
+        claim = self._document(message, state="sending")
         try:
             self._records.put_if(key, json.dumps(claim, indent=2).encode(), tagged[1] if tagged else None,
                                  "application/json")  # fmt: skip

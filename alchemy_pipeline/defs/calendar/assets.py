@@ -48,7 +48,7 @@ def trading_calendar(
     else:
         calendar_cache.save(fetched)
         kept = refreshed
-    added = [d for d in kept.holidays(start) if d > kept.bundled_until]
+    added = kept.holidays(start)  # start is the day after the bundled calendar's last
     return dg.MaterializeResult(
         metadata={
             "known_until": kept.known_until.isoformat(),

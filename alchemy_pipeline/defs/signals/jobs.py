@@ -95,8 +95,8 @@ def build_automation(
     def daily_signals_schedule(context: dg.ScheduleEvaluationContext, calendar_cache: TradingCalendarResource):
         day = context.scheduled_execution_time.astimezone(ZoneInfo(calendar.TIMEZONE)).date()
         # The calendar is read now, not when the code location loaded: a refreshed trade_cal counts at once.
-        today_days = TradingDays(calendar_cache.load())
-        known = today_days.calendar
+        fresh = TradingDays(calendar_cache.load())
+        known = fresh.calendar
         if not known.knows(day):
             # Fail safe: past the calendar's horizon a holiday would look like a trading day.
             return dg.SkipReason(
@@ -106,7 +106,7 @@ def build_automation(
             )
         if not known.is_trading_day(day):
             return dg.SkipReason(f"{day} is not a trading day of the {calendar.EXCHANGE} calendar")
-        return scheduled_requests(today_days, day.isoformat(), context.instance)
+        return scheduled_requests(fresh, day.isoformat(), context.instance)
 
     @dg.sensor(
         job=notify_subscribers,
