@@ -5,6 +5,7 @@ pipeline's settings in the environment; prints one JSON line of measurements.
 """
 
 import datetime as dt
+import functools
 import json
 import resource
 import sys
@@ -26,11 +27,13 @@ def server_counters(url: str) -> dict:
     return json.loads(urllib.request.urlopen(url, timeout=10).read())
 
 
-DAYS = TradingDays(TradingCalendar())
+@functools.cache
+def trading_days() -> TradingDays:
+    return TradingDays(TradingCalendar())
 
 
 def sessions(start: str, end: str) -> list[str]:
-    return [d.isoformat() for d in DAYS.calendar.sessions(start, end)]
+    return [d.isoformat() for d in trading_days().calendar.sessions(start, end)]
 
 
 class Runner:
@@ -51,7 +54,7 @@ class Runner:
             raise SystemExit(f"run {start}...{end} failed: {[e.message for e in result.all_events if e.is_failure]}")
 
     def history(self, day: str) -> None:
-        window = DAYS.history_keys(day)
+        window = trading_days().history_keys(day)
         self.run(window[0], window[-1], ["etf_daily_prices"])
 
 

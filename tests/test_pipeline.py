@@ -114,8 +114,16 @@ def test_cold_start_fetches_the_missing_history_as_one_run_then_publishes_the_da
         window[-1],
     )
     assert daily.tags["dagster/asset_partition_range_start"] == daily.tags["dagster/asset_partition_range_end"] == DAY
-    # History per fund (2 calls each), the day itself for all funds at once (2 calls).
-    assert len(scenario["calls"][DAY]) == 2 * len(FUNDS) + 2
+    # The history: each API's last day for every fund at once, then the rest of the window in one paged
+    # range (the universe is the whole market here), far under the budget of 2 calls per fund + 4.
+    # Then the day itself: one call per API.
+    calls = scenario["calls"][DAY]
+    history_rows = len(FUNDS) * (len(window) - 1)
+    assert len(calls) == 2 * (1 + -(-history_rows // 2000)) + 2
+    assert [(c["api_name"], c["params"].get("trade_date")) for c in calls[-2:]] == [
+        ("fund_daily", DAY.replace("-", "")),
+        ("fund_adj", DAY.replace("-", "")),
+    ]
     assert (scenario["site"] / "reports" / f"{DAY}.json").exists()
 
 

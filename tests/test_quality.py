@@ -46,6 +46,16 @@ def test_coverage_names_the_funds_without_a_bar():
     assert not finding.passed and "512880.SH" in finding.description
 
 
+def test_coverage_counts_the_days_a_fund_lacks_a_bar():
+    earlier = DAY - pd.Timedelta(days=1)
+    table = pd.concat([bars().head(1).assign(trade_date=earlier), bars(), bars(ts_code="588000.SH")])
+    codes = ["510300.SH", "159915.SZ"]  # 588000.SH is outside the universe and counts for nothing
+    finding = universe_coverage(table, codes, [earlier.date(), DAY.date()])
+    assert not finding.passed
+    assert finding.metadata == {"days_with_missing_funds": 1, "missing_on_last_day": 0}
+    assert finding.description == f"every fund has a bar on {DAY.date()}"
+
+
 def test_funds_not_listed_yet_do_not_count_against_the_threshold():
     signals = pd.DataFrame(
         {

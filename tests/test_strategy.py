@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import talib
 
-from alchemy_pipeline.domain.strategy import StrategyParams, classify, compute_indicators
+from alchemy_pipeline.domain import strategy, workers
+from alchemy_pipeline.domain.strategy import FUNDS_PER_TASK, StrategyParams, classify, compute_indicators
 
 SMALL = StrategyParams(short=2, long=3, window=254)
 DAYS = [dt.date(2024, 3, 1) + dt.timedelta(days=i) for i in range(0, 40)]  # calendar days stand in for sessions
@@ -178,3 +179,47 @@ def test_window_too_short_for_the_search_is_refused():
         StrategyParams(window=100)
     with pytest.raises(ValueError, match="short < long"):
         StrategyParams(short=22, long=11)
+
+
+def test_worker_processes_compute_the_same_indicators(monkeypatch):
+    # Many funds (more than one worker's share), late listings, suspensions and a factor change each.
+    rng = np.random.default_rng(5)
+    n = 400
+    sessions = [dt.date(2020, 1, 1) + dt.timedelta(days=i) for i in range(n)]
+    funds = [f"{510000 + i}.SH" for i in range(3 * FUNDS_PER_TASK)]
+    tables = []
+    for k, code in enumerate(funds):
+        traded = (np.arange(n) >= k) & (rng.random(n) > 0.03)
+        tables.append(pd.DataFrame({
+            "ts_code": code, "trade_date": pd.to_datetime(sessions),
+            "close": np.round(2 * np.exp(np.cumsum(rng.normal(0, 0.012, n))), 3),
+            "adj_factor": np.where(np.arange(n) > 100 + k, 1.5, 1.0),
+        })[traded])  # fmt: skip
+    table = pd.concat(tables, ignore_index=True)
+    days = sessions[200:]
+    monkeypatch.setattr(workers, "MIN_ROWS_FOR_WORKERS", len(table))
+    monkeypatch.setattr(workers, "WORKER_PROCESSES", 2)
+    by_workers = compute_indicators(table, sessions, days, StrategyParams())
+    monkeypatch.setattr(workers, "WORKER_PROCESSES", 1)
+    here = compute_indicators(table, sessions, days, StrategyParams())
+    assert set(by_workers["ts_code"]) == set(funds)
+    pd.testing.assert_frame_equal(by_workers, here, check_exact=True)
+
+
+def test_a_long_range_is_classified_in_batches_to_the_same_signals(monkeypatch):
+    rng = np.random.default_rng(3)
+    n = 360
+    sessions = [dt.date(2020, 1, 1) + dt.timedelta(days=i) for i in range(n)]
+    table = pd.concat([
+        pd.DataFrame({"ts_code": code, "trade_date": pd.to_datetime(sessions),
+                      "close": np.round(3 * np.exp(np.cumsum(rng.normal(0, 0.02, n))), 3), "adj_factor": 1.0})
+        for code in ("A", "B", "C")
+    ])  # fmt: skip
+    universe = pd.DataFrame({"ts_code": ["C", "A", "B", "D"], "name": ["c", "a", "b", "not listed"]})
+    days = sessions[20:]
+    indicators = compute_indicators(table, sessions, days, SMALL)
+    whole = classify(indicators, universe, days, SMALL)
+    monkeypatch.setattr(strategy, "CLASSIFY_BATCH_DAYS", 7)
+    batched = classify(indicators.sample(frac=1, random_state=1), universe, days, SMALL)  # any row order
+    assert len(whole) == len(days) * len(universe) and set(whole["state"]) >= {"BUY", "SELL", "NO_DATA"}
+    pd.testing.assert_frame_equal(batched, whole, check_exact=True)

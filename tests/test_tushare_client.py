@@ -2,10 +2,11 @@
 
 import datetime as dt
 
+import pandas as pd
 import pytest
 
 from alchemy_pipeline.defs.resources import TushareResource
-from alchemy_pipeline.domain.prices import PRICE_COLUMNS, fetch_prices
+from alchemy_pipeline.domain.prices import PRICE_COLUMNS, QUERIES_IN_FLIGHT, fetch_prices, plan_queries
 from alchemy_pipeline.domain.tushare_api import (
     RateLimiter,
     TushareClient,
@@ -18,6 +19,7 @@ from tests.conftest import vendor_tables
 from tests.tushare_server import VALID_TOKEN, Fault
 
 CODES = ["510300.SH", "159915.SZ", "512880.SH"]
+MORE_OF_THE_MARKET = ["588000.SH", "159919.SZ", "510500.SH", "512100.SH", "159922.SZ"]
 
 
 def client_for(server, token=VALID_TOKEN, attempts=1, timeout=5.0):
@@ -43,19 +45,78 @@ def test_a_day_is_one_call_per_api_for_all_funds(tushare_server_factory):
     assert table["adj_factor"].notna().all()
 
 
-def test_a_range_is_fetched_per_fund_and_paged_past_the_row_cap(tushare_server_factory):
-    tables = vendor_tables(CODES, "2023-01-03", "2024-06-28")
+def paging_client(server, codes=CODES):
+    resource = TushareResource(token=VALID_TOKEN, api_url=server.url)
+    return TushareClient(resource.client(codes)._api, page_limit=server.row_cap)  # small tables page too
+
+
+def expected_rows(tables, codes, days):
+    wanted = {d.strftime("%Y%m%d") for d in days}
+    daily = tables["fund_daily"]
+    return int((daily["ts_code"].isin(codes) & daily["trade_date"].isin(wanted)).sum())
+
+
+def test_a_small_universe_is_fetched_per_fund_over_the_range_and_paged(tushare_server_factory):
+    tables = vendor_tables([*CODES, *MORE_OF_THE_MARKET], "2023-01-03", "2024-06-28")
     server = tushare_server_factory(tables, row_cap=100)
     days = sessions(tables, "20230103", "20240628")
-    resource = TushareResource(token=VALID_TOKEN, api_url=server.url)
-    client = TushareClient(resource.client(CODES)._api, page_limit=100)  # the server's cap: small tables page
-    table = fetch_prices(client, CODES, days)
-    assert len(table) == len(days) * len(CODES)
-    assert not table.duplicated(["ts_code", "trade_date"]).any()
+    table = fetch_prices(paging_client(server), CODES, days)
+    assert len(table) == expected_rows(tables, CODES, days) == len(days) * len(CODES)
+    assert not table.duplicated(["ts_code", "trade_date"]).any() and table["adj_factor"].notna().all()
+    # The last day for every fund at once, then each fund over the other days, page by page.
+    daily = server.calls_to("fund_daily")
     pages = -(-len(days) // 100)
-    assert len(server.calls_to("fund_daily")) == len(CODES) * pages
-    assert {c["params"]["ts_code"] for c in server.calls} == set(CODES)
-    assert {c["params"]["offset"] for c in server.calls} == {i * 100 for i in range(pages)}
+    assert daily[0]["params"]["trade_date"] == "20240628"
+    assert len(daily) == 1 + len(CODES) * pages
+    assert {c["params"]["ts_code"] for c in daily[1:]} == set(CODES)
+    assert {c["params"]["offset"] for c in daily[1:]} == {i * 100 for i in range(pages)}
+    # fund_adj names several funds in one call: one paged query for the three.
+    adj = server.calls_to("fund_adj")
+    assert {c["params"]["ts_code"] for c in adj[1:]} == {",".join(CODES)}
+    assert len(adj) == 1 + -(-len(CODES) * (len(days) - 1) // 100)
+
+
+def test_most_of_the_market_is_fetched_as_one_paged_range(tushare_server_factory):
+    market = [*CODES, *MORE_OF_THE_MARKET]
+    universe = market[:-1]
+    tables = vendor_tables(market, "2024-01-02", "2024-06-28")
+    server = tushare_server_factory(tables, row_cap=100)
+    days = sessions(tables, "20240102", "20240628")
+    table = fetch_prices(paging_client(server, universe), universe, days)
+    assert len(table) == expected_rows(tables, universe, days) == len(days) * len(universe)
+    assert sorted(table["ts_code"].unique()) == sorted(universe)  # the fund outside the universe is dropped
+    assert not table.duplicated(["ts_code", "trade_date"]).any() and table["adj_factor"].notna().all()
+    daily = server.calls_to("fund_daily")[1:]
+    assert not any("ts_code" in c["params"] or "trade_date" in c["params"] for c in daily)
+    whole_market_rows = len(market) * (len(days) - 1)
+    # One call per page (of consecutive ranges fetched side by side), not one per day or per fund.
+    assert len(daily) <= -(-whole_market_rows // 100) + QUERIES_IN_FLIGHT - 1
+    assert len(daily) < min(len(days) - 1, len(universe) * 2)
+
+
+def test_queries_are_planned_in_the_fewest_calls():
+    days = [d.date() for d in pd.bdate_range("2024-01-02", "2024-12-31")]  # 261 weekdays
+    funds = [f"{i:06d}.SH" for i in range(1500)]
+    # A daily run: the last day was already asked for, nothing else is left.
+    assert plan_queries(funds, [], 1800, 1, 2000) == []
+    # Three funds of a market of 1,800 over a year: 3 calls per fund, against 235 for the whole market.
+    assert [q["ts_code"] for q in plan_queries(funds[:3], days, 1800, 1, 2000)] == funds[:3]
+    # 1,500 of those funds: the whole market, paged (~235 calls), beats a call per day (261) or per fund;
+    # in consecutive ranges, fetched side by side.
+    ranges = plan_queries(funds, days, 1800, 1, 2000)
+    assert len(ranges) == QUERIES_IN_FLIGHT and all("ts_code" not in q and "trade_date" not in q for q in ranges)
+    assert ranges[0]["start_date"] == "20240102" and ranges[-1]["end_date"] == "20241231"
+    starts = [dt.datetime.strptime(q["start_date"], "%Y%m%d").date() for q in ranges[1:]]
+    ends = [dt.datetime.strptime(q["end_date"], "%Y%m%d").date() for q in ranges[:-1]]
+    assert all(days.index(start) == days.index(end) + 1 for start, end in zip(starts, ends, strict=True))
+    # ...unless funds can be named together, 100 a call: 15 queries of 14 pages (210 calls).
+    batches = plan_queries(funds, days, 1800, 100, 2000)
+    assert len(batches) == 15 and all(len(q["ts_code"].split(",")) == 100 for q in batches)
+    # Two days a year apart: a call per day.
+    assert plan_queries(funds, [days[0], days[-1]], 1800, 1, 2000) == [{"trade_date": "20240102"},
+                                                                       {"trade_date": "20241231"}]  # fmt: skip
+    # A market of unknown size is never fetched whole.
+    assert all("trade_date" in q for q in plan_queries(funds, days, None, 1, 2000))
 
 
 def test_an_http_error_is_never_taken_for_no_data(tushare_server_factory):
@@ -143,8 +204,8 @@ def test_a_failing_api_fails_the_fetch_with_its_own_error(tushare_server_factory
 
 def test_both_apis_are_fetched_side_by_side(tushare_server_factory):
     tables = vendor_tables(CODES, "2024-06-03", "2024-06-28")
-    server = tushare_server_factory(tables, latency=0.2)
-    fetch_prices(client_for(server), CODES, sessions(tables, "20240603", "20240628"))  # per fund: 3 calls each
-    assert len(server.calls_to("fund_daily")) == len(server.calls_to("fund_adj")) == len(CODES)
+    server = tushare_server_factory(tables, latency=0.2, row_cap=20)
+    fetch_prices(paging_client(server), CODES, sessions(tables, "20240603", "20240628"))
+    assert len(server.calls_to("fund_daily")) == 1 + 3  # the last day, then 3 x 19 rows in pages of 20
     # fund_daily's first call goes alone; then fund_adj starts beside fund_daily's second, not after its last.
     assert "fund_adj" in [c["api_name"] for c in server.calls[1:3]]

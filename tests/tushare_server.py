@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 VALID_TOKEN = "test-token"
@@ -48,12 +49,18 @@ class TushareTestServer:
         self._ids = itertools.count(1)
         self._recent: dict[str, list[float]] = {}
         self.rows_served = 0
-        # Indexes by fund and by day, so that large tables answer quickly.
+        # Newest first, then by code, as the vendor answers; indexes by fund and by day, and each table's
+        # dates as numbers, so that a large table answers any query quickly.
+        self.tables = {name: _in_vendor_order(_as_text_keys(table)) for name, table in self.tables.items()}
         self._by_code = {name: dict(tuple(t.groupby("ts_code"))) for name, t in self.tables.items() if "ts_code" in t}
         self._by_day = {
             name: dict(tuple(t.groupby("trade_date"))) for name, t in self.tables.items() if "trade_date" in t
         }
-        self.tables = {name: _as_text_keys(table) for name, table in self.tables.items()}
+        self._negated_dates = {
+            name: -t[column].astype("int64").to_numpy()
+            for name, t in self.tables.items()
+            if (column := _date_column(t)) is not None
+        }
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -151,25 +158,41 @@ class TushareTestServer:
     def _select(self, api_name: str, params: dict) -> pd.DataFrame:
         table = self.tables[api_name]
         empty = table.iloc[0:0]
+        date = _date_column(table)
         if params.get("ts_code"):
             codes = str(params["ts_code"]).split(",")
-            table = pd.concat([self._by_code[api_name].get(c, empty) for c in codes])
+            table = _in_vendor_order(pd.concat([self._by_code[api_name].get(c, empty) for c in codes]))
         elif params.get("trade_date"):
             table = self._by_day[api_name].get(str(params["trade_date"]), empty)
-        # Bars are dated by trade_date, calendar rows (trade_cal) by cal_date.
-        date = next((c for c in ("trade_date", "cal_date") if c in table.columns), None)
-        if date is not None:
+        elif date is not None:
+            # The whole table, newest first: a date range is one slice of it.
+            negated = self._negated_dates[api_name]
+            first = np.searchsorted(negated, -int(params.get("end_date") or 99991231), side="left")
+            last = np.searchsorted(negated, -int(params.get("start_date") or 0), side="right")
+            table = table.iloc[first:last]
+        if date is not None and (params.get("ts_code") or params.get("trade_date")):
             if params.get("trade_date"):
                 table = table[table[date] == str(params["trade_date"])]
             if params.get("start_date"):
                 table = table[table[date] >= str(params["start_date"])]
             if params.get("end_date"):
                 table = table[table[date] <= str(params["end_date"])]
-            order = [c for c in (date, "ts_code") if c in table.columns]
-            table = table.sort_values(order, ascending=[False] + [True] * (len(order) - 1))
         offset = int(params.get("offset") or 0)
         limit = min(int(params.get("limit") or self.row_cap), self.row_cap)
         return table.iloc[offset : offset + limit]
+
+
+def _date_column(table: pd.DataFrame) -> str | None:
+    """Bars are dated by trade_date, calendar rows (trade_cal) by cal_date."""
+    return next((c for c in ("trade_date", "cal_date") if c in table.columns), None)
+
+
+def _in_vendor_order(table: pd.DataFrame) -> pd.DataFrame:
+    date = _date_column(table)
+    if date is None:
+        return table
+    order = [c for c in (date, "ts_code") if c in table.columns]
+    return table.sort_values(order, ascending=[False] + [True] * (len(order) - 1), kind="stable", ignore_index=True)
 
 
 def _as_text_keys(table: pd.DataFrame) -> pd.DataFrame:

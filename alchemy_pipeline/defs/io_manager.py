@@ -8,12 +8,29 @@ or a backfill's) in one pass, each object read once; objects are written and rea
 import io
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster_aws.s3 import S3Resource
 
+from alchemy_pipeline.domain.memory import release_free_memory
 from alchemy_pipeline.domain.storage import BlobStore, LocalBlobStore, S3BlobStore, in_parallel
+
+# Days converted to Arrow at a time when a range is written.
+DAYS_PER_ARROW_CHUNK = 64
+
+
+def shared_strings(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text columns as Python strings, one object per distinct value. Arrow-backed strings would turn into
+    a new object per row, and per use, every time the code reads them as Python values: a fund's code
+    repeated over a decade of days is millions of rows."""
+    for name in frame.columns:
+        if isinstance(frame[name].dtype, pd.StringDtype):
+            codes, uniques = pd.factorize(frame[name])
+            values = np.append(np.asarray(uniques, dtype=object), None)  # code -1, a null, picks None
+            frame[name] = pd.Series(values[codes], dtype=object, index=frame.index)
+    return frame
 
 
 class MissingPartitionsError(RuntimeError):
@@ -51,26 +68,34 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | None) -> None:
         if obj is None:
             return
+        release_free_memory()  # what the step computed and dropped, before the output is converted
         keys = context.asset_partition_keys
-        obj = obj.sort_values("trade_date", kind="stable", ignore_index=True)
-        day_of_row = obj["trade_date"].dt.strftime("%Y-%m-%d")
-        stray = sorted(set(day_of_row) - set(keys))
-        if stray:
+        if not obj["trade_date"].is_monotonic_increasing:
+            obj = obj.sort_values("trade_date", kind="stable", ignore_index=True)
+        day_of_row = obj["trade_date"].to_numpy("datetime64[D]")
+        partition_days = np.array(keys, dtype="datetime64[D]")
+        starts = day_of_row.searchsorted(partition_days, side="left")
+        ends = day_of_row.searchsorted(partition_days, side="right")
+        if int((ends - starts).sum()) != len(obj):
+            stray = sorted(str(d) for d in set(np.unique(day_of_row)) - set(partition_days))
             raise ValueError(f"{context.asset_key.to_user_string()} has rows for days outside its partitions: {stray}")
-        # One conversion to Arrow for the whole range, then a zero-copy slice per day.
-        table = pa.Table.from_pandas(obj, preserve_index=False)
-        starts = day_of_row.searchsorted(keys, side="left")
-        ends = day_of_row.searchsorted(keys, side="right")
         store = self.store()
+        days = list(zip(keys, starts, ends, strict=True))
+        # To Arrow a chunk of days at a time (a whole decade at once would double the memory held), then a
+        # zero-copy slice per day.
+        for chunk in (days[i : i + DAYS_PER_ARROW_CHUNK] for i in range(0, len(days), DAYS_PER_ARROW_CHUNK)):
+            offset = chunk[0][1]
+            table = pa.Table.from_pandas(obj.iloc[offset : chunk[-1][2]], preserve_index=False)
 
-        def write(day: tuple[str, int, int]) -> None:
-            key, start, end = day
-            data = to_parquet_bytes(table.slice(start, end - start))
-            store.put(self._key(context.asset_key, key), data, content_type="application/vnd.apache.parquet")
+            def write(day: tuple[str, int, int], table=table, offset=offset) -> None:
+                key, start, end = day
+                data = to_parquet_bytes(table.slice(start - offset, end - start))
+                store.put(self._key(context.asset_key, key), data, content_type="application/vnd.apache.parquet")
 
-        in_parallel(write, zip(keys, starts, ends, strict=True))
+            in_parallel(write, chunk)
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        release_free_memory()  # what the previous step held, before this one reads
         asset_key = context.asset_key
         keys = list(context.asset_partition_keys)
         store = self.store()
@@ -87,8 +112,16 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 f"{name} has not been materialized for {len(missing)} of the {len(keys)} trading days this step "
                 f"reads ({', '.join(f'{a}...{b}' for a, b in ranges)}). Backfill them first: {commands}"
             )
-        tables = in_parallel(lambda k: pq.read_table(io.BytesIO(store.get(self._key(asset_key, k)))), keys)
-        return pa.concat_tables(tables, promote_options="default").to_pandas() if tables else pd.DataFrame()
+        columns = context.definition_metadata.get("columns")  # an input may ask for some columns only
+        tables = in_parallel(
+            lambda k: pq.read_table(io.BytesIO(store.get(self._key(asset_key, k))), columns=columns), keys
+        )
+        if not tables:
+            return pd.DataFrame()
+        # Each Arrow buffer is released as soon as it is converted: the range is not held twice.
+        table = pa.concat_tables(tables, promote_options="default")
+        del tables
+        return shared_strings(table.to_pandas(split_blocks=True, self_destruct=True))
 
 
 class LocalParquetIOManager(PartitionedParquetIOManager):

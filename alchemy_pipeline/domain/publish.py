@@ -12,8 +12,12 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from alchemy_pipeline.domain.report import history_json, render_html, render_index, render_text, report_json
+import pandas as pd
+
+from alchemy_pipeline.domain.report import build_reports, day_batches, history_json, render_files, render_index
 from alchemy_pipeline.domain.storage import IN_FLIGHT, BlobStore, in_parallel
+from alchemy_pipeline.domain.strategy import StrategyParams
+from alchemy_pipeline.domain.workers import map_in_processes, worth_workers
 
 CONTENT_TYPES = {
     ".json": "application/json; charset=utf-8",
@@ -39,28 +43,55 @@ def published_days(store: BlobStore) -> list[str]:
     )
 
 
-def _publish_one(store: BlobStore, report: dict) -> list[str]:
-    day = report["trade_date"]
+RenderedDay = tuple[str, dict[str, bytes]]  # a day, and its files' bytes by suffix
+
+
+def _write_day(store: BlobStore, rendered: RenderedDay) -> list[str]:
+    day, files = rendered
     keys = []
-    for suffix, data in (
-        (".txt", render_text(report).encode("utf-8")),
-        (".html", render_html(report).encode("utf-8")),
-        (".json", report_json(report)),
-    ):
+    for suffix, data in files.items():  # the JSON last: it marks the day as published
         _put(store, report_key(day, suffix), data, REPORT_CACHE)
         keys.append(report_key(day, suffix))
     return keys
 
 
-def publish_reports(store: BlobStore, reports: Iterable[dict], subscribe_url: str | None = None) -> list[str]:
-    """Writes each day's three files (several days at once), then refreshes the front page and the
-    history once, after every day's files are written."""
-    written, reports = [], iter(reports)
-    # In batches: the reports may be built lazily, and only a batch of them need exist at once.
-    while batch := list(itertools.islice(reports, IN_FLIGHT * 4)):
-        written += [key for keys in in_parallel(lambda report: _publish_one(store, report), batch) for key in keys]
+def _write_days(store: BlobStore, rendered: Iterable[RenderedDay], subscribe_url: str | None) -> list[str]:
+    """Writes each day's files (several days at once), then refreshes the front page and the history once,
+    after every day's files are written."""
+    written, rendered = [], iter(rendered)
+    # In batches: the days may be rendered lazily, and only a batch of them need exist at once.
+    while batch := list(itertools.islice(rendered, IN_FLIGHT * 4)):
+        written += [key for keys in in_parallel(lambda day: _write_day(store, day), batch) for key in keys]
     written += refresh_index(store, subscribe_url)
     return written
+
+
+def publish_reports(store: BlobStore, reports: Iterable[dict], subscribe_url: str | None = None) -> list[str]:
+    """Publishes report documents: each day's three files, then the front page and the history."""
+    rendered = ((report["trade_date"], render_files(report)) for report in reports)
+    return _write_days(store, rendered, subscribe_url)
+
+
+def render_batch(signals: pd.DataFrame, params: StrategyParams, notice: str | None) -> list[RenderedDay]:
+    """The files of each day of a slice of signals (run in a worker process)."""
+    return [(report["trade_date"], render_files(report)) for report in build_reports(signals, params, notice)]
+
+
+def publish_signals(
+    store: BlobStore,
+    signals: pd.DataFrame,
+    params: StrategyParams,
+    notice: str | None = None,
+    subscribe_url: str | None = None,
+) -> list[str]:
+    """Publishes the report of every day in ``signals``. Rendering is pure Python: a long range is
+    rendered in worker processes, a batch of days each, while this process writes the files."""
+    batches = day_batches(signals)
+    if worth_workers(len(signals)):
+        rendered_batches = map_in_processes(render_batch, batches, params, notice)
+    else:
+        rendered_batches = (render_batch(batch, params, notice) for batch in batches)
+    return _write_days(store, itertools.chain.from_iterable(rendered_batches), subscribe_url)
 
 
 def refresh_index(store: BlobStore, subscribe_url: str | None = None) -> list[str]:

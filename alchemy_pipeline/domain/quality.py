@@ -52,9 +52,13 @@ def fund_days_are_unique(prices: pd.DataFrame) -> Finding:
 
 def universe_coverage(prices: pd.DataFrame, universe_codes: list[str], days: list) -> Finding:
     """Funds of the universe without a bar, per day: they become NO_DATA downstream, with the reason."""
-    present = prices.groupby(prices["trade_date"].dt.date)["ts_code"].agg(set).to_dict()
-    missing = {d.isoformat(): sorted(set(universe_codes) - present.get(d, set())) for d in days}
-    missing = {d: codes for d, codes in missing.items() if codes}
+    universe = set(universe_codes)
+    held = prices[prices["ts_code"].isin(universe)]
+    counts = held.groupby("trade_date")["ts_code"].nunique()
+    short = {d for d in days if counts.get(pd.Timestamp(d), 0) < len(universe)}  # only these are looked into
+    on_short_days = held[held["trade_date"].isin(pd.DatetimeIndex(sorted(short)))]
+    present = {day.date(): set(codes) for day, codes in on_short_days.groupby("trade_date")["ts_code"]}
+    missing = {d.isoformat(): sorted(universe - present.get(d, set())) for d in days if d in short}
     last = missing.get(days[-1].isoformat(), [])
     description = (
         f"every fund has a bar on {days[-1]}"

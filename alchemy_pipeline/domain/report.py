@@ -37,7 +37,15 @@ STATE_LABELS = {
 
 
 def _dates(values: pd.Series) -> list[str | None]:
-    return [None if pd.isna(v) else v for v in pd.to_datetime(values).dt.strftime("%Y-%m-%d")]
+    days = pd.to_datetime(values).to_numpy("datetime64[D]")
+    text = np.datetime_as_string(days, unit="D").astype(object)
+    text[np.isnat(days)] = None
+    return text.tolist()
+
+
+def _texts(values: pd.Series) -> list:
+    # Through a NumPy object array: iterating an Arrow-backed string column value by value is far slower.
+    return values.to_numpy(dtype=object).tolist()
 
 
 def _numbers(values: pd.Series, digits: int) -> list[float | None]:
@@ -49,29 +57,36 @@ def _numbers(values: pd.Series, digits: int) -> list[float | None]:
 REPORT_BATCH_DAYS = 64
 
 
+def day_batches(signals: pd.DataFrame, days_per_batch: int = REPORT_BATCH_DAYS) -> Iterator[pd.DataFrame]:
+    """The signals in consecutive slices of whole days, oldest first, rows of a day in their order."""
+    if not signals["trade_date"].is_monotonic_increasing:
+        signals = signals.sort_values("trade_date", kind="stable")
+    dates = signals["trade_date"].to_numpy()
+    days = np.unique(dates)
+    bounds = [*dates.searchsorted(days[::days_per_batch], side="left").tolist(), len(dates)]
+    for start, end in itertools.pairwise(bounds):
+        yield signals.iloc[start:end]
+
+
 def build_reports(signals: pd.DataFrame, params: StrategyParams, notice: str | None = None) -> Iterator[dict]:
     """The report document of each day in ``signals``, oldest first, with one entry per fund of the
     universe in universe order (the order of the rows within each day). Built a batch of days at a time."""
-    signals = signals.sort_values("trade_date", kind="stable")
-    dates = signals["trade_date"].to_numpy()
-    days = np.unique(dates)
-    bounds = [*dates.searchsorted(days[::REPORT_BATCH_DAYS], side="left").tolist(), len(dates)]
-    for start, end in itertools.pairwise(bounds):
-        yield from _batch_reports(signals.iloc[start:end], params, notice)
+    for batch in day_batches(signals):
+        yield from _batch_reports(batch, params, notice)
 
 
 def _batch_reports(signals: pd.DataFrame, params: StrategyParams, notice: str | None) -> Iterator[dict]:
     columns = {
-        "ts_code": signals["ts_code"].tolist(),
-        "name": signals["name"].tolist(),
-        "state": signals["state"].tolist(),
+        "ts_code": _texts(signals["ts_code"]),
+        "name": _texts(signals["name"]),
+        "state": _texts(signals["state"]),
         "close": _numbers(signals["close"], 3),
         "ma_short": _numbers(signals["ma_short"], 3),
         "ma_long": _numbers(signals["ma_long"], 3),
         "since": _dates(signals["since"]),
         "days": [None if pd.isna(v) else int(v) for v in signals["days"].tolist()],
         "pct": _numbers(signals["pct"], 2),
-        "note": [v if isinstance(v, str) else None for v in signals["note"].tolist()],
+        "note": [v if isinstance(v, str) else None for v in _texts(signals["note"])],
     }
     entries = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
     start = 0
@@ -93,8 +108,8 @@ def build_report(signals: pd.DataFrame, params: StrategyParams, notice: str | No
     return reports[0]
 
 
-def _json(value) -> str:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+# One encoder for every value: json.dumps with options builds a new one per call.
+_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
 
 
 def report_json(report: dict) -> bytes:
@@ -131,20 +146,27 @@ def signal_line(entry: dict, params: dict) -> str:
     return f"{who}当日无行情数据"
 
 
-def render_text(report: dict) -> str:
+def _sections(report: dict) -> list[tuple[State, str, list[tuple[str, str]]]]:
+    """The report's sections in order, each with its (state, line) entries; the last gathers the funds
+    without a signal. Each fund's line is formatted once, for every rendering."""
+    params = report["strategy"]
+    grouped: dict[str, list[tuple[str, str]]] = {state: [] for state, _ in SECTIONS}
+    others: list[tuple[str, str]] = []
+    for entry in report["signals"]:
+        grouped.get(entry["state"], others).append((entry["state"], signal_line(entry, params)))
+    return [(state, title, grouped[state]) for state, title in SECTIONS] + [(State.NO_DATA, NO_DATA_SECTION, others)]
+
+
+def render_text(report: dict, sections: list | None = None) -> str:
     params = report["strategy"]
     lines = [f"双均线策略交易信号 {report['trade_date']} ({params['short']}日/{params['long']}日均线)"]
     if report.get("notice"):
         lines.append(report["notice"])
     lines.append("")
-    blocks = []
-    for state, title in SECTIONS:
-        block = [f"{title}:"]
-        block += [signal_line(e, params) for e in report["signals"] if e["state"] == state]
-        blocks.append(block)
-    others = [e for e in report["signals"] if e["state"] in (State.NO_DATA, State.INSUFFICIENT_HISTORY)]
+    *signalled, (_, no_data_title, others) = sections or _sections(report)
+    blocks = [[f"{title}:", *(line for _, line in entries)] for _, title, entries in signalled]
     if others:
-        blocks.append([f"{NO_DATA_SECTION}:"] + [signal_line(e, params) for e in others])
+        blocks.append([f"{no_data_title}:", *(line for _, line in others)])
     for i, block in enumerate(blocks):
         if i:
             lines.append(SECTION_RULE)
@@ -176,39 +198,36 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def _signals_html(report: dict) -> str:
-    params = report["strategy"]
+def _signals_html(report: dict, sections: list | None = None) -> str:
     parts = []
     if report.get("notice"):
         parts.append(f'<p class="notice" role="alert">{html.escape(report["notice"])}</p>')
-    groups = [(state, title, [e for e in report["signals"] if e["state"] == state]) for state, title in SECTIONS]
-    groups.append(
-        (
-            State.NO_DATA,
-            NO_DATA_SECTION,
-            [e for e in report["signals"] if e["state"] in (State.NO_DATA, State.INSUFFICIENT_HISTORY)],
-        )
-    )
-    for state, title, entries in groups:
-        items = (
-            "".join(
-                f'<li class="{html.escape(e["state"])}">{html.escape(signal_line(e, params))}</li>' for e in entries
-            )
-            or "<li>无</li>"
-        )
+    for state, title, entries in sections or _sections(report):
+        items = "".join(f'<li class="{state_of}">{html.escape(line)}</li>' for state_of, line in entries)
+        items = items or "<li>无</li>"
         parts.append(f'<section><h2 id="{state.value.lower()}">{title}</h2><ul>{items}</ul></section>')
     return "\n".join(parts)
 
 
-def render_html(report: dict) -> str:
+def render_html(report: dict, sections: list | None = None) -> str:
     params = report["strategy"]
     title = f"双均线策略交易信号 {report['trade_date']}"
     body = (
         f"<main><h1>{html.escape(title)}</h1>"
-        f"<p>{params['short']}日与{params['long']}日均线, 前复权收盘价</p>\n{_signals_html(report)}\n"
+        f"<p>{params['short']}日与{params['long']}日均线, 前复权收盘价</p>\n{_signals_html(report, sections)}\n"
         '<p><a href="../index.html">全部历史</a></p></main>'
     )
     return _page(title, body)
+
+
+def render_files(report: dict) -> dict[str, bytes]:
+    """A day's published files by suffix: text, page and JSON, each fund's line formatted once."""
+    sections = _sections(report)
+    return {
+        ".txt": render_text(report, sections).encode("utf-8"),
+        ".html": render_html(report, sections).encode("utf-8"),
+        ".json": report_json(report),
+    }
 
 
 _SUBSCRIBE_SCRIPT = """

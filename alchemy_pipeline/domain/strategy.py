@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 import talib
 
+from alchemy_pipeline.domain.workers import map_in_processes, worth_workers
+
 MIN_SEARCH_DAYS = 250
 MISSING_BAR = "no bar on this day (suspended, or missing from the vendor)"
 NOT_TRADING = "no bar in the history window (not listed yet, or delisted)"
@@ -61,6 +63,8 @@ class StrategyParams:
             )
 
 
+# The columns of the prices that the indicators read.
+PRICE_INPUT_COLUMNS = ["ts_code", "trade_date", "close", "adj_factor"]
 INDICATOR_COLUMNS = [
     "ts_code",
     "trade_date",
@@ -93,6 +97,10 @@ SIGNAL_COLUMNS = [
 ]
 
 
+# Funds handed to a worker process at a time: enough work to repay the hand-over.
+FUNDS_PER_TASK = 50
+
+
 def compute_indicators(
     prices: pd.DataFrame,
     sessions: Sequence[dt.date],
@@ -112,12 +120,28 @@ def compute_indicators(
     )
     # Only the columns the rule reads, grouped by fund as plain arrays: a decade of a large universe is
     # millions of rows, and every copy of them counts.
-    bars = prices[["ts_code", "trade_date", "close", "adj_factor"]].sort_values(["ts_code", "trade_date"])
-    codes = bars["ts_code"].to_numpy()
+    bars = prices[PRICE_INPUT_COLUMNS].sort_values(["ts_code", "trade_date"])
+    fund_of_row, funds = pd.factorize(bars["ts_code"])
+    codes = np.asarray(funds, dtype=object)[fund_of_row]  # one shared string per fund, not one per row
     all_dates = bars["trade_date"].to_numpy(dtype="datetime64[D]")
     all_closes = bars["close"].to_numpy(dtype="float64")
     all_factors = bars["adj_factor"].to_numpy(dtype="float64")
     del bars
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.array([], dtype=int)
+    # Funds in groups, each group's bars one slice of the arrays; in worker processes when there are many.
+    groups = itertools.pairwise([*starts[::FUNDS_PER_TASK], len(codes)])
+    tasks = ((codes[a:b], all_dates[a:b], all_closes[a:b], all_factors[a:b]) for a, b in groups)
+    if worth_workers(len(codes)):
+        done = map_in_processes(_funds_parts, tasks, day_array, window_starts, params)
+    else:
+        done = (_funds_parts(task, day_array, window_starts, params) for task in tasks)
+    return _indicator_table([part for parts in done for part in parts])
+
+
+def _funds_parts(bars: tuple, day_array: np.ndarray, window_starts: np.ndarray, params: StrategyParams) -> list[dict]:
+    """The indicator parts of consecutive funds: ``bars`` holds their codes, dates, closes and factors,
+    fund by fund, each fund's bars in date order."""
+    codes, all_dates, all_closes, all_factors = bars
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.array([], dtype=int)
     parts = []
     for start, end in itertools.pairwise([*starts, len(codes)]):
@@ -134,26 +158,29 @@ def compute_indicators(
         if suspended.any():
             parts.append({"ts_code": ts_code, "trade_date": day_array[suspended], "trend": 0,
                           "bars": (hi - lo)[suspended], "note": MISSING_BAR})  # fmt: skip
-    return _indicator_table(parts)
+    return parts
 
 
 def _indicator_table(parts: list[dict]) -> pd.DataFrame:
     """One table from the parts' columns (arrays, or one value for a whole part), ordered by day then fund
-    (the parts come fund by fund, in code order)."""
+    (the parts come fund by fund, in code order). Each column is taken out of the parts as it is joined,
+    so that the parts and the table are not both held whole."""
     lengths = [len(part["trade_date"]) for part in parts]
+    order = np.argsort(np.concatenate([part["trade_date"] for part in parts]), kind="stable") if parts else []
     columns = {}
     for name in INDICATOR_COLUMNS:
         dtype = _INDICATOR_DTYPES[name]
         numpy_dtype = "datetime64[ns]" if dtype.startswith("datetime") else dtype
         empty = {"float64": np.nan, "int64": 0, "object": None}.get(numpy_dtype, np.datetime64("NaT"))
         pieces = [
-            np.asarray(part[name], dtype=numpy_dtype) if np.ndim(part.get(name, empty)) else
-            np.full(n, part.get(name, empty), dtype=numpy_dtype)
+            np.asarray(value, dtype=numpy_dtype) if np.ndim(value := part.pop(name, empty)) else
+            np.full(n, value, dtype=numpy_dtype)
             for part, n in zip(parts, lengths, strict=True)
         ]  # fmt: skip
-        columns[name] = np.concatenate(pieces) if pieces else np.array([], dtype=numpy_dtype)
-    order = np.argsort(columns["trade_date"], kind="stable")
-    return pd.DataFrame({name: values[order] for name, values in columns.items()}).astype(_INDICATOR_DTYPES)
+        values = np.concatenate(pieces)[order] if pieces else np.array([], dtype=numpy_dtype)
+        columns[name] = _shared(values) if numpy_dtype == "object" else values
+        del pieces
+    return pd.DataFrame(columns, copy=False).astype(_INDICATOR_DTYPES, copy=False)
 
 
 _INDICATOR_DTYPES = {
@@ -257,15 +284,48 @@ def _fund_days(ts_code, dates, closes, factors, lo: np.ndarray, hi: np.ndarray, 
     return part
 
 
+def _shared(values: np.ndarray) -> pd.Series:
+    """Python strings kept as they are, each row a reference to a shared object: pandas would otherwise
+    copy them into an Arrow-backed column, and back into a new object per row wherever they are read."""
+    return pd.Series(values, dtype=object, copy=False)
+
+
+_STATE_VALUES = np.array(
+    [s.value for s in (State.NO_DATA, State.INSUFFICIENT_HISTORY, State.BUY, State.SELL, State.HOLD, State.EMPTY)],
+    dtype=object,
+)
+# Days classified at a time: the intermediate columns of a decade of a large universe would not fit.
+CLASSIFY_BATCH_DAYS = 256
+
+
 def classify(
     indicators: pd.DataFrame, universe: pd.DataFrame, days: Sequence[dt.date], params: StrategyParams
 ) -> pd.DataFrame:
-    """One signal per fund of the universe (in its order) on each of ``days``, for all days at once."""
+    """One signal per fund of the universe (in its order) on each of ``days``, a batch of days at a time."""
+    days = sorted(days)
+    if len(days) <= CLASSIFY_BATCH_DAYS:
+        return _classify_days(indicators, universe, days, params)
+    dates = indicators["trade_date"]
+    if not dates.is_monotonic_increasing:
+        indicators = indicators.sort_values("trade_date", kind="stable")
+        dates = indicators["trade_date"]
+    parts = []
+    for i in range(0, len(days), CLASSIFY_BATCH_DAYS):
+        batch = days[i : i + CLASSIFY_BATCH_DAYS]
+        first = dates.searchsorted(pd.Timestamp(batch[0]), side="left")
+        last = dates.searchsorted(pd.Timestamp(batch[-1]), side="right")
+        parts.append(_classify_days(indicators.iloc[first:last], universe, batch, params))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _classify_days(
+    indicators: pd.DataFrame, universe: pd.DataFrame, days: Sequence[dt.date], params: StrategyParams
+) -> pd.DataFrame:
     n_funds = len(universe)
     grid = pd.DataFrame(
         {
-            "ts_code": np.tile(universe["ts_code"].to_numpy(dtype=object), len(days)),
-            "name": np.tile(universe["name"].to_numpy(dtype=object), len(days)),
+            "ts_code": _shared(np.tile(universe["ts_code"].to_numpy(dtype=object), len(days))),
+            "name": _shared(np.tile(universe["name"].to_numpy(dtype=object), len(days))),
             "trade_date": np.repeat(np.array(days, dtype="datetime64[D]").astype("datetime64[ns]"), n_funds),
         }
     )
@@ -280,11 +340,8 @@ def classify(
     sell = ranked & ~buy & (short < long) & (prev_short >= prev_long)
     hold = ranked & ~buy & ~sell & (row["trend"].to_numpy() > 0)
     empty = ranked & ~buy & ~sell & ~hold
-    state = np.select(
-        [absent | noted, young, buy, sell, hold],
-        [State.NO_DATA.value, State.INSUFFICIENT_HISTORY.value, State.BUY.value, State.SELL.value, State.HOLD.value],
-        State.EMPTY.value,
-    ).astype(object)
+    # Indexes into one array of the six values: every row shares those six strings rather than its own copy.
+    state = _STATE_VALUES[np.select([absent | noted, young, buy, sell, hold], [0, 1, 2, 3, 4], 5)]
     day = row["trade_date"].to_numpy()
     since = np.select(
         [buy | sell, hold, empty], [day, row["last_buy_date"], row["last_sell_date"]], np.datetime64("NaT")
@@ -309,14 +366,14 @@ def classify(
             "ts_code": row["ts_code"],
             "name": row["name"],
             "trade_date": row["trade_date"],
-            "state": state,
+            "state": _shared(state),
             "close": close,
             "ma_short": np.where(shown, short, np.nan),
             "ma_long": np.where(shown, long, np.nan),
             "since": since,
             "days": pd.array(np.where(dated, (day - since).astype("timedelta64[D]").astype("int64"), 0), "Int64"),
             "pct": pct,
-            "note": note,
+            "note": _shared(note),
         }
     )
     signals.loc[~dated, "days"] = pd.NA

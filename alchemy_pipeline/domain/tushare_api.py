@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Protocol
@@ -114,7 +114,7 @@ class TushareApi(Protocol):
 
 class TushareClient:
     """Paged, validated calls to a Tushare Pro API; counts the calls it makes. Safe to share between
-    threads that each call a different API (the counts are kept per API)."""
+    threads."""
 
     def __init__(
         self,
@@ -131,11 +131,13 @@ class TushareClient:
         self._sleep = sleep
         self.calls: Counter[str] = Counter()
         self.retries: Counter[str] = Counter()
+        self._counting = threading.Lock()
 
     def _attempt(self, api_name: str, fields: Sequence[str], params: dict) -> pd.DataFrame:
         if self._limiter is not None:
             self._limiter.acquire(api_name)
-        self.calls[api_name] += 1
+        with self._counting:
+            self.calls[api_name] += 1
         where = f"Tushare {api_name} {_describe(params)}"
         try:
             table = self._api.query(api_name, fields=",".join(fields), **params)
@@ -171,19 +173,28 @@ class TushareClient:
                 failures += 1
                 if failures >= self._retry.attempts:
                     raise
-                self.retries[api_name] += 1
+                with self._counting:
+                    self.retries[api_name] += 1
                 self._sleep(self._retry.delay(failures - 1))
 
-    def query_all(self, api_name: str, fields: Sequence[str], **params) -> pd.DataFrame:
-        """All rows of a query, paging with offset/limit past the per-call row cap."""
-        pages = []
+    @property
+    def page_limit(self) -> int:
+        return self._page_limit
+
+    def pages(self, api_name: str, fields: Sequence[str], **params) -> Iterator[pd.DataFrame]:
+        """The pages of a query, each fetched when the previous one has been taken, paging with
+        offset/limit past the per-call row cap; a page shorter than the cap is the last."""
         offset = 0
         while True:
             page = self._call(api_name, fields, {**params, "offset": offset, "limit": self._page_limit})
-            pages.append(page)
+            yield page
             if len(page) < self._page_limit:
-                break
+                return
             offset += self._page_limit
+
+    def query_all(self, api_name: str, fields: Sequence[str], **params) -> pd.DataFrame:
+        """All rows of a query, in one table."""
+        pages = list(self.pages(api_name, fields, **params))
         return pd.concat(pages, ignore_index=True) if len(pages) > 1 else pages[0]
 
 

@@ -12,7 +12,7 @@ from alchemy_pipeline.defs.resources import (
 )
 from alchemy_pipeline.domain import calendar
 from alchemy_pipeline.domain.prices import fetch_prices
-from alchemy_pipeline.domain.publish import publish_reports
+from alchemy_pipeline.domain.publish import publish_signals
 from alchemy_pipeline.domain.quality import (
     Finding,
     bars_are_sane,
@@ -22,12 +22,22 @@ from alchemy_pipeline.domain.quality import (
     no_data_under_threshold,
     universe_coverage,
 )
-from alchemy_pipeline.domain.report import build_report, build_reports, render_text
-from alchemy_pipeline.domain.strategy import State, classify, compute_indicators
+from alchemy_pipeline.domain.report import build_report, render_text
+from alchemy_pipeline.domain.strategy import PRICE_INPUT_COLUMNS, State, classify, compute_indicators
 from alchemy_pipeline.domain.tushare_api import VendorAuthError
 
 GROUP = "etf_signals"
 PREVIEW_ROWS = 12
+# A backfill's metadata is stored with each of its partitions: the whole report of a large universe,
+# thousands of times over, would swell the event log; the page has it all.
+REPORT_PREVIEW_LINES = 60
+
+
+def _head(text: str, lines: int) -> str:
+    kept = text.splitlines(keepends=True)
+    if len(kept) <= lines:
+        return text
+    return "".join(kept[:lines]) + f"... {len(kept) - lines} more lines: see latest_page\n"
 
 
 def _days(context: dg.AssetExecutionContext) -> list:
@@ -89,8 +99,9 @@ def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
         retry_policy=dg.RetryPolicy(max_retries=2, delay=300, backoff=dg.Backoff.EXPONENTIAL),
         description=(
             "Unadjusted daily bars (Tushare fund_daily) of every fund in the universe, with that day's "
-            "cumulative adjustment factor (fund_adj). Fetched in bulk: per day for all funds, or per fund "
-            "for a whole range, whichever costs fewer API calls."
+            "cumulative adjustment factor (fund_adj). Fetched in bulk, in the fewest API calls: the last day "
+            "for every fund at once, then the rest per day, per fund (fund_adj: 100 funds a call) or, when the "
+            "universe is most of the market, the whole market over the range, paged."
         ),
     )
     def etf_daily_prices(context: dg.AssetExecutionContext, prices: PriceSourceResource, universe: UniverseResource):
@@ -134,7 +145,10 @@ def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=GROUP,
         kinds={"talib", "pandas", "parquet"},
-        ins={"etf_daily_prices": dg.AssetIn(partition_mapping=history_mapping)},
+        # Only the columns the rule reads: a decade of a large universe is millions of rows.
+        ins={
+            "etf_daily_prices": dg.AssetIn(partition_mapping=history_mapping, metadata={"columns": PRICE_INPUT_COLUMNS})
+        },
         description=(
             "Per fund and day: close, adjustment factor, the short and long simple moving averages of the "
             "forward-adjusted close (TA-Lib, rounded to 3 decimals), the previous day's averages and the "
@@ -204,8 +218,7 @@ def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
         site: SiteResource,
     ) -> dg.MaterializeResult:
         params = strategy.params()
-        reports = build_reports(trade_signals, params, notice=prices.notice)
-        written = publish_reports(site.store(), reports, site.subscribe_url)
+        written = publish_signals(site.store(), trade_signals, params, prices.notice, site.subscribe_url)
         dates = trade_signals["trade_date"]
         latest = build_report(trade_signals[dates == dates.max()], params, notice=prices.notice)
         return dg.MaterializeResult(
@@ -215,7 +228,7 @@ def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
                 "last_day": latest["trade_date"],
                 "files_written": len(written),
                 "latest_page": dg.MetadataValue.url(site.page_url(latest["trade_date"])),
-                "latest_report": dg.MetadataValue.md("```\n" + render_text(latest) + "```"),
+                "latest_report": dg.MetadataValue.md(f"```\n{_head(render_text(latest), REPORT_PREVIEW_LINES)}```"),
             }
         )
 

@@ -1,0 +1,38 @@
+"""Pure-Python work spread over worker processes, for ranges large enough to repay starting them."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# At most 4: a container may see more cores than it is granted.
+WORKER_PROCESSES = min(4, len(os.sched_getaffinity(0)))
+# Below this many rows, starting the workers (each imports pandas and TA-Lib) costs more than it saves.
+MIN_ROWS_FOR_WORKERS = 250_000
+
+
+def worth_workers(rows: int) -> bool:
+    return WORKER_PROCESSES > 1 and rows >= MIN_ROWS_FOR_WORKERS
+
+
+def map_in_processes(work: Callable[..., R], items: Iterable[T], *args) -> Iterator[R]:
+    """``work(item, *args)`` for each item in worker processes, results in the items' order; only a few
+    items are handed out ahead of the results taken, so that a long range is never all in flight."""
+    # spawn, not fork: the pipeline's process runs threads (Dagster's, the blob writers'), and a forked
+    # child could inherit a lock that one of them held.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=WORKER_PROCESSES, mp_context=context) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(work, item, *args))
+            if len(pending) > 2 * WORKER_PROCESSES:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
