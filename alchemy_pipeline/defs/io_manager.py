@@ -14,23 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster_aws.s3 import S3Resource
 
+from alchemy_pipeline.domain.frames import by_trade_date, shared_strings
 from alchemy_pipeline.domain.memory import release_free_memory
 from alchemy_pipeline.domain.storage import BlobStore, LocalBlobStore, S3BlobStore, in_parallel
 
 # Days converted to Arrow at a time when a range is written.
 DAYS_PER_ARROW_CHUNK = 64
-
-
-def shared_strings(frame: pd.DataFrame) -> pd.DataFrame:
-    """Text columns as Python strings, one object per distinct value. Arrow-backed strings would turn into
-    a new object per row, and per use, every time the code reads them as Python values: a fund's code
-    repeated over a decade of days is millions of rows."""
-    for name in frame.columns:
-        if isinstance(frame[name].dtype, pd.StringDtype):
-            codes, uniques = pd.factorize(frame[name])
-            values = np.append(np.asarray(uniques, dtype=object), None)  # code -1, a null, picks None
-            frame[name] = pd.Series(values[codes], dtype=object, index=frame.index)
-    return frame
 
 
 class MissingPartitionsError(RuntimeError):
@@ -70,8 +59,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             return
         release_free_memory()  # what the step computed and dropped, before the output is converted
         keys = context.asset_partition_keys
-        if not obj["trade_date"].is_monotonic_increasing:
-            obj = obj.sort_values("trade_date", kind="stable", ignore_index=True)
+        obj = by_trade_date(obj)
         day_of_row = obj["trade_date"].to_numpy("datetime64[D]")
         partition_days = np.array(keys, dtype="datetime64[D]")
         starts = day_of_row.searchsorted(partition_days, side="left")

@@ -128,8 +128,9 @@ def _fetch_side_by_side(client: TushareClient, codes: list[str], days: list[dt.d
     failed = threading.Event()
 
     def keep(page: pd.DataFrame) -> pd.DataFrame:
-        page = _compact(page)
-        return page[page["ts_code"].isin(wanted_codes) & page["trade_date"].isin(wanted_days)]
+        """A page as it arrives: its dates as datetime64, and only the rows asked for."""
+        dates = pd.to_datetime(page["trade_date"].astype(str), format="%Y%m%d").astype("datetime64[ns]")
+        return page.assign(trade_date=dates)[page["ts_code"].isin(wanted_codes) & dates.isin(wanted_days)]
 
     def last_day(api: VendorApi) -> pd.DataFrame:
         return client.query_all(api.name, api.fields, trade_date=_yyyymmdd(days[-1]))
@@ -164,12 +165,6 @@ def _fetch_side_by_side(client: TushareClient, codes: list[str], days: list[dt.d
     if errors:
         raise errors[0]
     return [future.result() for future in futures]
-
-
-def _compact(page: pd.DataFrame) -> pd.DataFrame:
-    """A page as it arrives, with its dates as datetime64 rather than text."""
-    dates = pd.to_datetime(page["trade_date"].astype(str), format="%Y%m%d").astype("datetime64[ns]")
-    return page.assign(trade_date=dates)
 
 
 def empty_prices() -> pd.DataFrame:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
+from alchemy_pipeline.domain.frames import by_trade_date
 from alchemy_pipeline.domain.strategy import State, StrategyParams
 
 STRATEGY_NAME = "double_ma"
@@ -59,8 +60,7 @@ REPORT_BATCH_DAYS = 64
 
 def day_batches(signals: pd.DataFrame, days_per_batch: int = REPORT_BATCH_DAYS) -> Iterator[pd.DataFrame]:
     """The signals in consecutive slices of whole days, oldest first, rows of a day in their order."""
-    if not signals["trade_date"].is_monotonic_increasing:
-        signals = signals.sort_values("trade_date", kind="stable")
+    signals = by_trade_date(signals)
     dates = signals["trade_date"].to_numpy()
     days = np.unique(dates)
     bounds = [*dates.searchsorted(days[::days_per_batch], side="left").tolist(), len(dates)]

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import talib
 
+from alchemy_pipeline.domain.frames import by_trade_date, object_column
 from alchemy_pipeline.domain.workers import map_in_processes, worth_workers
 
 MIN_SEARCH_DAYS = 250
@@ -127,7 +128,7 @@ def compute_indicators(
     all_closes = bars["close"].to_numpy(dtype="float64")
     all_factors = bars["adj_factor"].to_numpy(dtype="float64")
     del bars
-    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.array([], dtype=int)
+    starts = _fund_starts(fund_of_row)
     # Funds in groups, each group's bars one slice of the arrays; in worker processes when there are many.
     groups = itertools.pairwise([*starts[::FUNDS_PER_TASK], len(codes)])
     tasks = ((codes[a:b], all_dates[a:b], all_closes[a:b], all_factors[a:b]) for a, b in groups)
@@ -138,13 +139,19 @@ def compute_indicators(
     return _indicator_table([part for parts in done for part in parts])
 
 
+def _fund_starts(fund_of_row: np.ndarray) -> np.ndarray:
+    """The first row of each fund, in rows grouped by fund."""
+    if not len(fund_of_row):
+        return np.array([], dtype=int)
+    return np.flatnonzero(np.r_[True, fund_of_row[1:] != fund_of_row[:-1]])
+
+
 def _funds_parts(bars: tuple, day_array: np.ndarray, window_starts: np.ndarray, params: StrategyParams) -> list[dict]:
     """The indicator parts of consecutive funds: ``bars`` holds their codes, dates, closes and factors,
     fund by fund, each fund's bars in date order."""
     codes, all_dates, all_closes, all_factors = bars
-    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.array([], dtype=int)
     parts = []
-    for start, end in itertools.pairwise([*starts, len(codes)]):
+    for start, end in itertools.pairwise([*_fund_starts(codes), len(codes)]):
         ts_code, dates = codes[start], all_dates[start:end]
         hi = np.searchsorted(dates, day_array, side="right")
         lo = np.searchsorted(dates, window_starts, side="left")
@@ -178,7 +185,7 @@ def _indicator_table(parts: list[dict]) -> pd.DataFrame:
             for part, n in zip(parts, lengths, strict=True)
         ]  # fmt: skip
         values = np.concatenate(pieces)[order] if pieces else np.array([], dtype=numpy_dtype)
-        columns[name] = _shared(values) if numpy_dtype == "object" else values
+        columns[name] = object_column(values) if numpy_dtype == "object" else values
         del pieces
     return pd.DataFrame(columns, copy=False).astype(_INDICATOR_DTYPES, copy=False)
 
@@ -284,12 +291,6 @@ def _fund_days(ts_code, dates, closes, factors, lo: np.ndarray, hi: np.ndarray, 
     return part
 
 
-def _shared(values: np.ndarray) -> pd.Series:
-    """Python strings kept as they are, each row a reference to a shared object: pandas would otherwise
-    copy them into an Arrow-backed column, and back into a new object per row wherever they are read."""
-    return pd.Series(values, dtype=object, copy=False)
-
-
 _STATE_VALUES = np.array(
     [s.value for s in (State.NO_DATA, State.INSUFFICIENT_HISTORY, State.BUY, State.SELL, State.HOLD, State.EMPTY)],
     dtype=object,
@@ -305,10 +306,8 @@ def classify(
     days = sorted(days)
     if len(days) <= CLASSIFY_BATCH_DAYS:
         return _classify_days(indicators, universe, days, params)
+    indicators = by_trade_date(indicators)
     dates = indicators["trade_date"]
-    if not dates.is_monotonic_increasing:
-        indicators = indicators.sort_values("trade_date", kind="stable")
-        dates = indicators["trade_date"]
     parts = []
     for i in range(0, len(days), CLASSIFY_BATCH_DAYS):
         batch = days[i : i + CLASSIFY_BATCH_DAYS]
@@ -324,8 +323,8 @@ def _classify_days(
     n_funds = len(universe)
     grid = pd.DataFrame(
         {
-            "ts_code": _shared(np.tile(universe["ts_code"].to_numpy(dtype=object), len(days))),
-            "name": _shared(np.tile(universe["name"].to_numpy(dtype=object), len(days))),
+            "ts_code": object_column(np.tile(universe["ts_code"].to_numpy(dtype=object), len(days))),
+            "name": object_column(np.tile(universe["name"].to_numpy(dtype=object), len(days))),
             "trade_date": np.repeat(np.array(days, dtype="datetime64[D]").astype("datetime64[ns]"), n_funds),
         }
     )
@@ -366,14 +365,14 @@ def _classify_days(
             "ts_code": row["ts_code"],
             "name": row["name"],
             "trade_date": row["trade_date"],
-            "state": _shared(state),
+            "state": object_column(state),
             "close": close,
             "ma_short": np.where(shown, short, np.nan),
             "ma_long": np.where(shown, long, np.nan),
             "since": since,
             "days": pd.array(np.where(dated, (day - since).astype("timedelta64[D]").astype("int64"), 0), "Int64"),
             "pct": pct,
-            "note": _shared(note),
+            "note": object_column(note),
         }
     )
     signals.loc[~dated, "days"] = pd.NA

@@ -1,0 +1,30 @@
+"""Keeping large tables of many days lean: day order, and text as shared Python strings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def by_trade_date(table: pd.DataFrame) -> pd.DataFrame:
+    """The table in day order (rows of a day keep their order); as it is when it already is."""
+    if table["trade_date"].is_monotonic_increasing:
+        return table
+    return table.sort_values("trade_date", kind="stable", ignore_index=True)
+
+
+def object_column(values: np.ndarray) -> pd.Series:
+    """Python strings kept as they are, each row a reference to a shared object: pandas would otherwise
+    copy them into an Arrow-backed column, and back into a new object per row wherever they are read."""
+    return pd.Series(values, dtype=object, copy=False)
+
+
+def shared_strings(frame: pd.DataFrame) -> pd.DataFrame:
+    """Arrow-backed text columns as object columns with one Python string per distinct value: a fund's
+    code repeated over a decade of days is millions of rows."""
+    for name in frame.columns:
+        if isinstance(frame[name].dtype, pd.StringDtype):
+            codes, uniques = pd.factorize(frame[name])
+            values = np.append(np.asarray(uniques, dtype=object), None)  # code -1, a null, picks None
+            frame[name] = object_column(values[codes]).set_axis(frame.index)
+    return frame
