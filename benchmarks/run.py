@@ -2,8 +2,10 @@
 
 Every scenario runs in its own process against the Tushare-protocol test server, which adds a latency
 to every call (``--latency``, default 50 ms) and answers Tushare's rate-limit error past
-``--calls-per-minute`` per API; the pipeline's own limiter is set to the same budget. Scenarios that need
-the real data (``$ALCHEMY_REAL_DATA`` or ``../shared/data/etf``) are skipped, with the reason, without it.
+``--calls-per-minute`` per API; the pipeline's own limiter is set to the same budget. Runs execute as a
+launched run does (``dagster.execute_job``, the job's own executor), not through ``execute_in_process``,
+which keeps every step's output in memory until the run ends. Scenarios that need the real data
+(``$ALCHEMY_REAL_DATA`` or ``../shared/data/etf``) are skipped, with the reason, without it.
 """
 
 import argparse
@@ -289,7 +291,8 @@ def main() -> None:
         f"Produced by `{' '.join(['.venv/bin/python -m benchmarks.run', *sys.argv[1:]])}` "
         f"on {dt.date.today().isoformat()}: {machine()}.",
         f"Tushare test server: {args.latency * 1000:.0f} ms per call, {args.calls_per_minute} calls per minute per "
-        "API (the pipeline's limiter set to the same). Dagster storage: "
+        "API (the pipeline's limiter set to the same). Runs execute as a launched run does (`execute_job`). "
+        "Dagster storage: "
         f"{'PostgreSQL with event batching, as in production' if postgres else 'the local instance (SQLite)'}. "
         "Peak memory is the "
         "scenario process's maximum resident set size, or, where a step used worker processes, the highest "

@@ -36,22 +36,28 @@ def sessions(start: str, end: str) -> list[str]:
     return [d.isoformat() for d in trading_days().calendar.sessions(start, end)]
 
 
+def signals_job() -> dg.JobDefinition:
+    """The job as the code location builds it from the environment, in whichever process runs it."""
+    return build_definitions(load_settings()).resolve_job_def("daily_signals_job")
+
+
 class Runner:
     def __init__(self):
-        self.settings = load_settings()
-        self.defs = build_definitions(self.settings)
-        self.job = self.defs.resolve_job_def("daily_signals_job")
+        self.defs = build_definitions(load_settings())
         self.instance = dg.DagsterInstance.get()
 
     def run(self, start: str, end: str, assets: list[str] | None = None) -> None:
-        result = self.job.execute_in_process(
+        # As a launched run executes (``dagster api execute_run``), not ``execute_in_process``, which keeps
+        # every step's output in memory for the caller until the run ends.
+        with dg.execute_job(
+            dg.reconstructable(signals_job),
             instance=self.instance,
             asset_selection=[dg.AssetKey(a) for a in assets] if assets else None,
             tags=dict(zip(RANGE_TAGS, (start, end), strict=True)),
-            raise_on_error=False,
-        )
-        if not result.success:
-            raise SystemExit(f"run {start}...{end} failed: {[e.message for e in result.all_events if e.is_failure]}")
+        ) as result:
+            if not result.success:
+                failures = [e.message for e in result.all_events if e.is_failure]
+                raise SystemExit(f"run {start}...{end} failed: {failures}")
 
     def history(self, day: str) -> None:
         window = trading_days().history_keys(day)

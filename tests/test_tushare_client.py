@@ -6,12 +6,21 @@ import pandas as pd
 import pytest
 
 from alchemy_pipeline.defs.resources import TushareResource
-from alchemy_pipeline.domain.prices import PRICE_COLUMNS, QUERIES_IN_FLIGHT, fetch_prices, plan_queries
+from alchemy_pipeline.domain.prices import (
+    ADJ_FIELDS,
+    FUND_ADJ,
+    PRICE_COLUMNS,
+    QUERIES_IN_FLIGHT,
+    PriceRequest,
+    fetch_prices,
+    plan_queries,
+)
 from alchemy_pipeline.domain.tushare_api import (
     RateLimiter,
     TushareClient,
     VendorAPIError,
     VendorAuthError,
+    VendorDataError,
     VendorHTTPError,
     VendorTimeoutError,
 )
@@ -209,3 +218,42 @@ def test_both_apis_are_fetched_side_by_side(tushare_server_factory):
     assert len(server.calls_to("fund_daily")) == 1 + 3  # the last day, then 3 x 19 rows in pages of 20
     # fund_daily's first call goes alone; then fund_adj starts beside fund_daily's second, not after its last.
     assert "fund_adj" in [c["api_name"] for c in server.calls[1:3]]
+
+
+def one_day_tables(**changes):
+    """Three funds on one day; ``changes`` replace rows or values of the vendor's tables."""
+    tables = vendor_tables(CODES, "2024-06-28", "2024-06-28")
+    for name, change in changes.items():
+        tables[name] = change(tables[name])
+    return tables
+
+
+def test_a_second_bar_of_a_fund_on_a_day_is_kept_for_the_checks_to_see(tushare_server_factory):
+    tables = one_day_tables(fund_daily=lambda t: pd.concat([t, t.iloc[[0]].assign(close=9.99)], ignore_index=True))
+    table = fetch_prices(client_for(tushare_server_factory(tables)), CODES, [dt.date(2024, 6, 28)])
+    repeated = table[table["ts_code"] == tables["fund_daily"]["ts_code"].iloc[0]]
+    assert len(table) == 4 and len(repeated) == 2 and 9.99 in set(repeated["close"])
+    assert repeated["adj_factor"].notna().all()  # both bars get the fund's factor of the day
+
+
+def test_a_second_factor_of_a_fund_on_a_day_is_refused_naming_both(tushare_server_factory):
+    tables = one_day_tables(fund_adj=lambda t: pd.concat([t, t.iloc[[1]].assign(adj_factor=2.0)], ignore_index=True))
+    fund = tables["fund_adj"]["ts_code"].iloc[1]
+    with pytest.raises(VendorDataError, match=rf"more than one factor for {fund} 2024-06-28"):
+        fetch_prices(client_for(tushare_server_factory(tables)), CODES, [dt.date(2024, 6, 28)])
+
+
+def test_a_value_that_is_not_a_number_fails_naming_the_api(tushare_server_factory):
+    tables = one_day_tables(fund_adj=lambda t: t.assign(adj_factor=["1.0", "n/a", "1.0"]))
+    with pytest.raises(VendorDataError, match=r"fund_adj returned a value that is not a number.*n/a"):
+        fetch_prices(client_for(tushare_server_factory(tables)), CODES, [dt.date(2024, 6, 28)])
+
+
+def test_a_date_that_is_not_yyyymmdd_fails_naming_it():
+    # The test server indexes its tables by date, so it cannot serve a malformed one: the page is built
+    # here as the SDK builds it (text columns as they came over the wire).
+    page = pd.DataFrame([["510300.SH", "2024-06-28", 1.0], ["510300.SH", "20240627", 1.0]], columns=ADJ_FIELDS)
+    with pytest.raises(
+        VendorDataError, match=r"fund_adj returned trade_date values that are not YYYYMMDD: \['2024-06-28'\]"
+    ):
+        PriceRequest(CODES, [dt.date(2024, 6, 28)]).page_rows(FUND_ADJ, page)

@@ -11,6 +11,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster_aws.s3 import S3Resource
 
@@ -40,8 +41,21 @@ def contiguous_ranges(keys: list[str], all_keys: list[str]) -> list[tuple[str, s
 
 def to_parquet_bytes(table: pa.Table) -> bytes:
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
+    # Dictionaries for the text columns only (codes, names, states repeat; numbers seldom do): smaller
+    # files, written in about two thirds of the time.
+    text = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    pq.write_table(table, buffer, compression="zstd", use_dictionary=text)
     return buffer.getvalue()
+
+
+def from_parquet_bytes(data: bytes, columns: list[str] | None = None) -> pa.Table:
+    """One object's table (a file's reader: no dataset machinery for thousands of small files), its text
+    columns dictionary-encoded, which pandas turns into categories rather than a string per row."""
+    table = pq.ParquetFile(io.BytesIO(data)).read(columns=columns)
+    for i, field in enumerate(table.schema):
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            table = table.set_column(i, field.name, pc.dictionary_encode(table.column(i)))
+    return table
 
 
 class PartitionedParquetIOManager(dg.ConfigurableIOManager):
@@ -101,15 +115,15 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 f"reads ({', '.join(f'{a}...{b}' for a, b in ranges)}). Backfill them first: {commands}"
             )
         columns = context.definition_metadata.get("columns")  # an input may ask for some columns only
-        tables = in_parallel(
-            lambda k: pq.read_table(io.BytesIO(store.get(self._key(asset_key, k))), columns=columns), keys
-        )
+        tables = in_parallel(lambda k: from_parquet_bytes(store.get(self._key(asset_key, k)), columns), keys)
         if not tables:
             return pd.DataFrame()
         # Each Arrow buffer is released as soon as it is converted: the range is not held twice.
         table = pa.concat_tables(tables, promote_options="default")
         del tables
-        return shared_strings(table.to_pandas(split_blocks=True, self_destruct=True))
+        frame = shared_strings(table.to_pandas(split_blocks=True, self_destruct=True))
+        release_free_memory()  # the Arrow buffers, before the step computes
+        return frame
 
 
 class LocalParquetIOManager(PartitionedParquetIOManager):

@@ -20,11 +20,16 @@ def object_column(values: np.ndarray) -> pd.Series:
 
 
 def shared_strings(frame: pd.DataFrame) -> pd.DataFrame:
-    """Arrow-backed text columns as object columns with one Python string per distinct value: a fund's
-    code repeated over a decade of days is millions of rows."""
+    """Text columns (Arrow-backed strings, or categories) as object columns with one Python string per
+    distinct value: a fund's code repeated over a decade of days is millions of rows."""
     for name in frame.columns:
-        if isinstance(frame[name].dtype, pd.StringDtype):
-            codes, uniques = pd.factorize(frame[name])
-            values = np.append(np.asarray(uniques, dtype=object), None)  # code -1, a null, picks None
-            frame[name] = object_column(values[codes]).set_axis(frame.index)
+        column = frame[name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            codes, uniques = column.cat.codes.to_numpy(), column.cat.categories
+        elif isinstance(column.dtype, pd.StringDtype):
+            codes, uniques = pd.factorize(column)
+        else:
+            continue
+        values = np.append(np.asarray(uniques, dtype=object), None)  # code -1, a null, picks None
+        frame[name] = object_column(values[codes]).set_axis(frame.index)
     return frame

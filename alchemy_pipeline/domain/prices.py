@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from alchemy_pipeline.domain.frames import object_column
 from alchemy_pipeline.domain.tushare_api import TushareClient, VendorDataError
 
 BAR_FIELDS = [
@@ -30,7 +31,6 @@ BAR_FIELDS = [
 ]
 ADJ_FIELDS = ["ts_code", "trade_date", "adj_factor"]
 PRICE_COLUMNS = [*BAR_FIELDS, "adj_factor"]
-_NUMERIC = [c for c in PRICE_COLUMNS if c not in ("ts_code", "trade_date")]
 # fund_adj's doc allows several codes in one call but states no maximum: a batch this size keeps the
 # request small and wastes at most one part-filled page per batch.
 ADJ_CODES_PER_CALL = 100
@@ -96,67 +96,134 @@ def plan_queries(
 
 
 def fetch_prices(client: TushareClient, ts_codes: Sequence[str], days: Sequence[dt.date]) -> pd.DataFrame:
-    """Unadjusted bars with that day's adjustment factor, for the given funds on the given trading days.
+    """Unadjusted bars with that day's adjustment factor, for the given funds on the given trading days,
+    ordered by day, then fund code.
 
     Each API is first asked for the last day, every fund at once: that call alone serves a daily run, and
     its size tells what the whole market costs to fetch. The other days then come in the fewest calls
     (see ``plan_queries``). The two APIs proceed side by side. Bars without a factor keep a null factor:
-    dropping them would hide a vendor gap that the checks downstream must see.
+    dropping them would hide a vendor gap that the checks downstream must see. So is a fund's second bar
+    on a day kept; a second factor is refused at once, as no bar could choose between the two.
     """
     if not days or not ts_codes:
         return empty_prices()
-    codes, days = list(dict.fromkeys(ts_codes)), sorted(days)
-    bars, factors = _fetch_side_by_side(client, codes, days)
-    repeated = factors[factors.duplicated(["ts_code", "trade_date"], keep=False)]
-    if not repeated.empty:
+    request = PriceRequest(ts_codes, days)
+    bars, factors = _fetch_side_by_side(client, request)
+    factor_order = np.argsort(factors.keys, kind="stable")
+    factor_keys = factors.keys[factor_order]
+    repeated = factor_keys[1:][factor_keys[1:] == factor_keys[:-1]]
+    if len(repeated):
         raise VendorDataError(
-            "Tushare fund_adj returned more than one factor for "
-            + ", ".join(sorted({f"{r.ts_code} {r.trade_date:%Y-%m-%d}" for r in repeated.itertuples()}))
+            "Tushare fund_adj returned more than one factor for " + ", ".join(request.describe(np.unique(repeated)))
         )
-    prices = bars.merge(factors, on=["ts_code", "trade_date"], how="left", validate="m:1", sort=False)
-    del bars, factors  # a decade of a large universe: not held twice while it is sorted
-    prices = prices[PRICE_COLUMNS].astype({c: "float64" for c in _NUMERIC}, copy=False)
-    return prices.sort_values(["trade_date", "ts_code"], ignore_index=True)
+    order = np.argsort(bars.keys, kind="stable")
+    bar_keys = bars.keys[order]
+    # Each bar's factor: the factor row of the same fund and day, if there is one.
+    adj_factor = np.full(len(bar_keys), np.nan)
+    if len(factor_keys):
+        at = np.minimum(np.searchsorted(factor_keys, bar_keys), len(factor_keys) - 1)
+        found = factor_keys[at] == bar_keys
+        adj_factor[found] = factors.values[factor_order[at[found]], 0]
+    columns = {
+        "ts_code": object_column(request.codes[bar_keys % len(request.codes)]),
+        "trade_date": request.dates[bar_keys // len(request.codes)],
+    }
+    for i, name in enumerate(BAR_FIELDS[2:]):
+        columns[name] = bars.values[order, i]
+    columns["adj_factor"] = adj_factor
+    return pd.DataFrame(columns, copy=False)
 
 
-def _fetch_side_by_side(client: TushareClient, codes: list[str], days: list[dt.date]) -> list[pd.DataFrame]:
+@dataclass(frozen=True)
+class _ApiRows:
+    """One API's rows as plain arrays: a key per row (see ``PriceRequest.page_rows``) and its numbers. A decade
+    of a large universe is millions of rows; as tables of Python objects, page after page, they would
+    take several times the memory until the last page."""
+
+    keys: np.ndarray
+    values: np.ndarray
+
+    @staticmethod
+    def concat(parts: list[_ApiRows]) -> _ApiRows:
+        return _ApiRows(np.concatenate([p.keys for p in parts]), np.concatenate([p.values for p in parts]))
+
+
+class PriceRequest:
+    """The funds and days asked for: each row gets the key ``day * funds + fund``, with days and funds
+    numbered in order, so that rows in key order are in (day, fund code) order."""
+
+    def __init__(self, ts_codes: Sequence[str], days: Sequence[dt.date]):
+        self.universe = list(dict.fromkeys(ts_codes))  # as asked for: the order of the calls
+        self.codes = np.array(sorted(self.universe), dtype=object)
+        self.days = sorted(set(days))
+        self.dates = np.array(self.days, dtype="datetime64[D]").astype("datetime64[ns]")
+        self._fund_of_code = pd.Index(self.codes, dtype=object)
+        self._day_of_text = pd.Index([_yyyymmdd(d) for d in self.days], dtype=object)
+
+    def describe(self, keys: np.ndarray) -> list[str]:
+        funds = len(self.codes)
+        return [f"{self.codes[k % funds]} {self.days[k // funds].isoformat()}" for k in keys.tolist()]
+
+    def page_rows(self, api: VendorApi, page: pd.DataFrame) -> _ApiRows:
+        """A page's rows of the wanted funds on the wanted days; a date or a number that is not one fails
+        the fetch, naming the API and the value."""
+        fund = self._fund_of_code.get_indexer(page["ts_code"].astype(str).to_numpy(dtype=object))
+        texts = page["trade_date"].astype(str).to_numpy(dtype=object)
+        day = self._day_of_text.get_indexer(texts)
+        malformed = [text for text in pd.unique(texts[day < 0]) if not _is_yyyymmdd(text)]
+        if malformed:
+            raise VendorDataError(
+                f"Tushare {api.name} returned trade_date values that are not YYYYMMDD: {malformed[:5]}"
+            )
+        try:
+            values = np.column_stack([page[name].to_numpy(dtype="float64") for name in api.fields[2:]])
+        except (TypeError, ValueError) as exc:
+            raise VendorDataError(f"Tushare {api.name} returned a value that is not a number: {exc}") from None
+        kept = (fund >= 0) & (day >= 0)
+        return _ApiRows(day[kept].astype(np.int64) * len(self.codes) + fund[kept], values[kept])
+
+
+def _is_yyyymmdd(text: str) -> bool:
+    try:
+        dt.datetime.strptime(text, "%Y%m%d")
+    except ValueError:
+        return False
+    return len(text) == 8
+
+
+def _fetch_side_by_side(client: TushareClient, request: PriceRequest) -> list[_ApiRows]:
     """The APIs side by side, as the vendor limits calls per API, each with ``QUERIES_IN_FLIGHT`` queries
     at once. fund_daily's first call goes alone, so that a refused token costs one call; a failure in
-    one thread stops the others at their next call. Returns each API's rows for ``codes`` on ``days``."""
-    wanted_codes = set(codes)
-    wanted_days = pd.DatetimeIndex(days).astype("datetime64[ns]")
+    one thread stops the others at their next call. Returns each API's rows of the funds and days asked for."""
+    codes, days = request.universe, request.days
     failed = threading.Event()
-
-    def keep(page: pd.DataFrame) -> pd.DataFrame:
-        """A page as it arrives: its dates as datetime64, and only the rows asked for."""
-        dates = pd.to_datetime(page["trade_date"].astype(str), format="%Y%m%d").astype("datetime64[ns]")
-        return page.assign(trade_date=dates)[page["ts_code"].isin(wanted_codes) & dates.isin(wanted_days)]
 
     def last_day(api: VendorApi) -> pd.DataFrame:
         return client.query_all(api.name, api.fields, trade_date=_yyyymmdd(days[-1]))
 
-    def fetch_query(api: VendorApi, query: dict) -> list[pd.DataFrame]:
-        tables = []
+    def fetch_query(api: VendorApi, query: dict) -> list[_ApiRows]:
+        parts = []
         try:
             for page in client.pages(api.name, api.fields, **query):
                 if failed.is_set():
                     break  # another query failed: its error is the one to raise
-                tables.append(keep(page))
+                parts.append(request.page_rows(api, page))
         except BaseException:
             failed.set()
             raise
-        return tables
+        return parts
 
-    def fetch(api: VendorApi, first: pd.DataFrame | None) -> pd.DataFrame:
+    def fetch(api: VendorApi, first: pd.DataFrame | None) -> _ApiRows:
         try:
             first = last_day(api) if first is None else first
+            parts = [request.page_rows(api, first)]
         except BaseException:
             failed.set()
             raise
         queries = plan_queries(codes, days[:-1], len(first) or None, api.codes_per_call, client.page_limit)
         with ThreadPoolExecutor(max_workers=QUERIES_IN_FLIGHT, thread_name_prefix=api.name) as pool:
-            pages = [keep(first), *itertools.chain.from_iterable(pool.map(lambda q: fetch_query(api, q), queries))]
-        return pd.concat(pages, ignore_index=True)
+            parts += itertools.chain.from_iterable(pool.map(lambda q: fetch_query(api, q), queries))
+        return _ApiRows.concat(parts)
 
     first_bars = last_day(FUND_DAILY)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="tushare") as pool:

@@ -55,7 +55,7 @@ def _numbers(values: pd.Series, digits: int) -> list[float | None]:
 
 
 # Days of reports built at a time: a long range never holds every day's report in memory at once.
-REPORT_BATCH_DAYS = 64
+REPORT_BATCH_DAYS = 16
 
 
 def day_batches(signals: pd.DataFrame, days_per_batch: int = REPORT_BATCH_DAYS) -> Iterator[pd.DataFrame]:
