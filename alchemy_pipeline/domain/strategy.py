@@ -29,6 +29,7 @@ import pandas as pd
 import talib
 
 from alchemy_pipeline.domain.frames import by_trade_date, object_column
+from alchemy_pipeline.domain.memory import release_free_memory
 from alchemy_pipeline.domain.workers import map_in_processes, worth_workers
 
 MIN_SEARCH_DAYS = 250
@@ -187,6 +188,7 @@ def _indicator_table(parts: list[dict]) -> pd.DataFrame:
         values = np.concatenate(pieces)[order] if pieces else np.array([], dtype=numpy_dtype)
         columns[name] = object_column(values) if numpy_dtype == "object" else values
         del pieces
+        release_free_memory()  # the parts' many small arrays: freed, but kept by the allocator otherwise
     return pd.DataFrame(columns, copy=False).astype(_INDICATOR_DTYPES, copy=False)
 
 

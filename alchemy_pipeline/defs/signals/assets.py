@@ -113,7 +113,7 @@ def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
         except VendorAuthError as exc:
             # No retry can fix a refused token: fail now, and say which setting to fix.
             raise dg.Failure(description=str(exc), allow_retries=False) from None
-        present = set(table["trade_date"].dt.date)
+        present = set(pd.DatetimeIndex(table["trade_date"].unique()).date)
         absent = [d.isoformat() for d in days if d not in present]
         if absent:
             # Publishing a day without its bars would report every fund as NO_DATA: wait for the vendor.
@@ -129,7 +129,7 @@ def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
         metadata.update(
             api_calls=int(sum(client.calls.values())),
             api_retries=int(sum(client.retries.values())),
-            funds_without_bar_on_last_day=len(codes) - int((table["trade_date"].dt.date == days[-1]).sum()),
+            funds_without_bar_on_last_day=len(codes) - int((table["trade_date"] == pd.Timestamp(days[-1])).sum()),
         )
         yield dg.Output(table, metadata=metadata)
         yield _result("bars_are_sane", bars_are_sane(table))
