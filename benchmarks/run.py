@@ -295,8 +295,9 @@ def main() -> None:
         "Dagster storage: "
         f"{'PostgreSQL with event batching, as in production' if postgres else 'the local instance (SQLite)'}. "
         "Peak memory is the "
-        "scenario process's maximum resident set size, or, where a step used worker processes, the highest "
-        "total of the process and its workers (sampled every 0.2 s) if that is higher.",
+        "scenario process's highest resident set size (its own `VmHWM`, which unlike `ru_maxrss` does not "
+        "inherit the benchmark's resident size at the fork), or, where a step used worker processes, the "
+        "highest total of the process and its workers (sampled every 0.2 s) if that is higher.",
         "",
         "| scenario | wall time (s) | API calls | rows fetched | reports | peak memory (MB) |",
         "|---|---:|---:|---:|---:|---:|",

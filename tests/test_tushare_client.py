@@ -180,21 +180,45 @@ def test_faults_past_the_attempts_fail_with_the_last_cause(tushare_server_factor
     assert len(server.calls) == 3
 
 
-def test_rate_limiter_spaces_calls_per_api_within_a_minute():
-    now = [0.0]
-    waits = []
+def fake_time():
+    now, waits = [0.0], []
 
     def sleep(seconds):
         waits.append(seconds)
         now[0] += seconds
 
+    return now, waits, sleep
+
+
+def test_rate_limiter_spaces_calls_per_api_within_a_minute_of_their_answers():
+    now, waits, sleep = fake_time()
     limiter = RateLimiter(3, clock=lambda: now[0], sleep=sleep)
     for _ in range(3):
         assert limiter.acquire("fund_daily") == 0
+        now[0] += 1.0  # each call is answered a second after it starts
+        limiter.release("fund_daily")
     assert limiter.acquire("fund_adj") == 0  # another API has its own budget
     now[0] = 10.0
-    assert limiter.acquire("fund_daily") == pytest.approx(50.0)  # the first call leaves the window at 60 s
-    assert waits == [pytest.approx(50.0)]
+    # The first call was answered at 1 s: the vendor may have counted it as late as that, so it leaves
+    # the window at 61 s, not 60.
+    assert limiter.acquire("fund_daily") == pytest.approx(51.0)
+    assert waits == [pytest.approx(51.0)]
+
+
+def test_rate_limiter_counts_calls_still_in_flight():
+    now, waits, sleep = fake_time()
+    limiter = RateLimiter(1, clock=lambda: now[0], sleep=sleep)
+    limiter.acquire("fund_daily")
+
+    def answer_the_call_in_flight(seconds):
+        sleep(seconds)
+        if len(waits) == 3:  # the call in flight is answered while the next one waits
+            limiter.release("fund_daily")
+
+    limiter._sleep = answer_the_call_in_flight
+    waited = limiter.acquire("fund_daily")
+    assert waits[:3] == [RateLimiter.POLL_SECONDS] * 3  # nothing may start while the budget is in flight
+    assert waited == pytest.approx(3 * RateLimiter.POLL_SECONDS + 60.0, abs=0.01)  # then 60 s after that answer
 
 
 def test_a_day_the_vendor_has_not_published_is_an_empty_table_not_an_error(tushare_server_factory):

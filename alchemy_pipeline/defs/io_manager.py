@@ -39,13 +39,16 @@ def contiguous_ranges(keys: list[str], all_keys: list[str]) -> list[tuple[str, s
     return [(a, b) for a, b in ranges]
 
 
+def _is_text(field: pa.Field) -> bool:
+    return pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
+
+
 def to_parquet_bytes(table: pa.Table) -> bytes:
     buffer = io.BytesIO()
     # Dictionaries for the text columns only (codes, names, states repeat; numbers seldom do), and Snappy
     # (pyarrow's default): a long range is thousands of small files, where zstd's extra squeeze costs more
     # time per file than it saves in bytes.
-    text = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-    pq.write_table(table, buffer, compression="snappy", use_dictionary=text)
+    pq.write_table(table, buffer, compression="snappy", use_dictionary=[f.name for f in table.schema if _is_text(f)])
     return buffer.getvalue()
 
 
@@ -54,7 +57,7 @@ def from_parquet_bytes(data: bytes, columns: list[str] | None = None) -> pa.Tabl
     columns dictionary-encoded, which pandas turns into categories rather than a string per row."""
     table = pq.ParquetFile(io.BytesIO(data)).read(columns=columns)
     for i, field in enumerate(table.schema):
-        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+        if _is_text(field):
             table = table.set_column(i, field.name, pc.dictionary_encode(table.column(i)))
     return table
 

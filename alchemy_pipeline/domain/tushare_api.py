@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cache
 from typing import Protocol
@@ -55,31 +56,56 @@ _RATE_MESSAGE = re.compile(r"最多访问|频率|too many|rate limit", re.IGNORE
 
 
 class RateLimiter:
-    """At most ``calls_per_minute`` calls per API within any 60 s, across every thread that shares it."""
+    """At most ``calls_per_minute`` calls per API within any 60 s, across every thread that shares it.
+
+    A call counts from when it starts until 60 s after its answer: the vendor counts a call when it
+    arrives, at some moment in between, so no 60 s of the vendor's can see more calls than the budget,
+    however long a request takes to leave or to arrive. (Counting from the start alone lets a request
+    that left late and one that left early fall in one vendor minute: a rate-limit refusal.)
+    """
+
+    # How often a caller looks again when the budget is taken by calls still in flight.
+    POLL_SECONDS = 0.05
 
     def __init__(self, calls_per_minute: int, clock: Callable[[], float] = time.monotonic, sleep=time.sleep):
         if calls_per_minute < 1:
             raise ValueError(f"calls_per_minute must be at least 1, got {calls_per_minute}")
         self.calls_per_minute = calls_per_minute
         self._clock, self._sleep = clock, sleep
-        self._recent: dict[str, deque[float]] = {}
+        self._answered: dict[str, deque[float]] = {}
+        self._in_flight: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     def acquire(self, api_name: str) -> float:
-        """Waits for a free slot; returns the seconds waited."""
+        """Waits for a free slot and takes it until ``release``; returns the seconds waited."""
         waited = 0.0
         while True:
             with self._lock:
                 now = self._clock()
-                recent = self._recent.setdefault(api_name, deque())
-                while recent and recent[0] <= now - 60.0:
-                    recent.popleft()
-                if len(recent) < self.calls_per_minute:
-                    recent.append(now)
+                answered = self._answered.setdefault(api_name, deque())
+                while answered and answered[0] + 60.0 <= now:
+                    answered.popleft()
+                if self._in_flight[api_name] + len(answered) < self.calls_per_minute:
+                    self._in_flight[api_name] += 1
                     return waited
-                pause = recent[0] + 60.0 - now
+                # At least a millisecond: a pause rounded down to nothing would spin.
+                pause = max(answered[0] + 60.0 - now, 0.001) if answered else self.POLL_SECONDS
             self._sleep(pause)
             waited += pause
+
+    def release(self, api_name: str) -> None:
+        """The call taken by ``acquire`` has its answer (or failed): it counts for 60 s more."""
+        with self._lock:
+            self._in_flight[api_name] -= 1
+            self._answered.setdefault(api_name, deque()).append(self._clock())
+
+    @contextmanager
+    def slot(self, api_name: str) -> Iterator[None]:
+        self.acquire(api_name)
+        try:
+            yield
+        finally:
+            self.release(api_name)
 
 
 @cache
@@ -134,13 +160,12 @@ class TushareClient:
         self._counting = threading.Lock()
 
     def _attempt(self, api_name: str, fields: Sequence[str], params: dict) -> pd.DataFrame:
-        if self._limiter is not None:
-            self._limiter.acquire(api_name)
         with self._counting:
             self.calls[api_name] += 1
         where = f"Tushare {api_name} {_describe(params)}"
         try:
-            table = self._api.query(api_name, fields=",".join(fields), **params)
+            with self._limiter.slot(api_name) if self._limiter is not None else nullcontext():
+                table = self._api.query(api_name, fields=",".join(fields), **params)
         except (requests.Timeout, requests.ConnectionError) as exc:
             raise VendorTimeoutError(f"{where} got no answer: {type(exc).__name__}") from None
         except Exception as exc:  # the SDK raises bare Exception(msg) for vendor error codes
