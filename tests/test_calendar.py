@@ -155,6 +155,10 @@ def test_the_calendar_asset_caches_trade_cal_and_the_next_load_uses_it(world):
     metadata = result.asset_materializations_for_node("trading_calendar")[0].metadata
     assert metadata["known_until"].value == "2027-12-31"
     assert "2027-02-09" in metadata["holidays_past_bundled_calendar"].value
+    # The horizon is checked where the calendar is refreshed: over a year known ahead, no warning.
+    [horizon] = result.get_asset_check_evaluations()
+    assert horizon.check_name == "calendar_horizon" and horizon.passed
+    assert horizon.metadata["calendar_known_until"].value == "2027-12-31"
 
     # The schedule reads the cache when it runs: no reload needed to publish the first day of 2027 ...
     requests = tick_schedule(defs, instance, "daily_signals_schedule", first_day).run_requests

@@ -8,7 +8,7 @@ import pandas as pd
 from alchemy_pipeline.defs.automation import exchange_schedule
 from alchemy_pipeline.defs.resources import PriceSourceResource, TradingCalendarResource
 from alchemy_pipeline.domain import calendar
-from alchemy_pipeline.domain.quality import HORIZON_WARN_DAYS
+from alchemy_pipeline.domain.quality import HORIZON_WARN_DAYS, calendar_horizon
 from alchemy_pipeline.domain.tushare_api import VendorAuthError
 
 CALENDAR_ASSET = "trading_calendar"
@@ -24,6 +24,19 @@ CALENDAR_ASSET = "trading_calendar"
         "cached with the pipeline's data. The trading-day partitions and the daily schedule use it past the "
         "bundled calendar's horizon."
     ),
+    # A property of the calendar, not of any day's prices: checked here, where the refresh happens (its
+    # schedule materializes this asset daily from 60 days ahead, and at once if the cache is unusable),
+    # rather than once per trading day of every backfill.
+    check_specs=[
+        dg.AssetCheckSpec(
+            "calendar_horizon",
+            asset=CALENDAR_ASSET,
+            description=(
+                f"Warns {HORIZON_WARN_DAYS} days before the trading calendar runs out of known holidays, or when "
+                "its cache is unusable."
+            ),
+        )
+    ],
 )
 def trading_calendar(
     context: dg.AssetExecutionContext, prices: PriceSourceResource, calendar_cache: TradingCalendarResource
@@ -39,6 +52,8 @@ def trading_calendar(
         raise dg.Failure(description=f"Tushare trade_cal answered an unusable calendar: {exc}") from None
     refreshed = calendar.TradingCalendar(fetched)
     cached = calendar_cache.load()
+    if cached.problem:
+        context.log.warning(f"The cached trading calendar was unusable ({cached.problem}); it is replaced")
     if refreshed.known_until < cached.known_until and cached.problem is None:
         # A shorter answer than what is cached (a vendor hiccup) must not make known days unknown again.
         context.log.warning(
@@ -49,7 +64,17 @@ def trading_calendar(
         calendar_cache.save(fetched)
         kept = refreshed
     added = kept.holidays(start)  # start is the day after the bundled calendar's last
+    horizon = calendar_horizon(kept.known_until, calendar.exchange_today(), kept.problem)
     return dg.MaterializeResult(
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="calendar_horizon",
+                passed=horizon.passed,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=horizon.description,
+                metadata=horizon.metadata,
+            )
+        ],
         metadata={
             "known_until": kept.known_until.isoformat(),
             "source": kept.source,
@@ -60,7 +85,7 @@ def trading_calendar(
                 if added
                 else "none known yet"
             ),
-        }
+        },
     )
 
 

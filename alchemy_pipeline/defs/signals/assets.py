@@ -10,13 +10,11 @@ from alchemy_pipeline.defs.resources import (
     StrategyResource,
     UniverseResource,
 )
-from alchemy_pipeline.domain import calendar
 from alchemy_pipeline.domain.prices import fetch_prices
 from alchemy_pipeline.domain.publish import publish_signals
 from alchemy_pipeline.domain.quality import (
     Finding,
     bars_are_sane,
-    calendar_horizon,
     factors_are_present,
     fund_days_are_unique,
     no_data_under_threshold,
@@ -88,12 +86,6 @@ def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
                 "Funds of the universe without a bar (they become NO_DATA, with the reason).",
                 blocking=False,
             ),
-            _check(
-                "calendar_horizon",
-                "etf_daily_prices",
-                "Warns 60 days before the trading calendar runs out of known holidays, or when its cache is unusable.",
-                blocking=False,
-            ),
         ],
         # A vendor outage that outlasts the client's own retries: try the step again later.
         retry_policy=dg.RetryPolicy(max_retries=2, delay=300, backoff=dg.Backoff.EXPONENTIAL),
@@ -136,9 +128,6 @@ def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
         yield _result("factors_are_present", factors_are_present(table))
         yield _result("fund_days_are_unique", fund_days_are_unique(table))
         yield _result("universe_coverage", universe_coverage(table, codes, days), dg.AssetCheckSeverity.WARN)
-        known = trading_days.calendar
-        horizon = calendar_horizon(known.known_until, calendar.exchange_today(), known.problem)
-        yield _result("calendar_horizon", horizon, dg.AssetCheckSeverity.WARN)
 
     @dg.asset(
         partitions_def=trading_days.partitions_def,
