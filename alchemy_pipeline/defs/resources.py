@@ -138,7 +138,7 @@ class TradingCalendarResource(dg.ConfigurableResource):
     files: dg.ResourceDependency[FilesResource]
 
     def load(self) -> TradingCalendar:
-        """Never fails: an unreadable cache leaves the bundled calendar, and the horizon check says why."""
+        """Never fails: an unreadable cache leaves the bundled calendar, until the refresh replaces it."""
         try:
             raw = self.files.store().get(TRADE_CAL_CACHE_KEY)
             if raw is None:

@@ -92,20 +92,15 @@ def no_data_under_threshold(signals: pd.DataFrame, threshold: int) -> Finding:
 HORIZON_WARN_DAYS = 60
 
 
-def calendar_horizon(
-    known_until: dt.date, today: dt.date, problem: str | None = None, warn_days: int = HORIZON_WARN_DAYS
-) -> Finding:
-    """The trading calendar knows holidays only so far: warn ahead of its end, and when its cache is unusable."""
+def calendar_horizon(known_until: dt.date, today: dt.date, warn_days: int = HORIZON_WARN_DAYS) -> Finding:
+    """The trading calendar knows holidays only so far: warn ahead of its end."""
     left = (known_until - today).days
     metadata = {"calendar_known_until": known_until.isoformat(), "days_left": left}
-    if problem:
-        metadata["cache_problem"] = problem
-    if left > warn_days and not problem:
+    if left > warn_days:
         return Finding(True, f"the trading calendar knows holidays until {known_until} ({left} days left)", metadata)
-    why = f"{problem}; " if problem else ""
     return Finding(
         False,
-        f"{why}the trading calendar knows holidays only until {known_until} ({left} days left): the "
+        f"the trading calendar knows holidays only until {known_until} ({left} days left): the "
         "trading_calendar asset fetches Tushare's trade_cal past it (its schedule tries daily from "
         f"{warn_days} days ahead), or upgrade exchange-calendars (pinned in pyproject.toml); past it "
         "nothing is published",

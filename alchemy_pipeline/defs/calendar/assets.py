@@ -25,16 +25,13 @@ CALENDAR_ASSET = "trading_calendar"
         "bundled calendar's horizon."
     ),
     # A property of the calendar, not of any day's prices: checked here, where the refresh happens (its
-    # schedule materializes this asset daily from 60 days ahead, and at once if the cache is unusable),
-    # rather than once per trading day of every backfill.
+    # schedule materializes this asset daily from 60 days ahead, and on its next tick if the cache is
+    # unusable, replacing it), rather than once per trading day of every backfill.
     check_specs=[
         dg.AssetCheckSpec(
             "calendar_horizon",
             asset=CALENDAR_ASSET,
-            description=(
-                f"Warns {HORIZON_WARN_DAYS} days before the trading calendar runs out of known holidays, or when "
-                "its cache is unusable."
-            ),
+            description=f"Warns {HORIZON_WARN_DAYS} days before the trading calendar runs out of known holidays.",
         )
     ],
 )
@@ -64,7 +61,7 @@ def trading_calendar(
         calendar_cache.save(fetched)
         kept = refreshed
     added = kept.holidays(start)  # start is the day after the bundled calendar's last
-    horizon = calendar_horizon(kept.known_until, calendar.exchange_today(), kept.problem)
+    horizon = calendar_horizon(kept.known_until, calendar.exchange_today())
     return dg.MaterializeResult(
         check_results=[
             dg.AssetCheckResult(
