@@ -207,15 +207,14 @@ def test_rate_limiter_spaces_calls_per_api_within_a_minute_of_their_answers():
 
 def test_rate_limiter_counts_calls_still_in_flight():
     now, waits, sleep = fake_time()
-    limiter = RateLimiter(1, clock=lambda: now[0], sleep=sleep)
-    limiter.acquire("fund_daily")
 
     def answer_the_call_in_flight(seconds):
         sleep(seconds)
         if len(waits) == 3:  # the call in flight is answered while the next one waits
             limiter.release("fund_daily")
 
-    limiter._sleep = answer_the_call_in_flight
+    limiter = RateLimiter(1, clock=lambda: now[0], sleep=answer_the_call_in_flight)
+    limiter.acquire("fund_daily")
     waited = limiter.acquire("fund_daily")
     assert waits[:3] == [RateLimiter.POLL_SECONDS] * 3  # nothing may start while the budget is in flight
     assert waited == pytest.approx(3 * RateLimiter.POLL_SECONDS + 60.0, abs=0.01)  # then 60 s after that answer

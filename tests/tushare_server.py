@@ -187,7 +187,7 @@ def _rows_with_nulls(table: pd.DataFrame) -> list[list]:
     benchmark asks for thousands of full pages, and the server shares the machine with the pipeline."""
     columns = []
     for name in table.columns:
-        values = table[name].to_numpy(dtype=object)
+        values = table[name].to_numpy(dtype=object, copy=True)  # never the served table's own array
         values[pd.isna(values)] = None
         columns.append(values)
     return [list(row) for row in zip(*columns, strict=True)] if columns else [[] for _ in range(len(table))]
