@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 
 VALID_TOKEN = "test-token"
@@ -49,12 +50,14 @@ class TushareTestServer:
         self._ids = itertools.count(1)
         self._recent: dict[str, list[float]] = {}
         self.rows_served = 0
-        # Newest first, then by code, as the vendor answers; indexes by fund and by day, and each table's
-        # dates as numbers, so that a large table answers any query quickly.
+        # Newest first, then by code, as the vendor answers, each column as one array; rows are found by
+        # position (by fund, by day, or a date range as one slice), so that a large table answers any
+        # query quickly: a benchmark asks for thousands of full pages, and the server shares the machine
+        # with the pipeline.
         self.tables = {name: _in_vendor_order(_as_text_keys(table)) for name, table in self.tables.items()}
-        self._by_code = {name: dict(tuple(t.groupby("ts_code"))) for name, t in self.tables.items() if "ts_code" in t}
-        self._by_day = {
-            name: dict(tuple(t.groupby("trade_date"))) for name, t in self.tables.items() if "trade_date" in t
+        self._columns = {name: {c: _served_column(t[c]) for c in t.columns} for name, t in self.tables.items()}
+        self._rows_of_code = {
+            name: t.groupby("ts_code", sort=False).indices for name, t in self.tables.items() if "ts_code" in t
         }
         self._negated_dates = {
             name: -t[column].astype("int64").to_numpy()
@@ -67,7 +70,7 @@ class TushareTestServer:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 status, payload = server.answer(self.path, self.rfile.read(length))
-                body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+                body = orjson.dumps(payload)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))
@@ -86,7 +89,7 @@ class TushareTestServer:
             def log_message(self, *args):
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     @classmethod
@@ -146,51 +149,61 @@ class TushareTestServer:
             return 200, _error(request_id, 40101, "抱歉，您的token不对，请确认。")
         if api_name not in self.tables:
             return 200, _error(request_id, 40102, f"接口名 {api_name} 不存在")
-        table = self._select(api_name, params)
-        fields = [f for f in (request.get("fields") or "").split(",") if f] or list(table.columns)
-        table = table[[f for f in fields if f in table.columns]]
-        items = _rows_with_nulls(table)
-        data = {"fields": list(table.columns), "items": items}
+        table = self.tables[api_name]
+        rows = self._select(api_name, params)
+        wanted = [f for f in (request.get("fields") or "").split(",") if f] or list(table.columns)
+        fields = [f for f in wanted if f in table.columns]
+        columns = [_values(self._columns[api_name][f], rows) for f in fields]
+        items = list(map(list, zip(*columns, strict=True))) if columns else [[] for _ in range(len(rows))]
         with self._lock:
             self.rows_served += len(items)
-        return 200, {"request_id": request_id, "code": 0, "msg": "", "data": data}
+        return 200, {"request_id": request_id, "code": 0, "msg": "", "data": {"fields": fields, "items": items}}
 
-    def _select(self, api_name: str, params: dict) -> pd.DataFrame:
-        table = self.tables[api_name]
-        empty = table.iloc[0:0]
-        date = _date_column(table)
-        if params.get("ts_code"):
-            codes = str(params["ts_code"]).split(",")
-            table = _in_vendor_order(pd.concat([self._by_code[api_name].get(c, empty) for c in codes]))
-        elif params.get("trade_date"):
-            table = self._by_day[api_name].get(str(params["trade_date"]), empty)
-        elif date is not None:
-            # The whole table, newest first: a date range is one slice of it.
-            negated = self._negated_dates[api_name]
-            first = np.searchsorted(negated, -int(params.get("end_date") or 99991231), side="left")
-            last = np.searchsorted(negated, -int(params.get("start_date") or 0), side="right")
-            table = table.iloc[first:last]
-        if date is not None and (params.get("ts_code") or params.get("trade_date")):
-            if params.get("trade_date"):
-                table = table[table[date] == str(params["trade_date"])]
-            if params.get("start_date"):
-                table = table[table[date] >= str(params["start_date"])]
-            if params.get("end_date"):
-                table = table[table[date] <= str(params["end_date"])]
+    def _select(self, api_name: str, params: dict) -> np.ndarray:
+        """The positions of the rows a query asks for, in the vendor's order, one page of them."""
+        negated = self._negated_dates.get(api_name)
+        rows = None  # every row of the table
+        if params.get("ts_code") and api_name in self._rows_of_code:
+            found = [self._rows_of_code[api_name].get(c) for c in str(params["ts_code"]).split(",")]
+            rows = np.sort(np.concatenate([np.empty(0, dtype=np.intp), *(f for f in found if f is not None)]))
+        first, last = 0, len(self.tables[api_name]) if rows is None else len(rows)
+        if negated is not None:
+            # The rows are newest first, so their dates (negated) ascend: each bound on the date is a cut.
+            dates = negated if rows is None else negated[rows]
+            for latest in (params.get("trade_date"), params.get("end_date")):
+                if latest:
+                    first = max(first, int(np.searchsorted(dates, -int(latest), side="left")))
+            for earliest in (params.get("trade_date"), params.get("start_date")):
+                if earliest:
+                    last = min(last, int(np.searchsorted(dates, -int(earliest), side="right")))
         offset = int(params.get("offset") or 0)
         limit = min(int(params.get("limit") or self.row_cap), self.row_cap)
-        return table.iloc[offset : offset + limit]
+        page = np.arange(first + offset, min(last, first + offset + limit))
+        return page if rows is None else rows[page]
 
 
-def _rows_with_nulls(table: pd.DataFrame) -> list[list]:
-    """The rows as lists of Python values, a missing value as None (JSON null), column by column: a
-    benchmark asks for thousands of full pages, and the server shares the machine with the pipeline."""
-    columns = []
-    for name in table.columns:
-        values = table[name].to_numpy(dtype=object, copy=True)  # never the served table's own array
-        values[pd.isna(values)] = None
-        columns.append(values)
-    return [list(row) for row in zip(*columns, strict=True)] if columns else [[] for _ in range(len(table))]
+def _served_column(column: pd.Series) -> np.ndarray:
+    """Numbers as a float array (a missing one is NaN); anything else as Python values, a missing one None."""
+    if pd.api.types.is_float_dtype(column.dtype):
+        return column.to_numpy(dtype="float64")
+    values = column.to_numpy(dtype=object, copy=True)  # never the served table's own array
+    values[pd.isna(values)] = None
+    return values
+
+
+def _values(column: np.ndarray, rows: np.ndarray) -> list:
+    """A page's values of one column as Python values, a missing number as None (JSON null)."""
+    values = column[rows].tolist()
+    if column.dtype == np.float64:
+        for i in np.flatnonzero(np.isnan(column[rows])).tolist():
+            values[i] = None
+    return values
+
+
+class _Server(ThreadingHTTPServer):
+    # A client may open many connections at once (the SDK opens one per call); socketserver's default
+    # backlog of 5 would refuse some of them, which no real vendor does.
+    request_queue_size = 128
 
 
 def _date_column(table: pd.DataFrame) -> str | None:
