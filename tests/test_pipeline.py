@@ -7,8 +7,10 @@ analyst re-runs a range as a single-run backfill from the CLI; the sensor notifi
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -206,6 +208,44 @@ def test_site_index_and_history_list_every_published_day(scenario):
     index = (scenario["site"] / "index.html").read_text("utf-8")
     assert f'href="reports/{NEXT_DAY}.html"' in index and f'href="reports/{DAY}.html"' in index
     assert not list(scenario["site"].rglob("*.tmp"))  # atomic writes leave no temporary files
+
+
+HANDED_OVER = "handed over in memory"
+
+
+def test_a_step_takes_what_the_run_just_wrote_and_it_equals_a_read(scenario, tmp_path):
+    # Within a run, each step takes the value its upstream step has just written (the IO manager keeps
+    # it) and reads only what that lacks. Run apart, one asset a run over both days, every step reads it
+    # back from storage: the same files (whatever days a run wrote together) and reports must come out.
+    instance = scenario["instance"]
+    handed = [
+        e.user_message
+        for run in instance.get_runs()
+        for e in instance.all_logs(run.run_id)
+        if HANDED_OVER in e.user_message
+    ]
+    window = len(history_keys(DAY)) + 1
+    assert f"etf_daily_prices: 1 of {window} partitions {HANDED_OVER}, {window - 1} read" in handed
+    assert f"etf_indicators: 1 of 1 partitions {HANDED_OVER}, 0 read" in handed
+    assert f"trade_signals: 1 of 1 partitions {HANDED_OVER}, 0 read" in handed
+
+    data, site = tmp_path / "data", tmp_path / "site"
+    shutil.copytree(scenario["tmp"] / "data" / "etf_daily_prices", data / "etf_daily_prices")
+    tags = {"dagster/asset_partition_range_start": DAY, "dagster/asset_partition_range_end": NEXT_DAY}
+    with pytest.MonkeyPatch.context() as mp:
+        use_env(mp, {**scenario["env"], "ALCHEMY_DATA_DIR": str(data), "ALCHEMY_PUBLISH_DIR": str(site)})
+        job = build_definitions(load_settings()).resolve_job_def("daily_signals_job")
+        for asset in ("etf_indicators", "trade_signals", "signal_report"):
+            result = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(asset)], tags=tags)
+            assert result.success
+            assert not [e for e in instance.all_logs(result.run_id) if HANDED_OVER in e.user_message]
+    for day in (DAY, NEXT_DAY):
+        for asset in ("etf_indicators", "trade_signals"):
+            path = Path(asset) / f"{day}.parquet"
+            assert (data / path).read_bytes() == (scenario["tmp"] / "data" / path).read_bytes(), path
+        for suffix in (".json", ".txt", ".html"):
+            path = Path("reports") / f"{day}{suffix}"
+            assert (site / path).read_bytes() == (scenario["site"] / path).read_bytes(), path
 
 
 def materialize_cli(scenario, partitions: list[str], **env) -> tuple[list[str], dict]:

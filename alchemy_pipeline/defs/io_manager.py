@@ -3,6 +3,10 @@
 A single-run backfill hands an asset the DataFrame of its whole range: the IO manager splits it by
 ``trade_date`` into one object per partition, and loads a range of partitions (a day's history window,
 or a backfill's) in one pass, each object read once; objects are written and read a few at a time.
+
+A run's steps share one IO manager when they run in one process (the jobs' in-process executor): the
+value a step has just written is then handed to the next step as it is, and only the partitions it
+lacks (the older days of a history window) are read.
 """
 
 import io
@@ -14,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster_aws.s3 import S3Resource
+from pydantic import PrivateAttr
 
 from alchemy_pipeline.domain.frames import by_trade_date, shared_strings
 from alchemy_pipeline.domain.memory import release_free_memory
@@ -43,6 +48,17 @@ def _is_text(field: pa.Field) -> bool:
     return pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
 
 
+def arrow_schema(frame: pd.DataFrame) -> pa.Schema:
+    """The frame's Arrow schema from its dtypes alone, a Python-object column as text: inferred from the values,
+    a day whose notes are all empty would get a column of type null, and its file would then depend on
+    which other days were written with it."""
+    schema = pa.Schema.from_pandas(frame.iloc[:0], preserve_index=False)
+    for i, field in enumerate(schema):
+        if frame[field.name].dtype == object:
+            schema = schema.set(i, field.with_type(pa.string()))
+    return schema
+
+
 def to_parquet_bytes(table: pa.Table) -> bytes:
     buffer = io.BytesIO()
     # Dictionaries for the text columns only (codes, names, states repeat; numbers seldom do), and Snappy
@@ -65,6 +81,9 @@ def from_parquet_bytes(data: bytes, columns: list[str] | None = None) -> pa.Tabl
 class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     """Stores ``<asset_key>/<YYYY-MM-DD>.parquet`` in the store of the subclass."""
 
+    # Per asset, the partitions this instance wrote last and their value, until a step takes it.
+    _written: dict = PrivateAttr(default_factory=dict)
+
     def store(self) -> BlobStore:
         raise NotImplementedError
 
@@ -86,12 +105,13 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             stray = sorted(str(d) for d in set(np.unique(day_of_row)) - set(partition_days))
             raise ValueError(f"{context.asset_key.to_user_string()} has rows for days outside its partitions: {stray}")
         store = self.store()
+        schema = arrow_schema(obj)
         days = list(zip(keys, starts, ends, strict=True))
         # To Arrow a chunk of days at a time (a whole decade at once would double the memory held), then a
         # zero-copy slice per day.
         for chunk in (days[i : i + DAYS_PER_ARROW_CHUNK] for i in range(0, len(days), DAYS_PER_ARROW_CHUNK)):
             offset = chunk[0][1]
-            table = pa.Table.from_pandas(obj.iloc[offset : chunk[-1][2]], preserve_index=False)
+            table = pa.Table.from_pandas(obj.iloc[offset : chunk[-1][2]], schema=schema, preserve_index=False)
 
             def write(day: tuple[str, int, int], table=table, offset=offset) -> None:
                 key, start, end = day
@@ -99,6 +119,16 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 store.put(self._key(context.asset_key, key), data, content_type="application/vnd.apache.parquet")
 
             in_parallel(write, chunk)
+        # Kept only when the value is the one a read would return: rows in day order, numbered from 0.
+        self._written[context.asset_key] = (list(keys), obj.reset_index(drop=True))
+
+    def _take_written(self, asset_key: dg.AssetKey, keys: list[str]) -> tuple[list[str], pd.DataFrame | None]:
+        """The partitions of ``keys`` that were not just written, and the written value if it is the last of
+        ``keys`` (a step reads its upstream's whole range, or a history window that ends with it)."""
+        written_keys, value = self._written.pop(asset_key, (None, None))
+        if written_keys and keys[len(keys) - len(written_keys) :] == written_keys:
+            return keys[: len(keys) - len(written_keys)], value
+        return keys, None
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         release_free_memory()  # what the previous step held, before this one reads
@@ -119,15 +149,29 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 f"reads ({', '.join(f'{a}...{b}' for a, b in ranges)}). Backfill them first: {commands}"
             )
         columns = context.definition_metadata.get("columns")  # an input may ask for some columns only
+        to_read, written = self._take_written(asset_key, keys)
+        if written is not None:
+            context.log.info(
+                f"{asset_key.to_user_string()}: {len(keys) - len(to_read)} of {len(keys)} partitions handed over in "
+                f"memory, {len(to_read)} read"
+            )
+            written = written[columns].copy() if columns else written
+        frame = self._read(store, asset_key, to_read, columns)
+        release_free_memory()  # the Arrow buffers, before the step computes
+        if written is None:
+            return frame
+        if not to_read:
+            return written
+        return pd.concat([frame, written], ignore_index=True)
+
+    def _read(self, store: BlobStore, asset_key: dg.AssetKey, keys: list[str], columns: list[str] | None):
         tables = in_parallel(lambda k: from_parquet_bytes(store.get(self._key(asset_key, k)), columns), keys)
         if not tables:
             return pd.DataFrame()
         # Each Arrow buffer is released as soon as it is converted: the range is not held twice.
         table = pa.concat_tables(tables, promote_options="default")
         del tables
-        frame = shared_strings(table.to_pandas(split_blocks=True, self_destruct=True))
-        release_free_memory()  # the Arrow buffers, before the step computes
-        return frame
+        return shared_strings(table.to_pandas(split_blocks=True, self_destruct=True))
 
 
 class LocalParquetIOManager(PartitionedParquetIOManager):
