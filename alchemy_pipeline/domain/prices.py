@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from alchemy_pipeline.domain.frames import object_column
 from alchemy_pipeline.domain.tushare_api import TushareClient, VendorDataError
@@ -157,8 +159,10 @@ class PriceRequest:
         self.codes = np.array(sorted(self.universe), dtype=object)
         self.days = sorted(set(days))
         self.dates = np.array(self.days, dtype="datetime64[D]").astype("datetime64[ns]")
-        self._fund_of_code = pd.Index(self.codes, dtype=object)
-        self._day_of_text = pd.Index([_yyyymmdd(d) for d in self.days], dtype=object)
+        # Arrow value sets: a page's codes and dates are looked up where they are, in the page's Arrow
+        # columns, without a Python string per row.
+        self._code_set = pa.array(self.codes.tolist(), type=pa.large_string())
+        self._day_set = pa.array([_yyyymmdd(d) for d in self.days], type=pa.large_string())
 
     def describe(self, keys: np.ndarray) -> list[str]:
         funds = len(self.codes)
@@ -167,10 +171,11 @@ class PriceRequest:
     def page_rows(self, api: VendorApi, page: pd.DataFrame) -> _ApiRows:
         """A page's rows of the wanted funds on the wanted days; a date or a number that is not one fails
         the fetch, naming the API and the value."""
-        fund = self._fund_of_code.get_indexer(page["ts_code"].astype(str).to_numpy(dtype=object))
-        texts = page["trade_date"].astype(str).to_numpy(dtype=object)
-        day = self._day_of_text.get_indexer(texts)
-        malformed = [text for text in pd.unique(texts[day < 0]) if not _is_yyyymmdd(text)]
+        fund = _positions(page["ts_code"], self._code_set)
+        texts = _text(page["trade_date"])
+        day = _positions(texts, self._day_set)
+        unknown = pc.unique(texts.filter(pa.array(day < 0))).to_pylist()
+        malformed = [text for text in unknown if text is None or not _is_yyyymmdd(text)]
         if malformed:
             raise VendorDataError(
                 f"Tushare {api.name} returned trade_date values that are not YYYYMMDD: {malformed[:5]}"
@@ -181,6 +186,18 @@ class PriceRequest:
             raise VendorDataError(f"Tushare {api.name} returned a value that is not a number: {exc}") from None
         kept = (fund >= 0) & (day >= 0)
         return _ApiRows(day[kept].astype(np.int64) * len(self.codes) + fund[kept], values[kept])
+
+
+def _text(column: pd.Series) -> pa.Array:
+    """A column as Arrow text (a value the vendor sent as a number, as its digits)."""
+    values = pa.array(column, from_pandas=True)
+    return values if values.type == pa.large_string() else pc.cast(values, pa.large_string())
+
+
+def _positions(values: pd.Series | pa.Array, value_set: pa.Array) -> np.ndarray:
+    """Each value's position in ``value_set``, or -1."""
+    found = pc.index_in(values if isinstance(values, pa.Array) else _text(values), value_set=value_set)
+    return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _is_yyyymmdd(text: str) -> bool:

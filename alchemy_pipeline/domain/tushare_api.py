@@ -184,7 +184,7 @@ class TushareClient:
         missing = [f for f in fields if f not in table.columns]
         if missing:
             raise VendorDataError(f"{where} lacks fields {missing}")
-        return table[list(fields)]
+        return table if list(table.columns) == list(fields) else table[list(fields)]
 
     def _call(self, api_name: str, fields: Sequence[str], params: dict) -> pd.DataFrame:
         """One call, retried with backoff on faults a later attempt can clear; a refused token fails at once."""
