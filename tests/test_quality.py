@@ -6,6 +6,7 @@ import pandas as pd
 
 from alchemy_pipeline.domain.quality import (
     bars_are_sane,
+    bars_are_valid,
     calendar_horizon,
     factors_are_present,
     fund_days_are_unique,
@@ -39,6 +40,16 @@ def test_missing_or_non_positive_factors_fail():
 def test_duplicate_fund_days_fail():
     assert fund_days_are_unique(bars()).passed
     assert not fund_days_are_unique(bars(ts_code="510300.SH")).passed
+
+
+def test_one_check_of_every_bar_rule_names_each_rule_that_fails():
+    assert bars_are_valid(bars()).passed
+    finding = bars_are_valid(bars(ts_code="510300.SH", high=3.3, adj_factor=None))
+    assert not finding.passed
+    assert "not sane" in finding.description and "lack a positive adjustment factor" in finding.description
+    assert "repeat a fund and day" in finding.description
+    assert finding.metadata == {"bad_bars": 1, "bars_without_factor": 1, "repeated_bars": 2}
+    assert bars_are_valid(bars(adj_factor=0.0)).description.startswith("1 bars lack a positive adjustment factor")
 
 
 def test_coverage_names_the_funds_without_a_bar():

@@ -50,6 +50,22 @@ def fund_days_are_unique(prices: pd.DataFrame) -> Finding:
                    {"repeated_bars": len(repeated)})  # fmt: skip
 
 
+BAR_RULES = (bars_are_sane, factors_are_present, fund_days_are_unique)
+
+
+def bars_are_valid(prices: pd.DataFrame) -> Finding:
+    """Every rule of ``BAR_RULES`` at once; a failure names each rule that fails, with examples.
+
+    One blocking check rather than one per rule: Dagster records every planned check once per partition
+    of a run, each record carrying the run's whole partition set, so a decade's backfill pays for each
+    check in seconds and tens of megabytes of event log.
+    """
+    findings = [rule(prices) for rule in BAR_RULES]
+    failed = [finding for finding in findings if not finding.passed]
+    metadata = {key: value for finding in findings for key, value in finding.metadata.items()}
+    return Finding(not failed, "; ".join(finding.description for finding in (failed or findings)), metadata)
+
+
 def universe_coverage(prices: pd.DataFrame, universe_codes: list[str], days: list) -> Finding:
     """Funds of the universe without a bar, per day: they become NO_DATA downstream, with the reason."""
     universe = set(universe_codes)

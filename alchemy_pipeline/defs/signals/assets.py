@@ -14,9 +14,7 @@ from alchemy_pipeline.domain.prices import fetch_prices
 from alchemy_pipeline.domain.publish import publish_signals
 from alchemy_pipeline.domain.quality import (
     Finding,
-    bars_are_sane,
-    factors_are_present,
-    fund_days_are_unique,
+    bars_are_valid,
     no_data_under_threshold,
     universe_coverage,
 )
@@ -77,9 +75,12 @@ def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
         group_name=GROUP,
         kinds={"tushare", "pandas", "parquet"},
         check_specs=[
-            _check("bars_are_sane", "etf_daily_prices", "Prices > 0 and low <= open, close <= high."),
-            _check("factors_are_present", "etf_daily_prices", "Every bar has an adjustment factor > 0."),
-            _check("fund_days_are_unique", "etf_daily_prices", "No fund has two bars on one day."),
+            _check(
+                "bars_are_valid",
+                "etf_daily_prices",
+                "Every bar: prices > 0 and low <= open, close <= high; an adjustment factor > 0; no fund with "
+                "two bars on one day. A failure names each broken rule, with examples.",
+            ),
             _check(
                 "universe_coverage",
                 "etf_daily_prices",
@@ -124,9 +125,7 @@ def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
             funds_without_bar_on_last_day=len(codes) - int((table["trade_date"] == pd.Timestamp(days[-1])).sum()),
         )
         yield dg.Output(table, metadata=metadata)
-        yield _result("bars_are_sane", bars_are_sane(table))
-        yield _result("factors_are_present", factors_are_present(table))
-        yield _result("fund_days_are_unique", fund_days_are_unique(table))
+        yield _result("bars_are_valid", bars_are_valid(table))
         yield _result("universe_coverage", universe_coverage(table, codes, days), dg.AssetCheckSeverity.WARN)
 
     @dg.asset(
