@@ -50,8 +50,26 @@ def _texts(values: pd.Series) -> list:
 
 
 def _numbers(values: pd.Series, digits: int) -> list[float | None]:
-    # Python's round on each value, as the report has always been rounded.
-    return [None if v != v else round(v, digits) for v in values.astype("float64").tolist()]
+    """Python's round of each value, as the report has always been rounded; a missing value None.
+
+    Most values arrive rounded already. A value that NumPy's rounding leaves unchanged is the double
+    nearest to a number of ``digits`` decimals (IEEE division of that integer by 10**digits), and Python's
+    round returns it unchanged too: only the others are rounded one by one.
+    """
+    numbers = values.to_numpy(dtype="float64", na_value=np.nan)
+    listed = numbers.tolist()
+    for i in np.flatnonzero(np.round(numbers, digits) != numbers).tolist():
+        value = listed[i]
+        listed[i] = None if value != value else round(value, digits)
+    return listed
+
+
+def _integers(values: pd.Series) -> list[int | None]:
+    missing = values.isna().to_numpy()
+    listed = values.to_numpy(dtype="float64", na_value=0).astype(np.int64).tolist()
+    for i in np.flatnonzero(missing).tolist():
+        listed[i] = None
+    return listed
 
 
 # Days of reports built at a time: a long range never holds every day's report in memory at once.
@@ -84,7 +102,7 @@ def _batch_reports(signals: pd.DataFrame, params: StrategyParams, notice: str | 
         "ma_short": _numbers(signals["ma_short"], 3),
         "ma_long": _numbers(signals["ma_long"], 3),
         "since": _dates(signals["since"]),
-        "days": [None if pd.isna(v) else int(v) for v in signals["days"].tolist()],
+        "days": _integers(signals["days"]),
         "pct": _numbers(signals["pct"], 2),
         "note": [v if isinstance(v, str) else None for v in _texts(signals["note"])],
     }
@@ -110,13 +128,22 @@ def build_report(signals: pd.DataFrame, params: StrategyParams, notice: str | No
 
 # One encoder for every value: json.dumps with options builds a new one per call.
 _json = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+# For the funds' lines, CPython's C encoder itself, made once: JSONEncoder.encode makes a new one per
+# call, which costs as much as encoding a fund's line. Where there is none, the encoder above.
+_c_encoder = json.encoder.c_make_encoder and json.encoder.c_make_encoder(
+    None, None, json.encoder.encode_basestring, None, ": ", ", ", False, False, False
+)
+
+
+def _json_line(value: dict) -> str:
+    return "".join(_c_encoder(value, 0)) if _c_encoder else _json(value)
 
 
 def report_json(report: dict) -> bytes:
     """The document with one fund per line. Laid out here rather than by ``indent=``, which would make
     json fall back from its C encoder to the pure-Python one, many times slower over a long backfill."""
     head = [f"  {_json(key)}: {_json(value)}" for key, value in report.items() if key != "signals"]
-    signals = ",\n".join(f"    {_json(signal)}" for signal in report["signals"])
+    signals = ",\n".join(f"    {_json_line(signal)}" for signal in report["signals"])
     return ("{\n" + ",\n".join([*head, f'  "signals": [\n{signals}\n  ]']) + "\n}\n").encode("utf-8")
 
 
