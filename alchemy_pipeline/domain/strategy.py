@@ -223,9 +223,17 @@ def _moving_average(windows: np.ndarray, period: int, first: np.ndarray) -> np.n
     sma = talib.SMA.__wrapped__
     for i, row in enumerate(windows):
         averages[i] = sma(row, period)
-    averages = np.round(averages, 3)
-    averages[np.arange(windows.shape[1])[None, :] < (first + period - 1)[:, None]] = np.nan
+    np.round(averages, 3, out=averages)
+    # TA-Lib leaves its first period - 1 columns NaN; a padded row's averages start later.
+    for i in np.flatnonzero(first).tolist():
+        averages[i, : first[i] + period - 1] = np.nan
     return averages
+
+
+def _windows_ending_at(values: np.ndarray, ends: np.ndarray, width: int, padding: float) -> np.ndarray:
+    """Row r: the ``width`` values up to and including ``values[ends[r]]``, ``padding`` before the first."""
+    padded = np.concatenate([np.full(width - 1, padding), values])
+    return np.lib.stride_tricks.sliding_window_view(padded, width)[ends]
 
 
 def _last(mask: np.ndarray) -> np.ndarray:
@@ -240,16 +248,18 @@ def _fund_days(ts_code, dates, closes, factors, lo: np.ndarray, hi: np.ndarray, 
     bars = hi - lo
     width = int(bars.max())
     first = width - bars  # column of each row's first bar
-    cols = np.arange(width)[None, :]
-    inside = cols >= first[:, None]
-    index = np.where(inside, lo[:, None] + cols - first[:, None], 0)
-    window_factors = np.where(inside, factors[index], 1.0)
-    unusable = np.isnan(window_factors) | (window_factors <= 0)
+    inside = np.arange(width)[None, :] >= first[:, None]
+    # Row r holds the ``width`` bars up to the day's, the ones before its window (or before the fund's
+    # first bar: the padding) masked out; as views of the fund's bars, not gathered through an index.
+    window_closes = _windows_ending_at(closes, hi - 1, width, 0.0)
+    window_factors = _windows_ending_at(factors, hi - 1, width, 1.0)
+    unusable = inside & (np.isnan(window_factors) | (window_factors <= 0))
     day_factor = factors[hi - 1]
     # Forward adjustment to the day's own factor: (close x factor) / factor of the day, as in the rule.
     # Rows with an unusable factor divide by it here, and are reported as such below.
     with np.errstate(divide="ignore", invalid="ignore"):
-        adjusted = np.where(inside, closes[index] * window_factors / day_factor[:, None], 0.0)
+        adjusted = np.where(inside, window_closes * window_factors / day_factor[:, None], 0.0)
+    del window_closes, window_factors
     ma_short = _moving_average(adjusted, params.short, first)
     ma_long = _moving_average(adjusted, params.long, first)
     above, below = ma_short > ma_long, ma_short < ma_long  # False wherever an average is not defined yet
@@ -273,7 +283,9 @@ def _fund_days(ts_code, dates, closes, factors, lo: np.ndarray, hi: np.ndarray, 
     ):
         at = _last(crossed) + 1  # columns of crossed are shifted by one
         found = at > 0
-        part[f"last_{name}_date"] = np.where(found, dates[index[rows, at]], np.datetime64("NaT", "D"))
+        part[f"last_{name}_date"] = np.where(
+            found, dates[np.where(found, lo + at - first, 0)], np.datetime64("NaT", "D")
+        )
         part[f"last_{name}_close"] = np.where(found, adjusted[rows, at], np.nan)
     apart = _last(above | below)
     part["trend"] = np.where(apart < 0, 0, np.where(above[rows, apart], 1, -1))
@@ -286,7 +298,8 @@ def _fund_days(ts_code, dates, closes, factors, lo: np.ndarray, hi: np.ndarray, 
         part["trend"] = np.where(bad, 0, part["trend"])
         note = np.full(len(lo), None, dtype=object)
         note[bad] = [
-            "no usable adjustment factor on " + ", ".join(str(d) for d in dates[index[r][unusable[r]]][:5])
+            "no usable adjustment factor on "
+            + ", ".join(str(d) for d in dates[lo[r] - first[r] + np.flatnonzero(unusable[r])][:5])
             for r in np.flatnonzero(bad)
         ]
         part["note"] = note
