@@ -1,5 +1,7 @@
 """Publishing a range of days: worker processes render exactly what this process would."""
 
+import os
+
 import numpy as np
 import pandas as pd
 
@@ -51,3 +53,18 @@ def test_a_long_range_is_rendered_in_worker_processes_to_the_same_bytes(tmp_path
     by_workers, here = published(tmp_path / "workers"), published(tmp_path / "here")
     assert len(here) == 3 * len(table["trade_date"].unique()) + 2  # three files a day, index and history
     assert by_workers == here
+
+
+def test_a_range_is_made_durable_once_at_the_end_and_an_index_file_at_once(tmp_path, monkeypatch):
+    # A crash cannot be staged here, so the calls that make data durable are counted instead (os.fsync
+    # and os.sync, wrapped, still run): a range's files are synced together once they are all written;
+    # the front page and the history, written after them, each at once.
+    calls = []
+    for name in ("fsync", "sync"):
+        real = getattr(os, name)
+        monkeypatch.setattr(f"os.{name}", lambda *a, real=real, name=name: calls.append(name) or real(*a))
+    table = signals(12)
+    written = publish.publish_signals(LocalBlobStore(tmp_path), table, StrategyParams())
+    assert len(written) == 3 * 12 + 2
+    assert calls == ["sync", "fsync", "fsync"]
+    assert not list(tmp_path.rglob("*.tmp"))

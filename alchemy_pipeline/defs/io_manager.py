@@ -109,16 +109,17 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         days = list(zip(keys, starts, ends, strict=True))
         # To Arrow a chunk of days at a time (a whole decade at once would double the memory held), then a
         # zero-copy slice per day.
-        for chunk in (days[i : i + DAYS_PER_ARROW_CHUNK] for i in range(0, len(days), DAYS_PER_ARROW_CHUNK)):
-            offset = chunk[0][1]
-            table = pa.Table.from_pandas(obj.iloc[offset : chunk[-1][2]], schema=schema, preserve_index=False)
+        with store.batch():
+            for chunk in (days[i : i + DAYS_PER_ARROW_CHUNK] for i in range(0, len(days), DAYS_PER_ARROW_CHUNK)):
+                offset = chunk[0][1]
+                table = pa.Table.from_pandas(obj.iloc[offset : chunk[-1][2]], schema=schema, preserve_index=False)
 
-            def write(day: tuple[str, int, int], table=table, offset=offset) -> None:
-                key, start, end = day
-                data = to_parquet_bytes(table.slice(start - offset, end - start))
-                store.put(self._key(context.asset_key, key), data, content_type="application/vnd.apache.parquet")
+                def write(day: tuple[str, int, int], table=table, offset=offset) -> None:
+                    key, start, end = day
+                    data = to_parquet_bytes(table.slice(start - offset, end - start))
+                    store.put(self._key(context.asset_key, key), data, content_type="application/vnd.apache.parquet")
 
-            in_parallel(write, chunk)
+                in_parallel(write, chunk)
         # Kept only when the value is the one a read would return: rows in day order, numbered from 0.
         self._written[context.asset_key] = (list(keys), obj.reset_index(drop=True))
 

@@ -59,10 +59,11 @@ def _write_days(store: BlobStore, rendered: Iterable[RenderedDay], subscribe_url
     """Writes each day's files (several days at once), then refreshes the front page and the history once,
     after every day's files are written."""
     written, rendered = [], iter(rendered)
-    # In batches: the days may be rendered lazily, and only a batch of them need exist at once.
-    while batch := list(itertools.islice(rendered, IN_FLIGHT * 4)):
-        written += [key for keys in in_parallel(lambda day: _write_day(store, day), batch) for key in keys]
-    written += refresh_index(store, subscribe_url)
+    with store.batch():
+        # In batches: the days may be rendered lazily, and only a batch of them need exist at once.
+        while batch := list(itertools.islice(rendered, IN_FLIGHT * 4)):
+            written += [key for keys in in_parallel(lambda day: _write_day(store, day), batch) for key in keys]
+    written += refresh_index(store, subscribe_url)  # once every day's files are durable
     return written
 
 

@@ -6,8 +6,9 @@ import fcntl
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -44,18 +45,34 @@ class BlobStore(Protocol):
         """Writes only if the object still has ``tag`` (or, with None, still does not exist); otherwise
         raises WriteConflict. Of concurrent writers that read the same state, exactly one succeeds."""
 
+    def batch(self) -> AbstractContextManager[None]:
+        """Many puts: each object is replaced whole as ever, and all are durable once the batch ends
+        without an error (rather than each as it is written)."""
+
 
 class LocalBlobStore:
     """A directory; each file is replaced atomically (written aside, then renamed)."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        self._in_batch = False
 
     def path(self, key: str) -> Path:
         return self.root / key
 
     def put(self, key: str, data: bytes, content_type: str | None = None, cache_control: str | None = None) -> None:
-        atomic_write(self.path(key), data)
+        atomic_write(self.path(key), data, durable=not self._in_batch)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        # One sync of the file system at the end rather than an fsync per file: a long range is thousands
+        # of files, and each fsync waits on the disk in turn.
+        self._in_batch = True
+        try:
+            yield
+        finally:
+            self._in_batch = False
+        os.sync()
 
     def get(self, key: str) -> bytes | None:
         path = self.path(key)
@@ -100,6 +117,9 @@ class S3BlobStore:
             extra["CacheControl"] = cache_control
         self._client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data, **extra)
 
+    def batch(self) -> AbstractContextManager[None]:
+        return nullcontext()  # an S3 put is durable when it returns
+
     def get(self, key: str) -> bytes | None:
         try:
             return self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
@@ -132,14 +152,16 @@ class S3BlobStore:
         return found
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
+    """Replaces the file whole (written aside, then renamed over it); ``durable``: on disk on return."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
