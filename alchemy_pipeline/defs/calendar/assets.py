@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from alchemy_pipeline.defs.automation import exchange_schedule
+from alchemy_pipeline.defs.checks import check_result
 from alchemy_pipeline.defs.resources import PriceSourceResource, TradingCalendarResource
 from alchemy_pipeline.domain import calendar
 from alchemy_pipeline.domain.quality import HORIZON_WARN_DAYS, calendar_horizon
@@ -63,15 +64,7 @@ def trading_calendar(
     added = kept.holidays(start)  # start is the day after the bundled calendar's last
     horizon = calendar_horizon(kept.known_until, calendar.exchange_today())
     return dg.MaterializeResult(
-        check_results=[
-            dg.AssetCheckResult(
-                check_name="calendar_horizon",
-                passed=horizon.passed,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=horizon.description,
-                metadata=horizon.metadata,
-            )
-        ],
+        check_results=[check_result("calendar_horizon", horizon, dg.AssetCheckSeverity.WARN)],
         metadata={
             "known_until": kept.known_until.isoformat(),
             "source": kept.source,

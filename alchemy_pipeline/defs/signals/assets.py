@@ -3,6 +3,7 @@
 import dagster as dg
 import pandas as pd
 
+from alchemy_pipeline.defs.checks import check_result
 from alchemy_pipeline.defs.partitions import TradingDays, history_mapping, to_day
 from alchemy_pipeline.defs.resources import (
     PriceSourceResource,
@@ -13,7 +14,6 @@ from alchemy_pipeline.defs.resources import (
 from alchemy_pipeline.domain.prices import fetch_prices
 from alchemy_pipeline.domain.publish import publish_signals
 from alchemy_pipeline.domain.quality import (
-    Finding,
     bars_are_valid,
     no_data_under_threshold,
     universe_coverage,
@@ -54,16 +54,6 @@ def _table_metadata(table: pd.DataFrame, preview: pd.DataFrame | None = None) ->
 
 def _check(name: str, asset: str, description: str, blocking: bool = True) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(name, asset=asset, description=description, blocking=blocking)
-
-
-def _result(name: str, finding: Finding, severity=dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        check_name=name,
-        passed=finding.passed,
-        severity=severity,
-        description=finding.description,
-        metadata=finding.metadata,
-    )
 
 
 def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
@@ -125,8 +115,8 @@ def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
             funds_without_bar_on_last_day=len(codes) - int((table["trade_date"] == pd.Timestamp(days[-1])).sum()),
         )
         yield dg.Output(table, metadata=metadata)
-        yield _result("bars_are_valid", bars_are_valid(table))
-        yield _result("universe_coverage", universe_coverage(table, codes, days), dg.AssetCheckSeverity.WARN)
+        yield check_result("bars_are_valid", bars_are_valid(table))
+        yield check_result("universe_coverage", universe_coverage(table, codes, days), dg.AssetCheckSeverity.WARN)
 
     @dg.asset(
         partitions_def=trading_days.partitions_def,
@@ -186,7 +176,7 @@ def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
         metadata.update({f"last_day_{s.value.lower()}": int((last_day["state"] == s.value).sum()) for s in State})
         yield dg.Output(table, metadata=metadata)
         threshold = no_data_under_threshold(table, universe.max_funds_without_data)
-        yield _result("funds_without_data_under_threshold", threshold)
+        yield check_result("funds_without_data_under_threshold", threshold)
 
     @dg.asset(
         partitions_def=trading_days.partitions_def,
