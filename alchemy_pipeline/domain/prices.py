@@ -171,7 +171,7 @@ class PriceRequest:
     def page_rows(self, api: VendorApi, page: pd.DataFrame) -> _ApiRows:
         """A page's rows of the wanted funds on the wanted days; a date or a number that is not one fails
         the fetch, naming the API and the value."""
-        fund = _positions(page["ts_code"], self._code_set)
+        fund = _positions(_text(page["ts_code"]), self._code_set)
         texts = _text(page["trade_date"])
         day = _positions(texts, self._day_set)
         unknown = pc.unique(texts.filter(pa.array(day < 0))).to_pylist()
@@ -194,9 +194,9 @@ def _text(column: pd.Series) -> pa.Array:
     return values if values.type == pa.large_string() else pc.cast(values, pa.large_string())
 
 
-def _positions(values: pd.Series | pa.Array, value_set: pa.Array) -> np.ndarray:
+def _positions(values: pa.Array, value_set: pa.Array) -> np.ndarray:
     """Each value's position in ``value_set``, or -1."""
-    found = pc.index_in(values if isinstance(values, pa.Array) else _text(values), value_set=value_set)
+    found = pc.index_in(values, value_set=value_set)
     return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
