@@ -223,3 +223,12 @@ def test_a_long_range_is_classified_in_batches_to_the_same_signals(monkeypatch):
     batched = classify(indicators.sample(frac=1, random_state=1), universe, days, SMALL)  # any row order
     assert len(whole) == len(days) * len(universe) and set(whole["state"]) >= {"BUY", "SELL", "NO_DATA"}
     pd.testing.assert_frame_equal(batched, whole, check_exact=True)
+
+
+def test_a_fund_twice_on_one_day_in_the_indicators_is_refused_by_name():
+    table = prices({"A": CLOSES, "B": CLOSES})
+    indicators = compute_indicators(table, DAYS[:10], [DAYS[9]], SMALL)
+    doubled = pd.concat([indicators, indicators[indicators["ts_code"] == "B"]], ignore_index=True)
+    universe = pd.DataFrame({"ts_code": ["A", "B"], "name": ["a", "b"]})
+    with pytest.raises(ValueError, match=f"more than one row for B on {DAYS[9].isoformat()}"):
+        classify(doubled, universe, [DAYS[9]], SMALL)

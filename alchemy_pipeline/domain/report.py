@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from alchemy_pipeline.domain.frames import by_trade_date
+from alchemy_pipeline.domain.numbers import python_round
 from alchemy_pipeline.domain.strategy import State, StrategyParams
 
 STRATEGY_NAME = "double_ma"
@@ -50,17 +51,11 @@ def _texts(values: pd.Series) -> list:
 
 
 def _numbers(values: pd.Series, digits: int) -> list[float | None]:
-    """Python's round of each value, as the report has always been rounded; a missing value None.
-
-    Most values arrive rounded already. A value that NumPy's rounding leaves unchanged is the double
-    nearest to a number of ``digits`` decimals (IEEE division of that integer by 10**digits), and Python's
-    round returns it unchanged too: only the others are rounded one by one.
-    """
+    """Python's round of each value, as the report has always been rounded; a missing value None."""
     numbers = values.to_numpy(dtype="float64", na_value=np.nan)
-    listed = numbers.tolist()
-    for i in np.flatnonzero(np.round(numbers, digits) != numbers).tolist():
-        value = listed[i]
-        listed[i] = None if value != value else round(value, digits)
+    listed = python_round(numbers, digits).tolist()
+    for i in np.flatnonzero(np.isnan(numbers)).tolist():
+        listed[i] = None
     return listed
 
 

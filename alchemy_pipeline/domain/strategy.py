@@ -30,6 +30,7 @@ import talib
 
 from alchemy_pipeline.domain.frames import by_trade_date, object_column
 from alchemy_pipeline.domain.memory import release_free_memory
+from alchemy_pipeline.domain.numbers import python_round
 from alchemy_pipeline.domain.workers import map_in_processes, worth_workers
 
 MIN_SEARCH_DAYS = 250
@@ -248,18 +249,21 @@ def _fund_days(ts_code, dates, closes, factors, lo: np.ndarray, hi: np.ndarray, 
     bars = hi - lo
     width = int(bars.max())
     first = width - bars  # column of each row's first bar
-    inside = np.arange(width)[None, :] >= first[:, None]
-    # Row r holds the ``width`` bars up to the day's, the ones before its window (or before the fund's
-    # first bar: the padding) masked out; as views of the fund's bars, not gathered through an index.
-    window_closes = _windows_ending_at(closes, hi - 1, width, 0.0)
-    window_factors = _windows_ending_at(factors, hi - 1, width, 1.0)
-    unusable = inside & (np.isnan(window_factors) | (window_factors <= 0))
-    day_factor = factors[hi - 1]
-    # Forward adjustment to the day's own factor: (close x factor) / factor of the day, as in the rule.
-    # Rows with an unusable factor divide by it here, and are reported as such below.
+    # Row r holds the ``width`` bars up to the day's (or padding before the fund's first bar), as one copy
+    # of a sliding view of the fund's bars. Forward adjustment to the day's own factor: (close x factor)
+    # / factor of the day, as in the rule; each bar's product is the same in every window, so it is taken
+    # once. Rows with an unusable factor divide by it here, and are reported as such below.
     with np.errstate(divide="ignore", invalid="ignore"):
-        adjusted = np.where(inside, window_closes * window_factors / day_factor[:, None], 0.0)
-    del window_closes, window_factors
+        adjusted = _windows_ending_at(closes * factors, hi - 1, width, 0.0)
+        day_factor = factors[hi - 1]
+        adjusted /= day_factor[:, None]
+    # The columns before a row's window: older bars of the fund (the window skips the days it did not
+    # trade), or padding; neither counts.
+    for i in np.flatnonzero(first).tolist():
+        adjusted[i, : first[i]] = 0.0
+    unusable_bar = np.isnan(factors) | (factors <= 0)
+    unusable_before = np.concatenate([[0], np.cumsum(unusable_bar)])
+    bad = unusable_before[hi] > unusable_before[lo]
     ma_short = _moving_average(adjusted, params.short, first)
     ma_long = _moving_average(adjusted, params.long, first)
     above, below = ma_short > ma_long, ma_short < ma_long  # False wherever an average is not defined yet
@@ -289,7 +293,6 @@ def _fund_days(ts_code, dates, closes, factors, lo: np.ndarray, hi: np.ndarray, 
         part[f"last_{name}_close"] = np.where(found, adjusted[rows, at], np.nan)
     apart = _last(above | below)
     part["trend"] = np.where(apart < 0, 0, np.where(above[rows, apart], 1, -1))
-    bad = unusable.any(axis=1)
     if bad.any():
         for name in ("ma_short", "ma_long", "prev_ma_short", "prev_ma_long", "last_buy_close", "last_sell_close"):
             part[name] = np.where(bad, np.nan, part[name])
@@ -299,7 +302,7 @@ def _fund_days(ts_code, dates, closes, factors, lo: np.ndarray, hi: np.ndarray, 
         note = np.full(len(lo), None, dtype=object)
         note[bad] = [
             "no usable adjustment factor on "
-            + ", ".join(str(d) for d in dates[lo[r] - first[r] + np.flatnonzero(unusable[r])][:5])
+            + ", ".join(str(d) for d in dates[lo[r] + np.flatnonzero(unusable_bar[lo[r] : hi[r]])][:5])
             for r in np.flatnonzero(bad)
         ]
         part["note"] = note
@@ -320,7 +323,7 @@ def classify(
     """One signal per fund of the universe (in its order) on each of ``days``, a batch of days at a time."""
     days = sorted(days)
     if len(days) <= CLASSIFY_BATCH_DAYS:
-        return _classify_days(indicators, universe, days, params)
+        return _signal_table([_classify_days(indicators, universe, days, params)])
     indicators = by_trade_date(indicators)
     dates = indicators["trade_date"]
     parts = []
@@ -329,81 +332,105 @@ def classify(
         first = dates.searchsorted(pd.Timestamp(batch[0]), side="left")
         last = dates.searchsorted(pd.Timestamp(batch[-1]), side="right")
         parts.append(_classify_days(indicators.iloc[first:last], universe, batch, params))
-    return pd.concat(parts, ignore_index=True)
+    return _signal_table(parts)
+
+
+def _signal_table(parts: list[dict]) -> pd.DataFrame:
+    """One table of the batches' columns, built once (not a table per batch, then their concatenation)."""
+    columns = {name: np.concatenate([part.pop(name) for part in parts]) for name in [*SIGNAL_COLUMNS, "dated"]}
+    dated = columns.pop("dated")
+    for name in ("ts_code", "name", "state", "note"):
+        columns[name] = object_column(columns[name])
+    columns["days"] = pd.arrays.IntegerArray(columns["days"], ~dated)
+    return pd.DataFrame(columns, copy=False)
+
+
+def _on_grid(indicators: pd.DataFrame, codes: np.ndarray, day_array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The indicator rows of the universe's funds on ``day_array``, and each one's place in the grid of
+    days x funds (a day's funds in universe order). A fund twice on one day is refused: no signal could
+    choose between the two."""
+    if not len(day_array) or not len(indicators):
+        return np.array([], dtype=int), np.array([], dtype=int)
+    fund = pd.Index(codes).get_indexer(indicators["ts_code"])
+    dates = indicators["trade_date"].to_numpy(dtype="datetime64[ns]")
+    day = np.minimum(np.searchsorted(day_array, dates), len(day_array) - 1)
+    rows = np.flatnonzero((fund >= 0) & (day_array[day] == dates))
+    places = day[rows] * len(codes) + fund[rows]
+    counts = np.bincount(places, minlength=len(day_array) * len(codes))
+    if (counts > 1).any():
+        twice = np.flatnonzero(counts > 1)[:5]
+        raise ValueError(
+            "indicators have more than one row for "
+            + ", ".join(f"{codes[p % len(codes)]} on {str(day_array[p // len(codes)])[:10]}" for p in twice)
+        )
+    return rows, places
 
 
 def _classify_days(
     indicators: pd.DataFrame, universe: pd.DataFrame, days: Sequence[dt.date], params: StrategyParams
-) -> pd.DataFrame:
-    n_funds = len(universe)
-    grid = pd.DataFrame(
-        {
-            "ts_code": object_column(np.tile(universe["ts_code"].to_numpy(dtype=object), len(days))),
-            "name": object_column(np.tile(universe["name"].to_numpy(dtype=object), len(days))),
-            "trade_date": np.repeat(np.array(days, dtype="datetime64[D]").astype("datetime64[ns]"), n_funds),
-        }
-    )
-    row = grid.merge(indicators, on=["ts_code", "trade_date"], how="left", validate="m:1", suffixes=("", "_"))
-    absent = row["bars"].isna().to_numpy()
-    noted = row["note"].notna().to_numpy() & ~absent
-    short, long = row["ma_short"].to_numpy(), row["ma_long"].to_numpy()
-    prev_short, prev_long = row["prev_ma_short"].to_numpy(), row["prev_ma_long"].to_numpy()
-    young = ~absent & ~noted & ((row["bars"].to_numpy() < params.long + 1) | np.isnan(prev_long))
+) -> dict[str, np.ndarray]:
+    """The signal columns of a batch of days (``dated``: where ``since`` and ``days`` are set)."""
+    codes = universe["ts_code"].to_numpy(dtype=object)
+    n_funds = len(codes)
+    day_array = np.array(days, dtype="datetime64[D]").astype("datetime64[ns]")
+    rows, places = _on_grid(indicators, codes, day_array)
+    size = len(day_array) * n_funds
+
+    def column(name: str, empty) -> np.ndarray:
+        """The indicator column laid out on the grid, ``empty`` where a fund has no row."""
+        values = indicators[name].to_numpy()
+        laid_out = np.full(size, empty, dtype=object if values.dtype == object else values.dtype)
+        laid_out[places] = values[rows]
+        return laid_out
+
+    present = np.zeros(size, dtype=bool)
+    present[places] = True
+    absent = ~present
+    note_of_day = column("note", None)
+    noted = pd.notna(note_of_day) & present
+    short, long = column("ma_short", np.nan), column("ma_long", np.nan)
+    prev_short, prev_long = column("prev_ma_short", np.nan), column("prev_ma_long", np.nan)
+    bars = column("bars", 0)
+    young = present & ~noted & ((bars < params.long + 1) | np.isnan(prev_long))
     ranked = ~(absent | noted | young)
     buy = ranked & (short > long) & (prev_short <= prev_long)
     sell = ranked & ~buy & (short < long) & (prev_short >= prev_long)
-    hold = ranked & ~buy & ~sell & (row["trend"].to_numpy() > 0)
+    hold = ranked & ~buy & ~sell & (column("trend", 0) > 0)
     empty = ranked & ~buy & ~sell & ~hold
     # Indexes into one array of the six values: every row shares those six strings rather than its own copy.
     state = _STATE_VALUES[np.select([absent | noted, young, buy, sell, hold], [0, 1, 2, 3, 4], 5)]
-    day = row["trade_date"].to_numpy()
+    day = np.repeat(day_array, n_funds)
+    nat = np.datetime64("NaT", "ns")
     since = np.select(
-        [buy | sell, hold, empty], [day, row["last_buy_date"], row["last_sell_date"]], np.datetime64("NaT")
+        [buy | sell, hold, empty], [day, column("last_buy_date", nat), column("last_sell_date", nat)], nat
     )
-    since = since.astype("datetime64[ns]")
     since_close = np.select(
-        [buy | sell, hold, empty], [row["close"], row["last_buy_close"], row["last_sell_close"]], np.nan
+        [buy | sell, hold, empty],
+        [column("close", np.nan), column("last_buy_close", np.nan), column("last_sell_close", np.nan)],
+        np.nan,
     )
-    close = np.where(absent, np.nan, row["close"].to_numpy())
+    close = column("close", np.nan)
     dated = ~np.isnat(since)
-    # Python's round, as each day's report has always been rounded (half-even on the exact value).
-    growth = (close / since_close - 1) * 100
-    pct = np.full(len(row), np.nan)
-    pct[dated] = [round(g, 2) for g in growth[dated].tolist()]
-    note = np.full(len(row), None, dtype=object)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        growth = (close / since_close - 1) * 100
+    pct = np.full(size, np.nan)
+    pct[dated] = python_round(growth[dated], 2)  # as each day's report has always been rounded
+    note = np.full(size, None, dtype=object)
     note[absent] = NOT_TRADING
-    note[noted] = row["note"].to_numpy()[noted]
-    note[young] = [f"{b} bars; the strategy needs {params.long + 1}" for b in row["bars"].to_numpy()[young].astype(int)]
+    note[noted] = note_of_day[noted]
+    note[young] = [f"{b} bars; the strategy needs {params.long + 1}" for b in bars[young].astype(int)]
     shown = ~(absent | noted)
-    signals = pd.DataFrame(
-        {
-            "ts_code": row["ts_code"],
-            "name": row["name"],
-            "trade_date": row["trade_date"],
-            "state": object_column(state),
-            "close": close,
-            "ma_short": np.where(shown, short, np.nan),
-            "ma_long": np.where(shown, long, np.nan),
-            "since": since,
-            "days": pd.array(np.where(dated, (day - since).astype("timedelta64[D]").astype("int64"), 0), "Int64"),
-            "pct": pct,
-            "note": object_column(note),
-        }
-    )
-    signals.loc[~dated, "days"] = pd.NA
-    return signals.astype(_SIGNAL_DTYPES)
-
-
-_SIGNAL_DTYPES = {
-    "ts_code": "object",
-    "name": "object",
-    "trade_date": "datetime64[ns]",
-    "state": "object",
-    "close": "float64",
-    "ma_short": "float64",
-    "ma_long": "float64",
-    "since": "datetime64[ns]",
-    "days": "Int64",
-    "pct": "float64",
-    "note": "object",
-}
+    return {
+        "ts_code": np.tile(codes, len(day_array)),
+        "name": np.tile(universe["name"].to_numpy(dtype=object), len(day_array)),
+        "trade_date": day,
+        "state": state,
+        "close": close,
+        "ma_short": np.where(shown, short, np.nan),
+        "ma_long": np.where(shown, long, np.nan),
+        "since": since,
+        "days": np.where(dated, (day - since).astype("timedelta64[D]").astype("int64"), 0),
+        "dated": dated,
+        "pct": pct,
+        "note": note,
+    }
