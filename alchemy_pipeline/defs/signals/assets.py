@@ -21,6 +21,7 @@ from alchemy_pipeline.domain.quality import (
 from alchemy_pipeline.domain.report import build_report, render_text
 from alchemy_pipeline.domain.strategy import PRICE_INPUT_COLUMNS, State, classify, compute_indicators
 from alchemy_pipeline.domain.tushare_api import VendorAuthError
+from alchemy_pipeline.domain.workers import start_workers, worth_workers
 
 GROUP = "etf_signals"
 PREVIEW_ROWS = 12
@@ -90,6 +91,11 @@ def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
     def etf_daily_prices(context: dg.AssetExecutionContext, prices: PriceSourceResource, universe: UniverseResource):
         days = _days(context)
         codes = universe.load()["ts_code"].tolist()
+        selection = context.run.asset_selection
+        if (selection is None or dg.AssetKey("etf_indicators") in selection) and worth_workers(len(codes) * len(days)):
+            # This run's indicators and reports are computed in worker processes: they start now, while the
+            # prices are fetched (mostly waiting on the vendor), rather than when the indicators need them.
+            start_workers(compute_indicators.__module__, publish_signals.__module__)
         client = prices.client(codes)
         try:
             table = fetch_prices(client, codes, days)
