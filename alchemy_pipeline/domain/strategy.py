@@ -213,7 +213,8 @@ _INDICATOR_DTYPES = {
 
 
 def _moving_average(windows: np.ndarray, period: int, first: np.ndarray) -> np.ndarray:
-    """TA-Lib's SMA of each row, rounded to 3 decimals; NaN where a row has fewer than ``period`` bars.
+    """TA-Lib's SMA of each row (before the 3-decimal rounding); NaN where a row has fewer than ``period``
+    bars.
 
     Rows are right-aligned and padded with zeros in front (from column ``first``): TA-Lib's running sum
     adds and drops those zeros exactly, so each row's averages are bit for bit those of TA-Lib over the
@@ -224,7 +225,6 @@ def _moving_average(windows: np.ndarray, period: int, first: np.ndarray) -> np.n
     sma = talib.SMA.__wrapped__
     for i, row in enumerate(windows):
         averages[i] = sma(row, period)
-    np.round(averages, 3, out=averages)
     # TA-Lib leaves its first period - 1 columns NaN; a padded row's averages start later.
     for i in np.flatnonzero(first).tolist():
         averages[i, : first[i] + period - 1] = np.nan
@@ -235,6 +235,23 @@ def _windows_ending_at(values: np.ndarray, ends: np.ndarray, width: int, padding
     """Row r: the ``width`` values up to and including ``values[ends[r]]``, ``padding`` before the first."""
     padded = np.concatenate([np.full(width - 1, padding), values])
     return np.lib.stride_tricks.sliding_window_view(padded, width)[ends]
+
+
+# Columns (trading days) searched first for a day's latest crosses: nearly always enough. The rows whose
+# crosses are older are then searched over their whole window.
+RECENT_COLUMNS = 64
+
+
+def _latest_crosses(short: np.ndarray, long: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of the averages (rounded to 3 decimals here), the columns of the latest golden cross and
+    death cross (0: none, as a cross needs the column before it) and of the latest column on which the
+    two averages differ (-1: none)."""
+    short, long = np.round(short, 3), np.round(long, 3)
+    above, below = short > long, short < long  # False wherever an average is not defined yet
+    defined = ~(np.isnan(short) | np.isnan(long))
+    buy = _last(above[:, 1:] & ~above[:, :-1] & defined[:, :-1]) + 1  # columns of the pairs are shifted by one
+    sell = _last(below[:, 1:] & ~below[:, :-1] & defined[:, :-1]) + 1
+    return buy, sell, _last(above | below)
 
 
 def _last(mask: np.ndarray) -> np.ndarray:
@@ -266,33 +283,33 @@ def _fund_days(ts_code, dates, closes, factors, lo: np.ndarray, hi: np.ndarray, 
     bad = unusable_before[hi] > unusable_before[lo]
     ma_short = _moving_average(adjusted, params.short, first)
     ma_long = _moving_average(adjusted, params.long, first)
-    above, below = ma_short > ma_long, ma_short < ma_long  # False wherever an average is not defined yet
-    defined = ~(np.isnan(ma_short) | np.isnan(ma_long))
+    recent = max(width - RECENT_COLUMNS, 0)
+    buy, sell, apart = _latest_crosses(ma_short[:, recent:], ma_long[:, recent:])
+    older = np.flatnonzero((buy == 0) | (sell == 0) | (apart < 0)) if recent else []
+    buy, sell, apart = np.where(buy > 0, buy + recent, 0), np.where(sell > 0, sell + recent, 0), apart + recent
+    if len(older):
+        buy[older], sell[older], apart[older] = _latest_crosses(ma_short[older], ma_long[older])
+    last_short, last_long = np.round(ma_short[:, -1], 3), np.round(ma_long[:, -1], 3)
     rows = np.arange(len(lo))
     part = {
         "ts_code": ts_code,
         "trade_date": dates[hi - 1],
         "close": closes[hi - 1],
         "adj_factor": day_factor,
-        # Copies, not views: a view of one column would keep the fund's whole window matrix alive.
-        "ma_short": ma_short[:, -1].copy(),
-        "ma_long": ma_long[:, -1].copy(),
-        "prev_ma_short": ma_short[:, -2].copy() if width > 1 else np.nan,
-        "prev_ma_long": ma_long[:, -2].copy() if width > 1 else np.nan,
+        "ma_short": last_short,
+        "ma_long": last_long,
+        "prev_ma_short": np.round(ma_short[:, -2], 3) if width > 1 else np.nan,
+        "prev_ma_long": np.round(ma_long[:, -2], 3) if width > 1 else np.nan,
         "bars": bars,
     }
-    for name, crossed in (
-        ("buy", above[:, 1:] & ~above[:, :-1] & defined[:, :-1]),
-        ("sell", below[:, 1:] & ~below[:, :-1] & defined[:, :-1]),
-    ):
-        at = _last(crossed) + 1  # columns of crossed are shifted by one
+    for name, at in (("buy", buy), ("sell", sell)):
         found = at > 0
         part[f"last_{name}_date"] = np.where(
             found, dates[np.where(found, lo + at - first, 0)], np.datetime64("NaT", "D")
         )
         part[f"last_{name}_close"] = np.where(found, adjusted[rows, at], np.nan)
-    apart = _last(above | below)
-    part["trend"] = np.where(apart < 0, 0, np.where(above[rows, apart], 1, -1))
+    above = np.round(ma_short[rows, apart], 3) > np.round(ma_long[rows, apart], 3)
+    part["trend"] = np.where(apart < 0, 0, np.where(above, 1, -1))
     if bad.any():
         for name in ("ma_short", "ma_long", "prev_ma_short", "prev_ma_long", "last_buy_close", "last_sell_close"):
             part[name] = np.where(bad, np.nan, part[name])
