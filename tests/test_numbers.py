@@ -15,7 +15,7 @@ def _same(got: np.ndarray, want: list[float]) -> bool:
 @pytest.mark.parametrize("digits", [2, 3])
 def test_columns_round_exactly_as_python_does(digits):
     rng = np.random.default_rng(digits)
-    decimals = rng.integers(-10**7, 10**7, 200_000)
+    decimals = rng.integers(-(10**7), 10**7, 200_000)
     ties = (decimals + 0.5) / 10**digits  # decimal ties, none exact in binary but a few
     samples = [
         rng.normal(0, 50, 200_000),  # % changes

@@ -174,6 +174,23 @@ def test_averages_are_ta_libs_over_each_days_own_window_bit_for_bit():
             assert (np.isnan(expected) and np.isnan(row[column])) or row[column] == expected, (i, column)
 
 
+def test_crosses_older_than_the_recent_columns_are_found_in_the_whole_window(monkeypatch):
+    # The latest crosses are first looked for in the last RECENT_COLUMNS days of each window: with that
+    # narrowed to 2 days, nearly every day's crosses are older and found by the search of the whole window.
+    rng = np.random.default_rng(5)
+    n = 600
+    sessions = [dt.date(2020, 1, 1) + dt.timedelta(days=i) for i in range(n)]
+    closes = np.round(3 * np.exp(np.cumsum(rng.normal(0, 0.015, n))), 3)
+    table = pd.DataFrame({"ts_code": "A", "trade_date": pd.to_datetime(sessions), "close": closes, "adj_factor": 1.0})
+    params = StrategyParams()
+    usual = compute_indicators(table, sessions, sessions[300:], params)
+    monkeypatch.setattr(strategy, "RECENT_COLUMNS", 2)
+    narrowed = compute_indicators(table, sessions, sessions[300:], params)
+    assert usual["last_buy_date"].notna().all() and usual["last_sell_date"].notna().all()
+    assert (usual["trade_date"] - usual[["last_buy_date", "last_sell_date"]].min(axis=1)).dt.days.max() > 2
+    pd.testing.assert_frame_equal(narrowed, usual, check_exact=True)
+
+
 def test_window_too_short_for_the_search_is_refused():
     with pytest.raises(ValueError, match="window=100"):
         StrategyParams(window=100)
