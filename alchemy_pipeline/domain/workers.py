@@ -1,8 +1,9 @@
 """Pure-Python work spread over worker processes, for ranges large enough to repay starting them.
 
-The processes are started once per process and kept: a run's indicators and reports share them, and a run
-can start them early (``start_workers``), while it waits on something else, so that no step waits for them to
-start and import.
+Each ``map_in_processes`` has its own workers and stops them when it is done: idle, each still holds its
+imports and what its allocator kept, and the steps in between need that memory. A run can start the workers
+of its next ``map_in_processes`` early (``start_workers``), while it waits on something else, so that the
+step does not wait for them to start and import.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -25,29 +25,19 @@ WORKER_PROCESSES = min(4, len(os.sched_getaffinity(0)))
 # Below this many rows, starting the workers (each imports pandas and TA-Lib) costs more than it saves.
 MIN_ROWS_FOR_WORKERS = 250_000
 
-_pools: dict[int, ProcessPoolExecutor] = {}
-_pools_lock = threading.Lock()
+# Workers started ahead for the next map_in_processes, with their number.
+_started: list[tuple[int, ProcessPoolExecutor]] = []
+_started_lock = threading.Lock()
 
 
 def worth_workers(rows: int) -> bool:
     return WORKER_PROCESSES > 1 and rows >= MIN_ROWS_FOR_WORKERS
 
 
-def _pool() -> ProcessPoolExecutor:
-    """This process's pool of ``WORKER_PROCESSES`` workers, started on first use."""
-    with _pools_lock:
-        if WORKER_PROCESSES not in _pools:
-            # spawn, not fork: the pipeline's process runs threads (Dagster's, the blob writers'), and a forked
-            # child could inherit a lock that one of them held.
-            _pools[WORKER_PROCESSES] = ProcessPoolExecutor(
-                max_workers=WORKER_PROCESSES, mp_context=multiprocessing.get_context("spawn")
-            )
-        return _pools[WORKER_PROCESSES]
-
-
-def _discard_pool() -> None:
-    with _pools_lock:
-        _pools.pop(WORKER_PROCESSES, None)
+def _new_pool() -> ProcessPoolExecutor:
+    # spawn, not fork: the pipeline's process runs threads (Dagster's, the blob writers'), and a forked
+    # child could inherit a lock that one of them held.
+    return ProcessPoolExecutor(max_workers=WORKER_PROCESSES, mp_context=multiprocessing.get_context("spawn"))
 
 
 def _import(modules: tuple[str, ...]) -> None:
@@ -56,8 +46,12 @@ def _import(modules: tuple[str, ...]) -> None:
 
 
 def start_workers(*modules: str) -> None:
-    """Starts the worker processes, each importing ``modules``, without waiting for them."""
-    pool = _pool()
+    """Starts the workers of the next ``map_in_processes``, each importing ``modules``, without waiting."""
+    with _started_lock:
+        if _started:
+            return
+        pool = _new_pool()
+        _started.append((WORKER_PROCESSES, pool))
     for _ in range(WORKER_PROCESSES):
         pool.submit(_import, modules)
 
@@ -65,18 +59,20 @@ def start_workers(*modules: str) -> None:
 def map_in_processes(work: Callable[..., R], items: Iterable[T], *args) -> Iterator[R]:
     """``work(item, *args)`` for each item in worker processes, results in the items' order; only a few
     items are handed out ahead of the results taken, so that a long range is never all in flight."""
-    pool = _pool()
-    pending: deque = deque()
-    try:
-        for item in items:
-            pending.append(pool.submit(work, item, *args))
-            if len(pending) > 2 * WORKER_PROCESSES:
+    with _started_lock:
+        count, started = _started.pop() if _started else (0, None)
+    if started is not None and count != WORKER_PROCESSES:  # started for another number of workers
+        started.shutdown(wait=False, cancel_futures=True)
+        started = None
+    with started or _new_pool() as pool:
+        pending: deque = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(work, item, *args))
+                if len(pending) > 2 * WORKER_PROCESSES:
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    except BrokenProcessPool:
-        _discard_pool()  # a worker died (out of memory, killed): the next use starts new ones
-        raise
-    finally:
-        for future in pending:  # stopped early (an error, or the caller gave up): no work left behind
-            future.cancel()
+        finally:
+            for future in pending:  # stopped early (an error, or the caller gave up): no work left behind
+                future.cancel()

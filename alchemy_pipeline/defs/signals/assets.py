@@ -93,9 +93,9 @@ def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
         codes = universe.load()["ts_code"].tolist()
         selection = context.run.asset_selection
         if (selection is None or dg.AssetKey("etf_indicators") in selection) and worth_workers(len(codes) * len(days)):
-            # This run's indicators and reports are computed in worker processes: they start now, while the
-            # prices are fetched (mostly waiting on the vendor), rather than when the indicators need them.
-            start_workers(compute_indicators.__module__, publish_signals.__module__)
+            # This run's indicators are computed in worker processes: they start now, while the prices are
+            # fetched (mostly waiting on the vendor), rather than when the indicators need them.
+            start_workers(compute_indicators.__module__)
         client = prices.client(codes)
         try:
             table = fetch_prices(client, codes, days)
