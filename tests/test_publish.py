@@ -68,3 +68,15 @@ def test_a_range_is_made_durable_once_at_the_end_and_an_index_file_at_once(tmp_p
     assert len(written) == 3 * 12 + 2
     assert calls == ["sync", "fsync", "fsync"]
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_page_escapes_every_name_even_one_with_a_line_break(tmp_path):
+    from alchemy_pipeline.domain.report import build_report, render_html
+
+    table = signals(1)
+    page = render_html(build_report(table, StrategyParams()))
+    assert "A&amp;B &quot;证券&quot; &lt;ETF&gt;" in page and "<ETF>" not in page
+    table["name"] = table["name"].str.replace("证券", "证\n<券>")
+    page = render_html(build_report(table, StrategyParams()))
+    assert "证\n&lt;券&gt;" in page and "<券>" not in page
+    assert page.count("<li class=") == len(FUNDS)  # one item per fund, each in its state's class

@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import itertools
 import json
-import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -171,26 +170,30 @@ def report_json(report: dict) -> bytes:
 
 
 def _fmt(value, digits: int) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+    return "-" if value is None or value != value else f"{value:.{digits}f}"  # value != value: NaN
 
 
 def signal_line(entry: dict, params: dict) -> str:
     """One fund's line, in the seed's wording."""
     who = f"{entry['name']}({entry['ts_code']})"
     state = entry["state"]
-    if state in (State.BUY, State.SELL):
+    # HOLD and EMPTY first: they are most funds on most days, and a long backfill formats millions of lines.
+    if state == State.HOLD or state == State.EMPTY:
+        since = entry["since"]
+        if since is None:
+            if state == State.HOLD:
+                return f"{who}持有, 回看期内未出现金叉"
+            return f"{who}空仓, 回看期内未出现死叉"
+        pct = _fmt(entry["pct"], 2)
+        if state == State.HOLD:
+            return f"{who}于{since}日买入, 持有{entry['days']}天, 盈利{pct}%"
+        return f"{who}于{since}日卖出, 空仓{entry['days']}天, 空仓期涨幅{pct}%"
+    if state == State.BUY or state == State.SELL:
         verb = "可买" if state == State.BUY else "可卖"
         return (
             f"{who}{verb}, 收盘价{_fmt(entry['close'], 3)}, {params['short']}日均线{_fmt(entry['ma_short'], 3)}, "
             f"{params['long']}日均线{_fmt(entry['ma_long'], 3)}"
         )
-    if state in (State.HOLD, State.EMPTY):
-        if entry["since"] is None:
-            regime = "持有" if state == State.HOLD else "空仓"
-            return f"{who}{regime}, 回看期内未出现{'金叉' if state == State.HOLD else '死叉'}"
-        if state == State.HOLD:
-            return f"{who}于{entry['since']}日买入, 持有{entry['days']}天, 盈利{_fmt(entry['pct'], 2)}%"
-        return f"{who}于{entry['since']}日卖出, 空仓{entry['days']}天, 空仓期涨幅{_fmt(entry['pct'], 2)}%"
     if state == State.INSUFFICIENT_HISTORY:
         return f"{who}上市交易日不足, 无法计算{params['long']}日均线"
     return f"{who}当日无行情数据"
@@ -248,12 +251,23 @@ def _page(title: str, body: str) -> str:
     )
 
 
+def _escaped(lines: list[str]) -> list[str]:
+    """``html.escape`` of each line, in one call for all of them (html.escape leaves line breaks alone)."""
+    joined = "\n".join(lines)
+    if joined.count("\n") != len(lines) - 1:  # a line with a break of its own
+        return [html.escape(line) for line in lines]
+    return html.escape(joined).split("\n") if lines else []
+
+
 def _signals_html(report: dict, sections: list | None = None) -> str:
     parts = []
     if report.get("notice"):
         parts.append(f'<p class="notice" role="alert">{html.escape(report["notice"])}</p>')
     for state, title, entries in sections or _sections(report):
-        items = "".join(f'<li class="{state_of}">{html.escape(line)}</li>' for state_of, line in entries)
+        lines = _escaped([line for _, line in entries])
+        items = "".join(
+            f'<li class="{state_of}">{line}</li>' for (state_of, _), line in zip(entries, lines, strict=True)
+        )
         items = items or "<li>无</li>"
         parts.append(f'<section><h2 id="{state.value.lower()}">{title}</h2><ul>{items}</ul></section>')
     return "\n".join(parts)
