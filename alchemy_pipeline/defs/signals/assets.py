@@ -91,11 +91,6 @@ def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
     def etf_daily_prices(context: dg.AssetExecutionContext, prices: PriceSourceResource, universe: UniverseResource):
         days = _days(context)
         codes = universe.load()["ts_code"].tolist()
-        selection = context.run.asset_selection
-        if (selection is None or dg.AssetKey("etf_indicators") in selection) and worth_workers(len(codes) * len(days)):
-            # This run's indicators are computed in worker processes: they start now, while the prices are
-            # fetched (mostly waiting on the vendor), rather than when the indicators need them.
-            start_workers(compute_indicators.__module__)
         client = prices.client(codes)
         try:
             table = fetch_prices(client, codes, days)
@@ -120,6 +115,12 @@ def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
             api_retries=int(sum(client.retries.values())),
             funds_without_bar_on_last_day=len(codes) - int((table["trade_date"] == pd.Timestamp(days[-1])).sum()),
         )
+        selection = context.run.asset_selection
+        if (selection is None or dg.AssetKey("etf_indicators") in selection) and worth_workers(len(table)):
+            # This run's indicators are computed in worker processes: they start now, while the prices are
+            # written and checked, rather than when the indicators need them. Not earlier: building the
+            # table from the pages is the fetch's memory peak.
+            start_workers(compute_indicators.__module__)
         yield dg.Output(table, metadata=metadata)
         yield check_result("bars_are_valid", bars_are_valid(table))
         yield check_result("universe_coverage", universe_coverage(table, codes, days), dg.AssetCheckSeverity.WARN)
