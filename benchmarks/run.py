@@ -122,6 +122,13 @@ def run_scenario(name, start, end, tables, universe, args, postgres=None) -> dic
         return result
 
 
+def _command_line(pid: int) -> bytes | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+
+
 class TreePeak:
     """The highest total resident memory of a process and its descendants, sampled every 0.2 s (a step's
     worker processes count with the process that started them)."""
@@ -137,7 +144,10 @@ class TreePeak:
         for task in Path(f"/proc/{pid}/task").glob("*"):
             with contextlib.suppress(OSError):
                 children += [int(c) for c in (task / "children").read_text().split()]
-        return [pid, *(p for child in children for p in self._tree(child))]
+        # A child that has not exec'd yet (Dagster starts a log tailer per run) still runs in its parent's
+        # memory and would count it twice: it still has its parent's command line.
+        started = [c for c in children if _command_line(c) != _command_line(pid)]
+        return [pid, *(p for child in started for p in self._tree(child))]
 
     def _sample(self) -> None:
         while not self._done.wait(0.2):
