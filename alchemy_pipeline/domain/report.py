@@ -256,7 +256,7 @@ def _escaped(lines: list[str]) -> list[str]:
     joined = "\n".join(lines)
     if joined.count("\n") != len(lines) - 1:  # a line with a break of its own
         return [html.escape(line) for line in lines]
-    return html.escape(joined).split("\n") if lines else []
+    return html.escape(joined).split("\n")
 
 
 def _signals_html(report: dict, sections: list | None = None) -> str:

@@ -286,7 +286,8 @@ def _fund_days(ts_code, dates, closes, factors, lo: np.ndarray, hi: np.ndarray, 
     recent = max(width - RECENT_COLUMNS, 0)
     buy, sell, apart = _latest_crosses(ma_short[:, recent:], ma_long[:, recent:])
     older = np.flatnonzero((buy == 0) | (sell == 0) | (apart < 0)) if recent else []
-    buy, sell, apart = np.where(buy > 0, buy + recent, 0), np.where(sell > 0, sell + recent, 0), apart + recent
+    buy, sell = np.where(buy > 0, buy + recent, 0), np.where(sell > 0, sell + recent, 0)
+    apart = np.where(apart >= 0, apart + recent, -1)
     if len(older):
         buy[older], sell[older], apart[older] = _latest_crosses(ma_short[older], ma_long[older])
     last_short, last_long = np.round(ma_short[:, -1], 3), np.round(ma_long[:, -1], 3)
