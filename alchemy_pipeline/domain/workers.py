@@ -25,8 +25,7 @@ WORKER_PROCESSES = min(4, len(os.sched_getaffinity(0)))
 # Below this many rows, starting the workers (each imports pandas and TA-Lib) costs more than it saves.
 MIN_ROWS_FOR_WORKERS = 250_000
 
-# Workers started ahead for the next map_in_processes, with their number.
-_started: list[tuple[int, ProcessPoolExecutor]] = []
+_started: ProcessPoolExecutor | None = None  # workers started ahead, for the next map_in_processes
 _started_lock = threading.Lock()
 
 
@@ -47,11 +46,11 @@ def _import(modules: tuple[str, ...]) -> None:
 
 def start_workers(*modules: str) -> None:
     """Starts the workers of the next ``map_in_processes``, each importing ``modules``, without waiting."""
+    global _started
     with _started_lock:
-        if _started:
+        if _started is not None:
             return
-        pool = _new_pool()
-        _started.append((WORKER_PROCESSES, pool))
+        _started = pool = _new_pool()
     for _ in range(WORKER_PROCESSES):
         pool.submit(_import, modules)
 
@@ -59,12 +58,10 @@ def start_workers(*modules: str) -> None:
 def map_in_processes(work: Callable[..., R], items: Iterable[T], *args) -> Iterator[R]:
     """``work(item, *args)`` for each item in worker processes, results in the items' order; only a few
     items are handed out ahead of the results taken, so that a long range is never all in flight."""
+    global _started
     with _started_lock:
-        count, started = _started.pop() if _started else (0, None)
-    if started is not None and count != WORKER_PROCESSES:  # started for another number of workers
-        started.shutdown(wait=False, cancel_futures=True)
-        started = None
-    with started or _new_pool() as pool:
+        pool, _started = _started or _new_pool(), None
+    with pool:
         pending: deque = deque()
         try:
             for item in items:
