@@ -49,21 +49,22 @@ def _texts(values: pd.Series) -> list:
     return values.to_numpy(dtype=object).tolist()
 
 
-def _numbers(values: pd.Series, digits: int) -> list[float | None]:
-    """Python's round of each value, as the report has always been rounded; a missing value None."""
-    numbers = values.to_numpy(dtype="float64", na_value=np.nan)
-    listed = python_round(numbers, digits).tolist()
-    for i in np.flatnonzero(np.isnan(numbers)).tolist():
-        listed[i] = None
-    return listed
-
-
-def _integers(values: pd.Series) -> list[int | None]:
-    missing = values.isna().to_numpy()
-    listed = values.to_numpy(dtype="float64", na_value=0).astype(np.int64).tolist()
+def _none_where(values: np.ndarray, missing: np.ndarray) -> list:
+    """The values as Python numbers, None where ``missing``."""
+    listed = values.tolist()
     for i in np.flatnonzero(missing).tolist():
         listed[i] = None
     return listed
+
+
+def _numbers(values: pd.Series, digits: int) -> list[float | None]:
+    """Python's round of each value, as the report has always been rounded; a missing value None."""
+    numbers = values.to_numpy(dtype="float64", na_value=np.nan)
+    return _none_where(python_round(numbers, digits), np.isnan(numbers))
+
+
+def _integers(values: pd.Series) -> list[int | None]:
+    return _none_where(values.to_numpy(dtype="float64", na_value=0).astype(np.int64), values.isna().to_numpy())
 
 
 # Days of reports built at a time: a long range never holds every day's report in memory at once.
