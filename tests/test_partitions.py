@@ -4,8 +4,10 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import exchange_calendars as xcals
+import pytest
 
-from alchemy_pipeline.defs.partitions import HISTORY_WINDOW
+from alchemy_pipeline.defs.partitions import DAILY_ASSETS, HISTORY_WINDOW
+from alchemy_pipeline.domain.calendar import DayError, parse_day
 from tests.conftest import BUNDLED_DAYS, history_keys
 
 NOW = dt.datetime(2024, 12, 31, 20, tzinfo=ZoneInfo("Asia/Shanghai"))
@@ -37,9 +39,45 @@ def test_history_window_counts_trading_days_and_clips_at_the_start():
     assert history_keys("2015-01-07") == ["2015-01-05", "2015-01-06"]
 
 
-def test_plan_asks_only_for_the_missing_history():
+def test_plan_asks_only_for_the_missing_history_each_stretch_once():
     window = history_keys("2024-06-28")
-    full = BUNDLED_DAYS.plan_daily_runs("2024-06-28", set(window))
-    assert [(p.assets[0], p.start, p.end) for p in full] == [("etf_daily_prices", "2024-06-28", "2024-06-28")]
-    partial = BUNDLED_DAYS.plan_daily_runs("2024-06-28", set(window[:100]) | set(window[150:]))
-    assert (partial[0].start, partial[0].end) == (window[100], window[-1])
+    full = BUNDLED_DAYS.plan_runs("2024-06-28", "2024-06-28", set(window), "daily")
+    assert [(p.assets[0], p.start, p.end, p.kind) for p in full] == [
+        ("etf_daily_prices", "2024-06-28", "2024-06-28", "daily")
+    ]
+    history = history_keys("2024-06-03")
+    present = set(history) - set(history[10:20]) - set(history[200:205])
+    plans = BUNDLED_DAYS.plan_runs("2024-06-03", "2024-06-28", present, "backfill")
+    assert [(p.assets, p.start, p.end, p.kind) for p in plans] == [
+        (("etf_daily_prices",), history[10], history[19], "history"),
+        (("etf_daily_prices",), history[200], history[204], "history"),
+        (DAILY_ASSETS, "2024-06-03", "2024-06-28", "backfill"),
+    ]
+
+
+NOON = dt.datetime(2024, 7, 1, 12, tzinfo=ZoneInfo("Asia/Shanghai"))
+
+
+def test_days_no_run_can_publish_are_refused_with_the_reason_and_the_fix():
+    def refusal(start, end=None):
+        with pytest.raises(DayError) as refused:
+            if end is None:
+                BUNDLED_DAYS.check_day(dt.date.fromisoformat(start), NOON)
+            else:
+                BUNDLED_DAYS.check_range(dt.date.fromisoformat(start), dt.date.fromisoformat(end), NOON)
+        return str(refused.value)
+
+    assert "before 2015-01-05" in refusal("2014-06-03")
+    # At noon on Monday 2024-07-01 the latest closed day is Friday 2024-06-28.
+    assert refusal("2024-07-01") == (
+        "2024-07-01 has not closed yet: the latest trading day published by now is 2024-06-28 (a day is published "
+        "from 18:00 Shanghai time)"
+    )
+    assert refusal("2024-06-08") == (
+        "2024-06-08 is a Saturday, not a trading day: the nearest trading days are 2024-06-07 and 2024-06-11"
+    )
+    assert refusal("2024-06-10").startswith("2024-06-10 is a holiday of the Shanghai exchange (a Monday)")
+    assert "before it starts on 2024-06-28" in refusal("2024-06-28", "2024-06-20")
+    BUNDLED_DAYS.check_range(dt.date(2024, 6, 3), dt.date(2024, 6, 28), NOON)
+    with pytest.raises(DayError, match="'2024-13-01' is not a date: write it as YYYY-MM-DD"):
+        parse_day("2024-13-01")

@@ -283,12 +283,21 @@ def test_two_concurrent_runs_of_one_day_leave_a_whole_identical_site(scenario, t
     assert not list(site.rglob("*.tmp"))
 
 
-def test_a_run_without_its_history_fails_naming_the_range_to_backfill(scenario, tmp_path):
-    command, env = materialize_cli(scenario, ["--partition", DAY], ALCHEMY_DATA_DIR=str(tmp_path / "empty"))
+def test_a_range_without_its_history_fails_before_any_fetch_naming_the_commands(scenario, tmp_path):
+    calls = len(scenario["server"].calls)
+    command, env = materialize_cli(
+        scenario, ["--partition-range", f"{DAY}...{NEXT_DAY}"], ALCHEMY_DATA_DIR=str(tmp_path / "empty")
+    )
     done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     window = history_keys(DAY)
-    assert f"--select etf_daily_prices --partition-range {window[0]}...{window[-1]}" in done.stderr
+    assert f"scripts/backfill {DAY} {NEXT_DAY}" in done.stderr
+    assert (
+        f".venv/bin/dagster asset materialize -m alchemy_pipeline.definitions --select etf_daily_prices --partition-range {window[0]}...{window[-1]}"
+        in done.stderr
+    )
+    assert len(scenario["server"].calls) == calls
+    assert "STEP_UP_FOR_RETRY" not in done.stderr
 
 
 def test_sensor_notifies_the_newest_day_once(scenario):

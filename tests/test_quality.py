@@ -8,8 +8,10 @@ from alchemy_pipeline.domain.quality import (
     bars_are_sane,
     bars_are_valid,
     calendar_horizon,
+    days_over_threshold,
     factors_are_present,
     fund_days_are_unique,
+    held_back_days,
     no_data_under_threshold,
     universe_coverage,
 )
@@ -48,7 +50,8 @@ def test_one_check_of_every_bar_rule_names_each_rule_that_fails():
     assert not finding.passed
     assert "not sane" in finding.description and "lack a positive adjustment factor" in finding.description
     assert "repeat a fund and day" in finding.description
-    assert finding.metadata == {"bad_bars": 1, "bars_without_factor": 1, "repeated_bars": 2}
+    assert finding.metadata == {"bad_bars": 1, "bars_without_factor": 1, "repeated_bars": 2, "days_held_back": 1}
+    assert finding.description.endswith("Held back from publication: 2024-06-28")
     assert bars_are_valid(bars(adj_factor=0.0)).description.startswith("1 bars lack a positive adjustment factor")
 
 
@@ -85,3 +88,22 @@ def test_calendar_horizon_warns_sixty_days_ahead():
     assert calendar_horizon(end, dt.date(2026, 10, 1)).passed
     late = calendar_horizon(end, dt.date(2026, 11, 27))
     assert not late.passed and "34 days left" in late.description
+
+
+def test_held_back_days_are_the_days_with_a_broken_bar_or_too_many_funds_without_data():
+    earlier = DAY - pd.Timedelta(days=1)
+    prices = pd.concat([bars().assign(trade_date=earlier), bars(high=3.3)], ignore_index=True)
+    signals = pd.DataFrame(
+        {
+            "ts_code": ["510300.SH", "159915.SZ", "512880.SH"] * 2,
+            "trade_date": [earlier] * 3 + [DAY] * 3,
+            "state": ["NO_DATA"] * 3 + ["HOLD"] * 3,
+            "note": [MISSING_BAR] * 3 + [None] * 3,
+        }
+    )
+    held = held_back_days(prices, signals, threshold=2)
+    assert list(held) == ["2024-06-27", "2024-06-28"]
+    assert held["2024-06-27"] == "3 funds without data, more than 2: 510300.SH, 159915.SZ, 512880.SH"
+    assert held["2024-06-28"].startswith("1 bars not sane") and "159915.SZ 2024-06-28" in held["2024-06-28"]
+    assert held_back_days(prices.head(2), signals, threshold=3) == {}
+    assert days_over_threshold(signals, threshold=3) == {}

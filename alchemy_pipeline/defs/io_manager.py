@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
+from alchemy_pipeline.defs.partitions import backfill_command, contiguous_ranges
 from alchemy_pipeline.domain.frames import by_trade_date, shared_strings
 from alchemy_pipeline.domain.memory import release_free_memory
 from alchemy_pipeline.domain.storage import BlobStore, LocalBlobStore, S3BlobStore, in_parallel
@@ -30,18 +31,6 @@ DAYS_PER_ARROW_CHUNK = 64
 
 class MissingPartitionsError(RuntimeError):
     """Upstream partitions that a step needs have never been materialized."""
-
-
-def contiguous_ranges(keys: list[str], all_keys: list[str]) -> list[tuple[str, str]]:
-    """Groups ``keys`` (a subset of the ordered ``all_keys``) into runs of consecutive partitions."""
-    position = {k: i for i, k in enumerate(all_keys)}
-    ranges: list[list[str]] = []
-    for key in keys:
-        if ranges and position[key] == position[ranges[-1][1]] + 1:
-            ranges[-1][1] = key
-        else:
-            ranges.append([key, key])
-    return [(a, b) for a, b in ranges]
 
 
 def _is_text(field: pa.Field) -> bool:
@@ -76,6 +65,15 @@ def from_parquet_bytes(data: bytes, columns: list[str] | None = None) -> pa.Tabl
         if _is_text(field):
             table = table.set_column(i, field.name, pc.dictionary_encode(table.column(i)))
     return table
+
+
+def missing_message(name: str, missing: list[str], keys: list[str]) -> str:
+    ranges = contiguous_ranges(missing, keys)
+    return (
+        f"{name} has not been materialized for {len(missing)} of the {len(keys)} trading days this step reads "
+        f"({', '.join(f'{a}...{b}' for a, b in ranges)}). Materialize them first, from the repo root: "
+        f"{backfill_command(name, ranges)}"
+    )
 
 
 class PartitionedParquetIOManager(dg.ConfigurableIOManager):
@@ -131,24 +129,19 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             return keys[: len(keys) - len(written_keys)], value
         return keys, None
 
+    def missing_partitions(self, asset_key: dg.AssetKey, keys: list[str]) -> list[str]:
+        """The partitions of ``keys`` that have never been written."""
+        existing = self.store().keys("/".join(asset_key.path) + "/")
+        return [k for k in keys if self._key(asset_key, k) not in existing]
+
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         release_free_memory()  # what the previous step held, before this one reads
         asset_key = context.asset_key
         keys = list(context.asset_partition_keys)
         store = self.store()
-        existing = store.keys("/".join(asset_key.path) + "/")
-        missing = [k for k in keys if self._key(asset_key, k) not in existing]
+        missing = self.missing_partitions(asset_key, keys)
         if missing:
-            name = asset_key.to_user_string()
-            ranges = contiguous_ranges(missing, keys)
-            commands = "; ".join(
-                f"dagster asset materialize -m alchemy_pipeline.definitions --select {name} --partition-range {a}...{b}"
-                for a, b in ranges
-            )
-            raise MissingPartitionsError(
-                f"{name} has not been materialized for {len(missing)} of the {len(keys)} trading days this step "
-                f"reads ({', '.join(f'{a}...{b}' for a, b in ranges)}). Backfill them first: {commands}"
-            )
+            raise MissingPartitionsError(missing_message(asset_key.to_user_string(), missing, keys))
         columns = context.definition_metadata.get("columns")  # an input may ask for some columns only
         to_read, written = self._take_written(asset_key, keys)
         if written is not None:

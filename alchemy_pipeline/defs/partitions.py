@@ -1,6 +1,7 @@
 """Trading-day partitions and the history window each day's computation reads."""
 
 import datetime as dt
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from zoneinfo import ZoneInfo
@@ -10,6 +11,7 @@ import dagster as dg
 from alchemy_pipeline.domain import calendar
 
 PARTITIONS_START = "2015-01-05"
+FIRST_DAY = dt.date.fromisoformat(PARTITIONS_START)
 # Trading days of prices behind each day's indicators (see StrategyParams.window).
 HISTORY_WINDOW = 300
 
@@ -24,6 +26,10 @@ def to_day(partition_key: str) -> dt.date:
     return dt.date.fromisoformat(partition_key)
 
 
+# What a run is for, in its tags and the run list: one day's signals, a range's, or the price history they read.
+DAILY, BACKFILL, HISTORY = "daily", "backfill", "history"
+
+
 @dataclass(frozen=True)
 class RunPlan:
     """One run to launch: some assets over a range of trading days."""
@@ -31,12 +37,40 @@ class RunPlan:
     assets: tuple[str, ...]
     start: str
     end: str
+    kind: str
     purpose: str
 
 
 PRICE_ASSET = "etf_daily_prices"
+INDICATOR_ASSET = "etf_indicators"
 REPORT_ASSET = "signal_report"
-DAILY_ASSETS = (PRICE_ASSET, "etf_indicators", "trade_signals", REPORT_ASSET)
+DAILY_ASSETS = (PRICE_ASSET, INDICATOR_ASSET, "trade_signals", REPORT_ASSET)
+# A day is published from 18:00 Shanghai time, after the close and the vendor's update.
+CLOSE_HOUR = 18
+
+
+def contiguous_ranges(keys: list[str], all_keys: list[str]) -> list[tuple[str, str]]:
+    """Groups ``keys`` (a subset of the ordered ``all_keys``) into runs of consecutive partitions."""
+    position = {k: i for i, k in enumerate(all_keys)}
+    ranges: list[list[str]] = []
+    for key in keys:
+        if ranges and position[key] == position[ranges[-1][1]] + 1:
+            ranges[-1][1] = key
+        else:
+            ranges.append([key, key])
+    return [(a, b) for a, b in ranges]
+
+
+def backfill_command(asset: str, ranges: list[tuple[str, str]]) -> str:
+    """The Dagster CLI commands that materialize these stretches of an asset, to paste at the repo root: with
+    the instance of this run (DAGSTER_HOME) and the project's own dagster."""
+    home = os.environ.get("DAGSTER_HOME")
+    prefix = f"DAGSTER_HOME={home} " if home else ""
+    return "; ".join(
+        f"{prefix}.venv/bin/dagster asset materialize -m alchemy_pipeline.definitions --select {asset} "
+        f"--partition-range {a}...{b}"
+        for a, b in ranges
+    )
 
 
 class TradingDays:
@@ -68,16 +102,45 @@ class TradingDays:
         keys = [d.isoformat() for d in self.calendar.sessions(PARTITIONS_START, to_day(day))]
         return keys[-HISTORY_WINDOW:-1]
 
-    def plan_daily_runs(self, day: str, materialized_prices: set[str]) -> list[RunPlan]:
-        """The runs that publish ``day``: first the missing price history as one range, then the day itself."""
-        window = self.history_keys(day)
-        missing = [k for k in window if k not in materialized_prices]
-        plans = []
-        if missing:
-            start = missing[0]
-            end = window[-1]
-            plans.append(
-                RunPlan((PRICE_ASSET,), start, end, f"fetch the price history {start}...{end} that {day} needs")
+    def latest_closed_day(self, now: dt.datetime) -> dt.date:
+        """The latest trading day whose evening (``CLOSE_HOUR`` in Shanghai) has passed, as far as the calendar
+        knows trading days."""
+        local = now.astimezone(_TZ)
+        today = local.date() if local.hour >= CLOSE_HOUR else local.date() - dt.timedelta(days=1)
+        return self.calendar.latest_trading_day(min(today, self.calendar.known_until))
+
+    def check_day(self, day: dt.date, now: dt.datetime) -> None:
+        """Refuses a day no run can publish, naming it and the fix (a ``DayError``)."""
+        if day < FIRST_DAY:
+            raise calendar.DayError(
+                f"{day} is before {PARTITIONS_START}, the first day Alchemy covers: "
+                f"pick a day from {PARTITIONS_START} on"
             )
-        plans.append(RunPlan(DAILY_ASSETS, day, day, f"publish the signals of {day}"))
+        latest = self.latest_closed_day(now)
+        if day > latest:
+            raise calendar.DayError(
+                f"{day} has not closed yet: the latest trading day published by now is {latest} (a day is "
+                f"published from {CLOSE_HOUR}:00 Shanghai time)"
+            )
+        if not self.calendar.is_trading_day(day):
+            raise calendar.DayError(self.calendar.why_closed(day))
+
+    def check_range(self, start: dt.date, end: dt.date, now: dt.datetime) -> None:
+        """Refuses a range no run can publish: ends that are not trading days closed by now, or reversed."""
+        self.check_day(start, now)
+        self.check_day(end, now)
+        if end < start:
+            raise calendar.DayError(f"the range ends on {end}, before it starts on {start}: give the earlier day first")
+
+    def plan_runs(self, start: str, end: str, materialized_prices: set[str], kind: str) -> list[RunPlan]:
+        """The runs that publish ``start``...``end``: first each missing stretch of the price history its first
+        day reads, then the range itself. No day is fetched twice."""
+        window = self.history_keys(start)
+        missing = [k for k in window if k not in materialized_prices]
+        plans = [
+            RunPlan((PRICE_ASSET,), a, b, HISTORY, f"fetch the price history {a}...{b} that {start} needs")
+            for a, b in contiguous_ranges(missing, window)
+        ]
+        span = start if start == end else f"{start}...{end}"
+        plans.append(RunPlan(DAILY_ASSETS, start, end, kind, f"publish the signals of {span}"))
         return plans

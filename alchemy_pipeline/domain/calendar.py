@@ -30,6 +30,18 @@ class CalendarError(ValueError):
     """A trading-calendar question the known calendar cannot answer, or a calendar table that is unusable."""
 
 
+class DayError(ValueError):
+    """A day or a range of days given by a person that cannot be run; the message names it and the fix."""
+
+
+def parse_day(text: str) -> dt.date:
+    """A YYYY-MM-DD date, or a DayError naming the text."""
+    try:
+        return dt.date.fromisoformat(text.strip())
+    except ValueError:
+        raise DayError(f"{text!r} is not a date: write it as YYYY-MM-DD, for example 2024-06-28") from None
+
+
 @cache
 def _bundled() -> xcals.ExchangeCalendar:
     return xcals.get_calendar(EXCHANGE, start=CALENDAR_START)
@@ -132,6 +144,19 @@ class TradingCalendar:
     def is_trading_day(self, day: dt.date) -> bool:
         self._require_known(day)
         return pd.Timestamp(day) in self._sessions
+
+    def next_trading_day(self, after: dt.date) -> dt.date | None:
+        """The first trading day after the given day, if the calendar knows it."""
+        i = self._sessions.searchsorted(pd.Timestamp(after), side="right")
+        return self._sessions[i].date() if i < len(self._sessions) else None
+
+    def why_closed(self, day: dt.date) -> str:
+        """Why a known day that is not a trading day is closed, with the trading days around it."""
+        before = self._sessions.searchsorted(pd.Timestamp(day), side="left")
+        around = [self._sessions[before - 1].date() if before else None, self.next_trading_day(day)]
+        nearest = " and ".join(str(d) for d in around if d is not None)
+        closed = f"a {day:%A}" if day.weekday() >= 5 else f"a holiday of the Shanghai exchange (a {day:%A})"
+        return f"{day} is {closed}, not a trading day: the nearest trading days are {nearest}"
 
     def latest_trading_day(self, on_or_before: dt.date) -> dt.date:
         """The last trading day on or before the given day."""

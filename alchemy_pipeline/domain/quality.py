@@ -1,6 +1,7 @@
 """Data-quality rules for a fetched range of prices and for the day's signals."""
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -19,51 +20,98 @@ def _examples(rows: pd.DataFrame, limit: int = 10) -> str:
     return ", ".join(f"{r.ts_code} {r.trade_date:%Y-%m-%d}" for r in rows.head(limit).itertuples())
 
 
-def bars_are_sane(prices: pd.DataFrame) -> Finding:
-    """Every price positive, and low <= open, close <= high."""
+# The price columns the bar rules read.
+QUALITY_COLUMNS = ["ts_code", "trade_date", "open", "high", "low", "close", "adj_factor"]
+
+
+def _insane(prices: pd.DataFrame) -> pd.Series:
+    """Bars with a price <= 0 or missing, or outside their own low-high range."""
+    quotes = prices[["open", "high", "low", "close"]]
     low, high = prices["low"], prices["high"]
-    bad = prices[
-        (prices[["open", "high", "low", "close"]] <= 0).any(axis=1)
-        | prices[["open", "high", "low", "close"]].isna().any(axis=1)
+    return (
+        (quotes <= 0).any(axis=1)
+        | quotes.isna().any(axis=1)
         | (low > prices[["open", "close"]].min(axis=1))
         | (high < prices[["open", "close"]].max(axis=1))
-    ]
+    )
+
+
+def _without_factor(prices: pd.DataFrame) -> pd.Series:
+    return prices["adj_factor"].isna() | (prices["adj_factor"] <= 0)
+
+
+def _repeated(prices: pd.DataFrame) -> pd.Series:
+    return prices.duplicated(["ts_code", "trade_date"], keep=False)
+
+
+@dataclass(frozen=True)
+class BarRule:
+    broken_by: Callable[[pd.DataFrame], pd.Series]
+    passed: str  # what every bar satisfying the rule is, "{n}" for their count
+    failed: str  # what the bars breaking it are
+    metadata_key: str
+
+
+BAR_RULES = (
+    BarRule(_insane, "all {n} bars have positive prices within their low-high range",
+            "not sane (prices <= 0 or outside low-high)", "bad_bars"),
+    BarRule(_without_factor, "all {n} bars have a positive adjustment factor",
+            "lack a positive adjustment factor", "bars_without_factor"),
+    BarRule(_repeated, "one bar per fund and day", "repeat a fund and day", "repeated_bars"),
+)  # fmt: skip
+
+
+def _rule_finding(rule: BarRule, prices: pd.DataFrame) -> Finding:
+    bad = prices[rule.broken_by(prices)]
     if bad.empty:
-        return Finding(True, f"all {len(prices)} bars have positive prices within their low-high range")
-    return Finding(False, f"{len(bad)} bars are not sane (prices <= 0 or outside low-high): {_examples(bad)}",
-                   {"bad_bars": len(bad)})  # fmt: skip
+        return Finding(True, rule.passed.format(n=len(prices)))
+    return Finding(False, f"{len(bad)} bars {rule.failed}: {_examples(bad)}", {rule.metadata_key: len(bad)})
+
+
+def bars_are_sane(prices: pd.DataFrame) -> Finding:
+    """Every price positive, and low <= open, close <= high."""
+    return _rule_finding(BAR_RULES[0], prices)
 
 
 def factors_are_present(prices: pd.DataFrame) -> Finding:
-    bad = prices[prices["adj_factor"].isna() | (prices["adj_factor"] <= 0)]
-    if bad.empty:
-        return Finding(True, f"all {len(prices)} bars have a positive adjustment factor")
-    return Finding(False, f"{len(bad)} bars lack a positive adjustment factor: {_examples(bad)}",
-                   {"bars_without_factor": len(bad)})  # fmt: skip
+    return _rule_finding(BAR_RULES[1], prices)
 
 
 def fund_days_are_unique(prices: pd.DataFrame) -> Finding:
-    repeated = prices[prices.duplicated(["ts_code", "trade_date"], keep=False)]
-    if repeated.empty:
-        return Finding(True, "one bar per fund and day")
-    return Finding(False, f"{len(repeated)} bars repeat a fund and day: {_examples(repeated)}",
-                   {"repeated_bars": len(repeated)})  # fmt: skip
+    return _rule_finding(BAR_RULES[2], prices)
 
 
-BAR_RULES = (bars_are_sane, factors_are_present, fund_days_are_unique)
+def days_with_invalid_bars(prices: pd.DataFrame) -> dict[str, str]:
+    """Each day with a bar that breaks a rule of ``BAR_RULES``, with the rules it breaks and examples."""
+    problems: dict[str, list[str]] = {}
+    for rule in BAR_RULES:
+        bad = prices[rule.broken_by(prices)]
+        for day, rows in bad.groupby(bad["trade_date"].dt.strftime("%Y-%m-%d")):
+            problems.setdefault(day, []).append(f"{len(rows)} bars {rule.failed}: {_examples(rows)}")
+    return {day: "; ".join(found) for day, found in sorted(problems.items())}
 
 
 def bars_are_valid(prices: pd.DataFrame) -> Finding:
-    """Every rule of ``BAR_RULES`` at once; a failure names each rule that fails, with examples.
+    """Every rule of ``BAR_RULES`` at once; a failure names each rule that fails, with examples, and the days
+    held back for it.
 
-    One blocking check rather than one per rule: Dagster records every planned check once per partition
-    of a run, each record carrying the run's whole partition set, so a decade's backfill pays for each
-    check in seconds and tens of megabytes of event log.
+    One check rather than one per rule: Dagster records every planned check once per partition of a run,
+    each record carrying the run's whole partition set, so a decade's backfill pays for each check in
+    seconds and tens of megabytes of event log.
     """
-    findings = [rule(prices) for rule in BAR_RULES]
+    findings = [_rule_finding(rule, prices) for rule in BAR_RULES]
     failed = [finding for finding in findings if not finding.passed]
     metadata = {key: value for finding in findings for key, value in finding.metadata.items()}
-    return Finding(not failed, "; ".join(finding.description for finding in (failed or findings)), metadata)
+    description = "; ".join(finding.description for finding in (failed or findings))
+    if failed:
+        days = list(days_with_invalid_bars(prices))
+        metadata["days_held_back"] = len(days)
+        description += f". Held back from publication: {_listed(days)}"
+    return Finding(not failed, description, metadata)
+
+
+def _listed(items: list[str], limit: int = 20) -> str:
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def universe_coverage(prices: pd.DataFrame, universe_codes: list[str], days: list) -> Finding:
@@ -86,22 +134,45 @@ def universe_coverage(prices: pd.DataFrame, universe_codes: list[str], days: lis
     )
 
 
-def no_data_under_threshold(signals: pd.DataFrame, threshold: int) -> Finding:
-    """Funds that trade but have no usable bar today, per day: more than ``threshold`` means a broken fetch.
-    Funds not listed yet (no bar in the whole window) do not count."""
+def _funds_without_data(signals: pd.DataFrame) -> pd.Series:
+    """Per day (YYYY-MM-DD), the funds that trade but have no usable bar. Funds not listed yet (no bar in the
+    whole window) do not count."""
     failing = signals[(signals["state"] == State.NO_DATA.value) & (signals["note"] != NOT_TRADING)]
-    per_day = failing.groupby(failing["trade_date"].dt.strftime("%Y-%m-%d"))["ts_code"].agg(list)
+    return failing.groupby(failing["trade_date"].dt.strftime("%Y-%m-%d"))["ts_code"].agg(list)
+
+
+def days_over_threshold(signals: pd.DataFrame, threshold: int) -> dict[str, str]:
+    """Each day on which more than ``threshold`` trading funds have no data (a broken fetch), naming them."""
+    per_day = _funds_without_data(signals)
     over = per_day[per_day.map(len) > threshold]
-    if over.empty:
+    return {
+        day: f"{len(codes)} funds without data, more than {threshold}: {_listed(codes)}" for day, codes in over.items()
+    }
+
+
+def no_data_under_threshold(signals: pd.DataFrame, threshold: int) -> Finding:
+    """More than ``threshold`` trading funds without a usable bar on a day means a broken fetch."""
+    over = days_over_threshold(signals, threshold)
+    if not over:
+        per_day = _funds_without_data(signals)
         worst = int(per_day.map(len).max()) if len(per_day) else 0
         return Finding(True, f"at most {worst} funds without data on any day (threshold {threshold})")
-    day, codes = over.index[-1], over.iloc[-1]
+    day = list(over)[-1]
     return Finding(
         False,
-        f"{len(over)} days have more than {threshold} funds without data, e.g. {day}: {', '.join(codes[:20])}; "
-        "nothing is published for them",
+        f"{len(over)} days have more than {threshold} funds without data, e.g. {day}: {over[day]}. Held back from "
+        f"publication: {_listed(list(over))}",
         {"days_over_threshold": len(over)},
     )
+
+
+def held_back_days(prices: pd.DataFrame, signals: pd.DataFrame, threshold: int) -> dict[str, str]:
+    """The days not to publish, each with why: a bar that breaks a rule, or too many funds without data."""
+    reasons: dict[str, list[str]] = {}
+    for found in (days_with_invalid_bars(prices), days_over_threshold(signals, threshold)):
+        for day, why in found.items():
+            reasons.setdefault(day, []).append(why)
+    return {day: "; ".join(why) for day, why in sorted(reasons.items())}
 
 
 # Days ahead from which a trading calendar that runs out gets warned about and refreshed.

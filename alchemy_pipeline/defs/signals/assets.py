@@ -4,7 +4,16 @@ import dagster as dg
 import pandas as pd
 
 from alchemy_pipeline.defs.checks import check_result
-from alchemy_pipeline.defs.partitions import TradingDays, history_mapping, to_day
+from alchemy_pipeline.defs.io_manager import PartitionedParquetIOManager
+from alchemy_pipeline.defs.partitions import (
+    INDICATOR_ASSET,
+    PRICE_ASSET,
+    TradingDays,
+    backfill_command,
+    contiguous_ranges,
+    history_mapping,
+    to_day,
+)
 from alchemy_pipeline.defs.resources import (
     PriceSourceResource,
     SiteResource,
@@ -14,13 +23,15 @@ from alchemy_pipeline.defs.resources import (
 from alchemy_pipeline.domain.prices import fetch_prices
 from alchemy_pipeline.domain.publish import publish_signals
 from alchemy_pipeline.domain.quality import (
+    QUALITY_COLUMNS,
     bars_are_valid,
+    held_back_days,
     no_data_under_threshold,
     universe_coverage,
 )
 from alchemy_pipeline.domain.report import build_report, render_text
 from alchemy_pipeline.domain.strategy import PRICE_INPUT_COLUMNS, State, classify, compute_indicators
-from alchemy_pipeline.domain.tushare_api import VendorAuthError
+from alchemy_pipeline.domain.tushare_api import VendorAuthError, VendorDataError, VendorError
 from alchemy_pipeline.domain.workers import start_workers, worth_workers
 
 GROUP = "etf_signals"
@@ -28,6 +39,17 @@ PREVIEW_ROWS = 12
 # A backfill's metadata is stored with each of its partitions: the whole report of a large universe,
 # thousands of times over, would swell the event log; the page has it all.
 REPORT_PREVIEW_LINES = 60
+# The run tag that names the days a run held back, as the run list shows it.
+HELD_BACK_TAG = "alchemy/held_back"
+
+
+def _reasons(held_back: dict[str, str]) -> str:
+    return " ".join(f"{day}: {why}." for day, why in held_back.items())
+
+
+def _held_back_tag(held_back: dict[str, str], shown: int = 5) -> str:
+    days = list(held_back)
+    return ", ".join(days[:shown]) + (f" and {len(days) - shown} more" if len(days) > shown else "")
 
 
 def _head(text: str, lines: int) -> str:
@@ -38,7 +60,15 @@ def _head(text: str, lines: int) -> str:
 
 
 def _days(context: dg.AssetExecutionContext) -> list:
-    return [to_day(k) for k in context.partition_keys]
+    keys = context.partition_keys
+    if not keys:
+        # The Dagster CLI checks that a range's ends are partitions, not that they are in order.
+        span = context.partition_key_range
+        raise dg.Failure(
+            description=f"The range {span.start}...{span.end} holds no trading day: give the earlier day first",
+            allow_retries=False,
+        )
+    return [to_day(k) for k in keys]
 
 
 def _table_metadata(table: pd.DataFrame, preview: pd.DataFrame | None = None) -> dict:
@@ -53,8 +83,35 @@ def _table_metadata(table: pd.DataFrame, preview: pd.DataFrame | None = None) ->
     }
 
 
-def _check(name: str, asset: str, description: str, blocking: bool = True) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(name, asset=asset, description=description, blocking=blocking)
+def _check(name: str, asset: str, description: str) -> dg.AssetCheckSpec:
+    # Not blocking: a blocking check would hold back a whole range for one bad day. signal_report holds
+    # back, day by day, the days these checks fail.
+    return dg.AssetCheckSpec(name, asset=asset, description=description)
+
+
+# Backoff of the prices step when the vendor stays down beyond the client's own retries.
+OUTAGE_RETRIES = 2
+OUTAGE_RETRY_SECONDS = 300
+
+
+def _require_history(
+    context: dg.AssetExecutionContext, trading_days: TradingDays, io_manager: PartitionedParquetIOManager
+) -> None:
+    """Before any vendor call: a run that computes indicators needs the price history its first day reads."""
+    first, last = context.partition_keys[0], context.partition_keys[-1]
+    window = trading_days.history_keys(first)
+    missing = io_manager.missing_partitions(context.asset_key, window)
+    if missing:
+        ranges = contiguous_ranges(missing, window)
+        raise dg.Failure(
+            description=(
+                f"{first} reads the prices of the {len(window)} trading days before it, and {len(missing)} of them "
+                f"are missing ({', '.join(f'{a}...{b}' for a, b in ranges)}); nothing was fetched. From the repo "
+                f"root, fetch that history and then the range in one command: scripts/backfill {first} {last} "
+                f"(or the history alone: {backfill_command(PRICE_ASSET, ranges)})"
+            ),
+            allow_retries=False,
+        )
 
 
 def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
@@ -70,17 +127,15 @@ def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
                 "bars_are_valid",
                 "etf_daily_prices",
                 "Every bar: prices > 0 and low <= open, close <= high; an adjustment factor > 0; no fund with "
-                "two bars on one day. A failure names each broken rule, with examples.",
+                "two bars on one day. A failure names each broken rule, with examples, and the days held back "
+                "from publication for it.",
             ),
             _check(
                 "universe_coverage",
                 "etf_daily_prices",
                 "Funds of the universe without a bar (they become NO_DATA, with the reason).",
-                blocking=False,
             ),
         ],
-        # A vendor outage that outlasts the client's own retries: try the step again later.
-        retry_policy=dg.RetryPolicy(max_retries=2, delay=300, backoff=dg.Backoff.EXPONENTIAL),
         description=(
             "Unadjusted daily bars (Tushare fund_daily) of every fund in the universe, with that day's "
             "cumulative adjustment factor (fund_adj). Fetched in bulk, in the fewest API calls: the last day "
@@ -88,15 +143,29 @@ def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
             "universe is most of the market, the whole market over the range, paged."
         ),
     )
-    def etf_daily_prices(context: dg.AssetExecutionContext, prices: PriceSourceResource, universe: UniverseResource):
+    def etf_daily_prices(
+        context: dg.AssetExecutionContext,
+        prices: PriceSourceResource,
+        universe: UniverseResource,
+        io_manager: dg.ResourceParam[PartitionedParquetIOManager],
+    ):
         days = _days(context)
+        selection = context.run.asset_selection
+        computes_indicators = selection is None or dg.AssetKey(INDICATOR_ASSET) in selection
+        if computes_indicators:
+            _require_history(context, trading_days, io_manager)
         codes = universe.load()["ts_code"].tolist()
         client = prices.client(codes)
         try:
             table = fetch_prices(client, codes, days)
-        except VendorAuthError as exc:
-            # No retry can fix a refused token: fail now, and say which setting to fix.
+        except (VendorAuthError, VendorDataError) as exc:
+            # No retry can fix a refused token or an answer without the fields asked for: fail now, saying why.
             raise dg.Failure(description=str(exc), allow_retries=False) from None
+        except VendorError as exc:
+            # An outage or rate limit that outlasted the client's own retries: only these are tried again.
+            wait = OUTAGE_RETRY_SECONDS * 2**context.retry_number
+            context.log.warning(f"{exc}; retrying the step in {wait} s (at most {OUTAGE_RETRIES} times)")
+            raise dg.RetryRequested(max_retries=OUTAGE_RETRIES, seconds_to_wait=wait) from exc
         present = set(pd.DatetimeIndex(table["trade_date"].unique()).date)
         absent = [d.isoformat() for d in days if d not in present]
         if absent:
@@ -115,8 +184,7 @@ def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
             api_retries=int(sum(client.retries.values())),
             funds_without_bar_on_last_day=len(codes) - int((table["trade_date"] == pd.Timestamp(days[-1])).sum()),
         )
-        selection = context.run.asset_selection
-        if (selection is None or dg.AssetKey("etf_indicators") in selection) and worth_workers(len(table)):
+        if computes_indicators and worth_workers(len(table)):
             # This run's indicators are computed in worker processes: they start now, while the prices are
             # written and checked, rather than when the indicators need them. Not earlier: building the
             # table from the pages is the fetch's memory peak.
@@ -160,7 +228,8 @@ def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
             _check(
                 "funds_without_data_under_threshold",
                 "trade_signals",
-                "Funds that trade but have no usable bar stay under the threshold on every day.",
+                "Funds that trade but have no usable bar stay under the threshold on every day; the days over it "
+                "are held back from publication.",
             )
         ],
         description=(
@@ -190,31 +259,54 @@ def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=GROUP,
         kinds={"html", "json"},
+        # Only the days that pass the quality rules are materialized: each is recorded as it is published.
+        output_required=False,
+        ins={
+            "trade_signals": dg.AssetIn(),
+            "etf_daily_prices": dg.AssetIn(metadata={"columns": QUALITY_COLUMNS}),
+        },
         description=(
             "The published report of each day (reports/YYYY-MM-DD.json, .txt and .html) and the refreshed "
-            "site front page (index.html) and history (history.json)."
+            "site front page (index.html) and history (history.json). A day with a bar that breaks the rules of "
+            "bars_are_valid, or with too many funds without data, is held back: not published, not "
+            "materialized, named in the run's log and tags."
         ),
     )
     def signal_report(
         context: dg.AssetExecutionContext,
         trade_signals: pd.DataFrame,
+        etf_daily_prices: pd.DataFrame,
+        universe: UniverseResource,
         strategy: StrategyResource,
         prices: PriceSourceResource,
         site: SiteResource,
-    ) -> dg.MaterializeResult:
-        params = strategy.params()
-        written = publish_signals(site.store(), trade_signals, params, prices.notice, site.subscribe_url)
+    ):
+        held_back = held_back_days(etf_daily_prices, trade_signals, universe.max_funds_without_data)
+        del etf_daily_prices
+        if held_back:
+            context.log.warning(f"{len(held_back)} days held back, not published: {_reasons(held_back)}")
+            context.instance.add_run_tags(context.run_id, {HELD_BACK_TAG: _held_back_tag(held_back)})
         dates = trade_signals["trade_date"]
-        latest = build_report(trade_signals[dates == dates.max()], params, notice=prices.notice)
-        return dg.MaterializeResult(
-            metadata={
-                "days_published": int(dates.nunique()),
-                "first_day": dates.min().strftime("%Y-%m-%d"),
-                "last_day": latest["trade_date"],
-                "files_written": len(written),
-                "latest_page": dg.MetadataValue.url(site.page_url(latest["trade_date"])),
-                "latest_report": dg.MetadataValue.md(f"```\n{_head(render_text(latest), REPORT_PREVIEW_LINES)}```"),
-            }
-        )
+        kept = trade_signals[~dates.dt.strftime("%Y-%m-%d").isin(held_back)] if held_back else trade_signals
+        if kept.empty:
+            raise dg.Failure(
+                description=f"Nothing published: every day is held back. {_reasons(held_back)}", allow_retries=False
+            )
+        params = strategy.params()
+        publish_signals(site.store(), kept, params, prices.notice, site.subscribe_url)
+        counts = pd.crosstab(kept["trade_date"].dt.strftime("%Y-%m-%d"), kept["state"])
+        latest = counts.index[-1]
+        for day, row in counts.iterrows():
+            metadata = {s.value.lower(): int(row.get(s.value, 0)) for s in State}
+            metadata["page"] = dg.MetadataValue.url(site.page_url(day))
+            if day == latest:
+                # The whole report once, for the newest day: a backfill's metadata is stored per partition.
+                report = build_report(kept[kept["trade_date"] == pd.Timestamp(day)], params, notice=prices.notice)
+                metadata["report"] = dg.MetadataValue.md(f"```\n{_head(render_text(report), REPORT_PREVIEW_LINES)}```")
+                metadata["days_published_by_run"] = len(counts)
+                metadata["days_held_back_by_run"] = len(held_back)
+                if held_back:
+                    metadata["held_back"] = dg.MetadataValue.json(held_back)
+            yield dg.AssetMaterialization(asset_key=context.asset_key, partition=day, metadata=metadata)
 
     return [etf_daily_prices, etf_indicators, trade_signals, signal_report]

@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from alchemy_pipeline.defs.automation import exchange_schedule
-from alchemy_pipeline.defs.partitions import DAILY_ASSETS, PRICE_ASSET, REPORT_ASSET, RunPlan, TradingDays
+from alchemy_pipeline.defs.partitions import DAILY, DAILY_ASSETS, PRICE_ASSET, REPORT_ASSET, RunPlan, TradingDays
 from alchemy_pipeline.defs.resources import NotifierResource, SiteResource, TradingCalendarResource
 from alchemy_pipeline.domain import calendar
 from alchemy_pipeline.domain.notify import build_message, choose_day_to_notify, must_send
@@ -16,6 +16,9 @@ from alchemy_pipeline.domain.publish import report_key
 LANE_TAG = "alchemy/lane"
 LANE = "signals"
 PRIORITY_TAG = "dagster/priority"
+# What a run is for (daily, backfill, history) and who asked for it (schedule, analyst): the run list shows both.
+RUN_KIND_TAG = "alchemy/run"
+STARTED_BY_TAG = "alchemy/started_by"
 
 daily_signals_job = dg.define_asset_job(
     name="daily_signals_job",
@@ -29,26 +32,28 @@ daily_signals_job = dg.define_asset_job(
 )
 
 
-def run_request(plan: RunPlan, priority: int, run_key: str) -> dg.RunRequest:
-    return dg.RunRequest(
-        run_key=run_key,
-        asset_selection=[dg.AssetKey(a) for a in plan.assets],
-        tags={
-            "dagster/asset_partition_range_start": plan.start,
-            "dagster/asset_partition_range_end": plan.end,
-            LANE_TAG: LANE,
-            PRIORITY_TAG: str(priority),
-            "alchemy/purpose": plan.purpose,
-        },
-    )
+def plan_tags(plan: RunPlan, started_by: str) -> dict[str, str]:
+    """The tags of a planned run: its range, its lane, and what it is for."""
+    return {
+        "dagster/asset_partition_range_start": plan.start,
+        "dagster/asset_partition_range_end": plan.end,
+        LANE_TAG: LANE,
+        RUN_KIND_TAG: plan.kind,
+        STARTED_BY_TAG: started_by,
+        "alchemy/purpose": plan.purpose,
+    }
 
 
 def scheduled_requests(days: TradingDays, day: str, instance: dg.DagsterInstance) -> list[dg.RunRequest]:
     materialized = instance.get_materialized_partitions(dg.AssetKey(PRICE_ASSET))
-    plans = days.plan_daily_runs(day, materialized)
+    plans = days.plan_runs(day, day, materialized, DAILY)
     # Earlier plans feed later ones: give them the higher priority.
     return [
-        run_request(plan, priority=len(plans) - i, run_key=f"{day}:{'+'.join(plan.assets)}")
+        dg.RunRequest(
+            run_key=f"{day}:{plan.kind}:{plan.start}",
+            asset_selection=[dg.AssetKey(a) for a in plan.assets],
+            tags={**plan_tags(plan, "schedule"), PRIORITY_TAG: str(len(plans) - i)},
+        )
         for i, plan in enumerate(plans)
     ]
 
