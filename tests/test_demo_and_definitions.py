@@ -26,7 +26,19 @@ def test_demo_publishes_a_stamped_report_with_no_token_and_no_network(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     reports = tmp_path / ".alchemy" / "site" / "reports"
-    assert f"{reports / '2024-06-28.txt'}" in done.stdout
+    # Progress, the report and where things are; Dagster's own log goes to the file named last.
+    lines = done.stdout.splitlines()
+    assert lines[0] == "2024-06-30 is not a trading day: publishing 2024-06-28, the trading day before it"
+    assert (
+        lines[1].startswith("Running: fetch the price history")
+        and lines[2] == "Running: publish the signals of 2024-06-28"
+    )
+    assert lines[3] == (reports / "2024-06-28.txt").read_text("utf-8").splitlines()[0]
+    assert f"  {reports / '2024-06-28.txt'}" in lines
+    log = tmp_path / ".alchemy" / "dagster" / "dagster.log"
+    assert lines[-1] == f"Dagster's log: {log}"
+    assert "INFO" in log.read_text("utf-8")
+    assert done.stderr == "" and "DEBUG" not in done.stdout
     report = json.loads((reports / "2024-06-28.json").read_text("utf-8"))
     assert report["notice"] == "DEMO DATA - not market prices"
     assert len(report["signals"]) >= 35

@@ -285,7 +285,7 @@ def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
         del etf_daily_prices
         if held_back:
             context.log.warning(f"{len(held_back)} days held back, not published: {_reasons(held_back)}")
-            context.instance.add_run_tags(context.run_id, {HELD_BACK_TAG: _held_back_tag(held_back)})
+            context.instance.add_run_tags(context.run.run_id, {HELD_BACK_TAG: _held_back_tag(held_back)})
         dates = trade_signals["trade_date"]
         kept = trade_signals[~dates.dt.strftime("%Y-%m-%d").isin(held_back)] if held_back else trade_signals
         if kept.empty:
