@@ -9,6 +9,7 @@ gets progress and the outcome; Dagster's own log (INFO and above) goes to the fi
 import datetime as dt
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -61,28 +62,25 @@ def log_file(instance: dg.DagsterInstance) -> Path | None:
     return Path(names[0]).resolve() if names else None
 
 
-def execute(plans: list[RunPlan], instance: dg.DagsterInstance) -> list[dg.ExecuteInProcessResult]:
-    """Runs the plans in order, each as one run of the daily job; stops at the first that fails."""
+def signals_job() -> dg.JobDefinition:
+    """The daily job as the code location builds it (reconstructable: a run executes as a launched one)."""
     from alchemy_pipeline.definitions import defs
 
-    job = defs.resolve_job_def("daily_signals_job")
-    results = []
-    for plan in plans:
-        print(f"Running: {plan.purpose}", flush=True)
-        result = job.execute_in_process(
-            instance=instance,
-            asset_selection=[dg.AssetKey(a) for a in plan.assets],
-            tags=plan_tags(plan, STARTED_BY),
-            run_config=QUIET,
-            raise_on_error=False,
-        )
-        results.append(result)
-        if not result.success:
-            break
-    return results
+    return defs.resolve_job_def("daily_signals_job")
 
 
-def failure_line(result: dg.ExecuteInProcessResult) -> str:
+@dataclass(frozen=True)
+class Outcome:
+    """What the runs of a command did: the days published by the last and the days it held back, or why a
+    run failed; and where Dagster's log is."""
+
+    published: list[str]
+    held_back: dict[str, str]
+    failure: str | None
+    log: str
+
+
+def failure_line(result: dg.JobExecutionResult) -> str:
     """Why a run failed, in a line: the first step failure's message."""
     for event in result.all_events:
         if event.is_step_failure:
@@ -92,17 +90,30 @@ def failure_line(result: dg.ExecuteInProcessResult) -> str:
     return "see the run in dagster dev"
 
 
-def run_plans(plans: list[RunPlan]) -> tuple[dg.ExecuteInProcessResult | None, str]:
-    """Runs the plans on the instance at DAGSTER_HOME: the last run's result (None if a run failed, after
-    saying why on stderr), and where Dagster's log is."""
+def run_plans(plans: list[RunPlan]) -> Outcome:
+    """Runs the plans in order on the instance at DAGSTER_HOME, as launched runs of the daily job execute
+    (``execute_job``), each as one run; stops at the first that fails."""
     with dg.DagsterInstance.get() as instance:
-        results = execute(plans, instance)
         log = log_file(instance)
-    where = f"Dagster's log: {log}" if log else "Dagster's log: the runs in dagster dev"
-    if not results[-1].success:
-        print(f"Run {results[-1].run_id} failed: {failure_line(results[-1])}. {where}", file=sys.stderr)
-        return None, where
-    return results[-1], where
+        where = f"Dagster's log: {log}" if log else "Dagster's log: the runs in dagster dev"
+        for plan in plans:
+            print(f"Running: {plan.purpose}", flush=True)
+            with dg.execute_job(
+                dg.reconstructable(signals_job),
+                instance=instance,
+                asset_selection=[dg.AssetKey(a) for a in plan.assets],
+                tags=plan_tags(plan, STARTED_BY),
+                run_config=QUIET,
+            ) as result:
+                if not result.success:
+                    return Outcome([], {}, f"Run {result.run_id} failed: {failure_line(result)}", where)
+                reports = [
+                    event.step_materialization_data.materialization
+                    for event in result.get_asset_materialization_events()
+                    if event.asset_key == dg.AssetKey(REPORT_ASSET)
+                ]
+        held_back = next((dict(r.metadata["held_back"].value) for r in reports if "held_back" in r.metadata), {})
+        return Outcome(sorted(r.partition for r in reports), held_back, None, where)
 
 
 def materialized_prices() -> set[str]:
@@ -123,8 +134,9 @@ def demo(argv: list[str], settings: Settings, days: TradingDays) -> int:
     days.check_day(day, now())
     if day != asked:
         print(f"{asked} is not a trading day: publishing {day}, the trading day before it")
-    result, where = run_plans(days.plan_runs(day.isoformat(), day.isoformat(), materialized_prices(), DAILY))
-    if result is None:
+    outcome = run_plans(days.plan_runs(day.isoformat(), day.isoformat(), materialized_prices(), DAILY))
+    if outcome.failure:
+        print(f"{outcome.failure}. {outcome.log}", file=sys.stderr)
         return 1
     reports = settings.publish_dir / "reports"
     print((reports / f"{day}.txt").read_text("utf-8"))
@@ -133,7 +145,7 @@ def demo(argv: list[str], settings: Settings, days: TradingDays) -> int:
     for suffix in (".txt", ".html", ".json"):
         print(f"  {reports / f'{day}{suffix}'}")
     print(f"Site front page: {settings.publish_dir / 'index.html'}")
-    print(where)
+    print(outcome.log)
     return 0
 
 
@@ -147,25 +159,21 @@ def backfill(argv: list[str], settings: Settings, days: TradingDays) -> int:
         )
     start, end = (calendar.parse_day(arg) for arg in argv)
     days.check_range(start, end, now())
-    result, where = run_plans(days.plan_runs(start.isoformat(), end.isoformat(), materialized_prices(), BACKFILL))
-    if result is None:
+    outcome = run_plans(days.plan_runs(start.isoformat(), end.isoformat(), materialized_prices(), BACKFILL))
+    if outcome.failure:
+        print(f"{outcome.failure}. {outcome.log}", file=sys.stderr)
         return 1
-    print(f"{summary(result, len(days.calendar.sessions(start, end)), settings)}. {where}")
+    print(f"{summary(outcome, len(days.calendar.sessions(start, end)), settings)}. {outcome.log}")
     return 0
 
 
-def summary(result: dg.ExecuteInProcessResult, trading_days: int, settings: Settings) -> str:
+def summary(outcome: Outcome, trading_days: int, settings: Settings) -> str:
     """One line: the days published, the days held back and why, and where the reports are."""
-    published = sorted(
-        event.partition for event in result.asset_materializations_for_node(REPORT_ASSET) if event.partition
-    )
-    held_back: dict[str, str] = {}
-    for event in result.asset_materializations_for_node(REPORT_ASSET):
-        if "held_back" in event.metadata:
-            held_back = event.metadata["held_back"].value
+    published = outcome.published
     line = f"Published {len(published)} of {trading_days} trading days ({published[0]}...{published[-1]})"
-    if held_back:
-        line += f"; held back {len(held_back)}: " + "; ".join(f"{day} ({why})" for day, why in held_back.items())
+    if outcome.held_back:
+        held = "; ".join(f"{day} ({why})" for day, why in outcome.held_back.items())
+        line += f"; held back {len(outcome.held_back)}: {held}"
     return f"{line}; reports in {settings.publish_dir / 'reports'}, front page {settings.publish_dir / 'index.html'}"
 
 
