@@ -7,6 +7,7 @@ pipeline's settings in the environment; prints one JSON line of measurements.
 import datetime as dt
 import functools
 import json
+import os
 import subprocess
 import sys
 import time
@@ -90,9 +91,14 @@ USER_COMMANDS = {
 }  # fmt: skip
 
 
+# The README exports this before its CLI range command (scripts/run-local does too).
+README_EXPORTS = {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true"}
+
+
 def user_command(name: str, start: str, end: str) -> int:
     """Runs the user's command as typed, in the instance's directory; the reports it published."""
-    done = subprocess.run(USER_COMMANDS[name](start, end), capture_output=True, text=True)
+    env = {**os.environ, **README_EXPORTS}
+    done = subprocess.run(USER_COMMANDS[name](start, end), env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{name} failed: {(done.stderr.strip().splitlines() or ['?'])[-1][:300]}")
     return len(sessions(start, end))

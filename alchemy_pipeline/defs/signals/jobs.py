@@ -24,10 +24,6 @@ daily_signals_job = dg.define_asset_job(
     name="daily_signals_job",
     selection=list(DAILY_ASSETS),
     tags={LANE_TAG: LANE},
-    # The four steps form a chain, so a process per step would only add an interpreter start and an
-    # import of the code location to each (about 10 s a run); a step spreads its own work over threads
-    # and worker processes.
-    executor_def=dg.in_process_executor,
     description="Fetch, compute and publish the trading signals of a trading day (or of a range, as one run).",
 )
 
