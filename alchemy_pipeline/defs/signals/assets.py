@@ -259,7 +259,8 @@ def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=GROUP,
         kinds={"html", "json"},
-        # Only the days that pass the quality rules are materialized: each is recorded as it is published.
+        # Only the days that pass the quality rules are materialized: when some are held back, each day
+        # published is recorded on its own.
         output_required=False,
         ins={
             "trade_signals": dg.AssetIn(),
@@ -287,26 +288,31 @@ def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
             context.log.warning(f"{len(held_back)} days held back, not published: {_reasons(held_back)}")
             context.instance.add_run_tags(context.run.run_id, {HELD_BACK_TAG: _held_back_tag(held_back)})
         dates = trade_signals["trade_date"]
-        kept = trade_signals[~dates.dt.strftime("%Y-%m-%d").isin(held_back)] if held_back else trade_signals
+        kept = trade_signals[~dates.isin(pd.to_datetime(list(held_back)))] if held_back else trade_signals
         if kept.empty:
             raise dg.Failure(
                 description=f"Nothing published: every day is held back. {_reasons(held_back)}", allow_retries=False
             )
         params = strategy.params()
-        publish_signals(site.store(), kept, params, prices.notice, site.subscribe_url)
-        counts = pd.crosstab(kept["trade_date"].dt.strftime("%Y-%m-%d"), kept["state"])
-        latest = counts.index[-1]
-        for day, row in counts.iterrows():
-            metadata = {s.value.lower(): int(row.get(s.value, 0)) for s in State}
-            metadata["page"] = dg.MetadataValue.url(site.page_url(day))
-            if day == latest:
-                # The whole report once, for the newest day: a backfill's metadata is stored per partition.
-                report = build_report(kept[kept["trade_date"] == pd.Timestamp(day)], params, notice=prices.notice)
-                metadata["report"] = dg.MetadataValue.md(f"```\n{_head(render_text(report), REPORT_PREVIEW_LINES)}```")
-                metadata["days_published_by_run"] = len(counts)
-                metadata["days_held_back_by_run"] = len(held_back)
-                if held_back:
-                    metadata["held_back"] = dg.MetadataValue.json(held_back)
+        written = publish_signals(site.store(), kept, params, prices.notice, site.subscribe_url)
+        days = kept["trade_date"].drop_duplicates()
+        latest = build_report(kept[kept["trade_date"] == days.max()], params, notice=prices.notice)
+        # Stored with each day the run publishes: a backfill's metadata is kept per partition.
+        metadata = {
+            "days_published": len(days),
+            "first_day": days.min().strftime("%Y-%m-%d"),
+            "last_day": latest["trade_date"],
+            "files_written": len(written),
+            "latest_page": dg.MetadataValue.url(site.page_url(latest["trade_date"])),
+            "latest_report": dg.MetadataValue.md(f"```\n{_head(render_text(latest), REPORT_PREVIEW_LINES)}```"),
+            "days_held_back": len(held_back),
+        }
+        if not held_back:
+            # Every day of the run: one result, whose per-day records Dagster writes in batches.
+            yield dg.MaterializeResult(metadata=metadata)
+            return
+        metadata["held_back"] = dg.MetadataValue.json(held_back)
+        for day in days.dt.strftime("%Y-%m-%d"):
             yield dg.AssetMaterialization(asset_key=context.asset_key, partition=day, metadata=metadata)
 
     return [etf_daily_prices, etf_indicators, trade_signals, signal_report]
