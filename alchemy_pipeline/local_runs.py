@@ -29,8 +29,9 @@ from alchemy_pipeline.defs.signals.jobs import plan_tags
 from alchemy_pipeline.domain import calendar
 from alchemy_pipeline.settings import Settings, SettingsError, load_settings
 
-# The runs' console output: warnings and errors only; the rest is in the instance and its log file.
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Dagster's console logger stays quiet (its messages and stack traces are in the instance and the log file):
+# the command prints what runs and how it ended, a failure in one line.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 STARTED_BY = "analyst"
 
 
