@@ -239,6 +239,15 @@ def targets(results: dict, funds: int) -> list[tuple[str, str, bool | None]]:
     return rows
 
 
+def slowest(runs: list[dict]) -> dict:
+    """The slowest run (a failed one first), with every run's wall time: on a shared machine a target
+    counts as met when the slowest of the runs meets it."""
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        return failed[0]
+    return {**max(runs, key=lambda r: r["wall_s"]), "all_wall_s": [r["wall_s"] for r in runs]}
+
+
 def rate_limit_note(calls_per_minute: int) -> list[str]:
     """What the vendor's call budget alone costs the scale scenario, whatever the pipeline does."""
     from alchemy_pipeline.domain.calendar import TradingCalendar
@@ -266,6 +275,9 @@ def main() -> None:
     parser.add_argument("--calls-per-minute", type=int, default=500, help="per API, server and client")
     parser.add_argument("--timeout", type=int, default=900, help="seconds allowed per scenario")
     parser.add_argument("--only", nargs="*", help="scenario names to run")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of each scenario; the table shows the slowest, as targets count"
+    )
     parser.add_argument(
         "--storage",
         choices=["sqlite", "postgres"],
@@ -298,8 +310,11 @@ def main() -> None:
             continue
         tables, universe = (real_tables, real_universe) if data == "real" else scale_tables()
         print(f"{name}: {what} ...", flush=True)
-        results[name] = run_scenario(name, start, end, tables, universe, args, postgres)
-        print(f"  {results[name]}", flush=True)
+        runs = []
+        for _ in range(args.repeat):
+            runs.append(run_scenario(name, start, end, tables, universe, args, postgres))
+            print(f"  {runs[-1]}", flush=True)
+        results[name] = slowest(runs)
     if postgres is not None:
         postgres.stop()
         shutil.rmtree(pg_root, ignore_errors=True)
@@ -320,18 +335,20 @@ def main() -> None:
         "inherit the benchmark's resident size at the fork), or, where a step used worker processes, the "
         "highest total of the process and its workers (sampled every 0.2 s) if that is higher.",
         "",
-        "| scenario | wall time (s) | API calls | rows fetched | reports | peak memory (MB) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| scenario | wall time (s) | API calls | rows fetched | reports | peak memory (MB) |"
+        + (" runs (s), slowest shown |" if args.repeat > 1 else ""),
+        "|---|---:|---:|---:|---:|---:|" + ("---|" if args.repeat > 1 else ""),
     ]
     for name, what, *_ in SCENARIOS:
         if name not in results:
             continue
         r = results[name]
         if "error" in r:
-            lines.append(f"| {what} | {r['error']} | | | | |")
+            lines.append(f"| {what} | {r['error']} | | | | |" + (" |" if args.repeat > 1 else ""))
         else:
+            runs = f" {', '.join(map(str, r['all_wall_s']))} |" if args.repeat > 1 else ""
             lines.append(f"| {what} | {r['wall_s']} | {r['api_calls']:,} | {r['rows_fetched']:,} | {r['reports']:,} "
-                         f"| {r['peak_rss_mb']:,} |")  # fmt: skip
+                         f"| {r['peak_rss_mb']:,} |{runs}")  # fmt: skip
     probes = f"{probe_before} s before the scenarios, {speed_probe()} s after"
     lines += ["", f"Import time of `alchemy_pipeline.definitions`: {import_time()} s. Machine speed probe (a fixed "
               f"pure-Python loop; lower is faster): {probes}.", "", "## Targets", "",

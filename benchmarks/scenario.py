@@ -92,7 +92,7 @@ USER_COMMANDS = {
 
 
 # The README exports this before its CLI range command (scripts/run-local does too).
-README_EXPORTS = {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true"}
+README_EXPORTS = {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true", "DAGSTER_EVENT_BATCH_SIZE": "1000"}
 
 
 def user_command(name: str, start: str, end: str) -> int:

@@ -8,6 +8,7 @@ broken bar; wrong inputs are answered in one line before any vendor call.
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -218,3 +219,15 @@ def test_a_run_that_fails_ends_the_command_with_one_line_naming_why(server, tmp_
     assert "failed: etf_daily_prices failed:" in line and "TUSHARE_TOKEN" in line and "Dagster's log:" in line
     assert "not-a-valid-token" not in done.stdout + done.stderr and "Traceback" not in done.stderr
     assert not (home / "site").exists()
+
+
+def test_the_benchmark_runs_the_readmes_range_command_with_the_readmes_settings():
+    from benchmarks.scenario import README_EXPORTS, USER_COMMANDS
+
+    readme = (REPO_ROOT / "README.md").read_text("utf-8")
+    block = next(b for b in readme.split("```bash\n")[1:] if "--partition-range" in b.split("```")[0]).split("```")[0]
+    exports = dict(re.findall(r"^export (DAGSTER_(?!HOME)\w+)=(\S+)", block, re.MULTILINE))
+    assert exports == README_EXPORTS
+    command = " ".join(block.replace("\\\n", " ").split())
+    benchmark = USER_COMMANDS["readme_cli_4_5y"]("START", "END")
+    assert " ".join(benchmark[1:-1]).replace("*signal_report", "'*signal_report'") in command
