@@ -91,7 +91,7 @@ USER_COMMANDS = {
 }  # fmt: skip
 
 
-# The README exports this before its CLI range command (scripts/run-local does too).
+# The README exports these before its CLI range command (scripts/run-local sets them too).
 README_EXPORTS = {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true", "DAGSTER_EVENT_BATCH_SIZE": "1000"}
 
 
