@@ -44,6 +44,10 @@ def run_command(name: str, command, argv: list[str]) -> int:
     try:
         if not os.environ.get("DAGSTER_HOME"):
             raise CommandError("DAGSTER_HOME is not set: point it at the directory holding dagster.yaml")
+        # Dagster reads this itself, in the middle of a run: a value it cannot parse would fail the run there.
+        batch = os.environ.get("DAGSTER_EVENT_BATCH_SIZE", "0")
+        if not batch.isdigit():
+            raise CommandError(f"DAGSTER_EVENT_BATCH_SIZE={batch!r} is not a whole number: unset it or use 1000")
         settings = load_settings()
         days = TradingDays(build_resources(settings)["calendar_cache"].load())
         return command(argv, settings, days)

@@ -152,6 +152,11 @@ WRONG_INPUTS = [
     (["scripts/demo", "NOT_CLOSED"], {}, "has not closed yet: the latest trading day published by now is"),
     (["scripts/demo", "2024-13-01"], {}, "scripts/demo: '2024-13-01' is not a date: write it as YYYY-MM-DD"),
     (["scripts/demo"], {"ALCHEMY_PRICE_SOURCE": "bogus"}, "ALCHEMY_PRICE_SOURCE='bogus' is not supported"),
+    (
+        ["scripts/backfill", START, END],
+        {"DAGSTER_EVENT_BATCH_SIZE": "x"},
+        "DAGSTER_EVENT_BATCH_SIZE='x' is not a whole",
+    ),
     (["scripts/backfill", "2024-06-08", END], {}, "2024-06-08 is a Saturday, not a trading day: the nearest"),
     (["scripts/backfill", "2024-06-10", END], {}, "2024-06-10 is a holiday of the Shanghai exchange (a Monday)"),
     (["scripts/backfill", "2014-06-03", END], {}, "2014-06-03 is before 2015-01-05"),
