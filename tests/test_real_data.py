@@ -8,7 +8,9 @@ reference written here, independently, straight from the rule and the vendor's C
 
 import bisect
 import datetime as dt
+import hashlib
 import json
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -24,6 +26,10 @@ from tests.conftest import BUNDLED_DAYS, history_keys, tick_schedule
 from tests.tushare_server import VALID_TOKEN, TushareTestServer
 
 FIRST, LAST_BACKFILLED, DAILY = "2018-12-03", "2023-06-07", "2023-06-08"
+# SHA-256 of every file this run publishes, by month (the site's front page and history on their own),
+# as published before the strategy, IO and report code were restructured (issue 19): the same prices
+# must keep giving subscribers the same bytes.
+PUBLISHED_DIGESTS = Path(__file__).with_name("real_data_published_digests.txt")
 SHORT, LONG = 11, 22
 
 
@@ -173,3 +179,34 @@ def test_splits_and_suspensions_are_handled(real_run):
 def test_the_backfill_fetched_per_fund_not_per_day(real_run):
     # 20 funds, two APIs, a single page each: nothing like two calls per fund per day.
     assert real_run["backfill_calls"] <= 2 * 20
+
+
+def published_digests(site: Path) -> dict[str, str]:
+    """One SHA-256 per month of reports (each file's name and bytes, in name order), and one per other file."""
+    groups: dict[str, list[Path]] = {}
+    for path in sorted(p for p in site.rglob("*") if p.is_file() and "outbox" not in p.parts):
+        relative = path.relative_to(site).as_posix()
+        groups.setdefault(
+            relative[: len("reports/YYYY-MM")] if relative.startswith("reports/") else relative, []
+        ).append(path)
+    digests = {}
+    for group, paths in groups.items():
+        digest = hashlib.sha256()
+        for path in paths:
+            digest.update(path.relative_to(site).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+        digests[group] = digest.hexdigest()
+    return digests
+
+
+def test_published_bytes_are_those_published_before(real_run, tmp_path):
+    got = published_digests(real_run["site"])
+    want = dict(line.split() for line in PUBLISHED_DIGESTS.read_text().splitlines())
+    differ = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
+    if differ:
+        actual = tmp_path / PUBLISHED_DIGESTS.name
+        actual.write_text("".join(f"{k} {v}\n" for k, v in sorted(got.items())))
+        pytest.fail(
+            f"{len(differ)} of {len(want)} groups of published files differ ({', '.join(differ[:8])}): a subscriber "
+            f"would read other bytes for the same prices. This run's digests are in {actual}; replace "
+            f"{PUBLISHED_DIGESTS.name} with them only if the change is meant, and say so in the README."
+        )
