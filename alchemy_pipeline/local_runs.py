@@ -23,9 +23,9 @@ from alchemy_pipeline.defs.partitions import (
     REPORT_ASSET,
     RunPlan,
     TradingDays,
+    plan_tags,
 )
 from alchemy_pipeline.defs.resources import build_resources
-from alchemy_pipeline.defs.signals.jobs import plan_tags
 from alchemy_pipeline.domain import calendar
 from alchemy_pipeline.settings import Settings, SettingsError, load_settings
 

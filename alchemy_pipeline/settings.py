@@ -1,13 +1,18 @@
-"""Every environment variable the pipeline reads, parsed and checked in one place.
+"""Every environment variable the pipeline reads, each declared once: its field, default, check and meaning.
 
-A bad or missing setting fails at once with a message that names the variable.
+A bad or missing setting fails at once with a message that names the variable. The README's configuration
+tables are these declarations (``tests/test_settings.py`` holds them to each other).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from alchemy_pipeline.domain.strategy import StrategyParams
 
 
 class SettingsError(ValueError):
@@ -16,52 +21,43 @@ class SettingsError(ValueError):
 
 ENVIRONMENTS = ("local", "aws")
 PRICE_SOURCES = ("tushare", "demo")
+# The SDK's own name first; the seed read TUSHARE_API_TOKEN, which is honoured too.
+TOKEN_VARIABLES = ("TUSHARE_TOKEN", "TUSHARE_API_TOKEN")
 
 
-@dataclass(frozen=True)
-class Settings:
-    env: str
-    price_source: str
-    tushare_token_var: str | None
-    tushare_api_url: str | None
-    tushare_timeout: float
-    tushare_calls_per_minute: int
-    tushare_retry_attempts: int
-    tushare_retry_base_delay: float
-    universe_path: str | None
-    data_dir: Path
-    publish_dir: Path
-    site_url: str
-    notify_max_age_days: int
-    ma_short: int
-    ma_long: int
-    max_funds_without_data: int = 5
-    late_data_retries: int = 8
-    late_data_retry_seconds: int = 1800
-    subscribe_url: str | None = None
-    aws_region: str | None = None
-    data_bucket: str | None = None
-    site_bucket: str | None = None
-    sns_topic_arn: str | None = None
+def text(name: str, raw: str) -> str:
+    return raw
 
 
-def _int(environ, name: str, default: int, minimum: int = 0) -> int:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
+def path(name: str, raw: str) -> Path:
+    return Path(raw)
+
+
+def one_of(*options: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        if raw not in options:
+            raise SettingsError(f"{name}={raw!r} is not supported; use one of {', '.join(options)}")
+        return raw
+
+    return parse
+
+
+def whole_number(minimum: int = 0) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+        if value < minimum:
+            raise SettingsError(f"{name}={raw!r} must be at least {minimum}")
+        return value
+
+    return parse
+
+
+def positive_number(name: str, raw: str) -> float:
     try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={raw!r} must be at least {minimum}")
-    return value
-
-
-def _float(environ, name: str, default: float) -> float:
-    raw = environ.get(name, "").strip()
-    try:
-        value = float(raw) if raw else default
+        value = float(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a number") from None
     if value <= 0:
@@ -69,75 +65,226 @@ def _float(environ, name: str, default: float) -> float:
     return value
 
 
+@dataclass(frozen=True)
+class Variable:
+    """How a field of ``Settings`` is read from the environment, and what the README says of it."""
+
+    name: str
+    parse: Callable[[str, str], object]
+    meaning: str
+    # How the README shows the default when it is not the field's own (one made from other settings).
+    shown_default: str | None = None
+    # On AWS: why the variable is required there, and what it means there if that differs.
+    aws_need: str | None = None
+    aws_meaning: str | None = None
+
+
+def setting(default, variable: Variable):
+    return dataclasses.field(default=default, metadata={"variable": variable})
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = setting(
+        "local", Variable("ALCHEMY_ENV", one_of(*ENVIRONMENTS), "environment; `local` keeps everything on this machine")
+    )
+    price_source: str = setting(
+        None,
+        Variable(
+            "ALCHEMY_PRICE_SOURCE",
+            one_of(*PRICE_SOURCES),
+            "`tushare`, or `demo` (synthetic prices, stamped in every report)",
+            shown_default="`tushare` if a token is set, else `demo`",
+        ),
+    )
+    # Which of TOKEN_VARIABLES holds the token: the token itself is read by the resource, never kept here.
+    tushare_token_var: str | None = setting(
+        None,
+        Variable(
+            "TUSHARE_TOKEN",
+            text,
+            "Tushare Pro token (or the seed's `TUSHARE_API_TOKEN`); never written to logs or run config",
+            aws_need="the prices",
+            aws_meaning="as above",
+        ),
+    )
+    tushare_api_url: str | None = setting(
+        None, Variable("TUSHARE_API_URL", text, "base URL override, for proxies and tests", shown_default="the SDK's")
+    )
+    tushare_timeout: float = setting(30.0, Variable("TUSHARE_TIMEOUT", positive_number, "seconds per API call"))
+    tushare_calls_per_minute: int = setting(
+        180,
+        Variable(
+            "TUSHARE_CALLS_PER_MINUTE",
+            whole_number(1),
+            "per API, for every call of a run (under Tushare's lowest common tier)",
+        ),
+    )
+    tushare_retry_attempts: int = setting(5, Variable("TUSHARE_RETRY_ATTEMPTS", whole_number(1), "attempts per call"))
+    tushare_retry_base_delay: float = setting(
+        2.0,
+        Variable(
+            "TUSHARE_RETRY_BASE_SECONDS", positive_number, "the first backoff between attempts (doubling, with jitter)"
+        ),
+    )
+    max_funds_without_data: int = setting(
+        5,
+        Variable(
+            "ALCHEMY_MAX_FUNDS_WITHOUT_DATA",
+            whole_number(),
+            "more trading funds than this without a bar on a day hold the day back",
+        ),
+    )
+    late_data_retries: int = setting(
+        8, Variable("ALCHEMY_LATE_DATA_RETRIES", whole_number(), "tries of a day the vendor has not published yet")
+    )
+    late_data_retry_seconds: int = setting(
+        1800, Variable("ALCHEMY_LATE_DATA_RETRY_SECONDS", whole_number(), "seconds between those tries")
+    )
+    universe_path: str | None = setting(
+        None,
+        Variable(
+            "ALCHEMY_UNIVERSE",
+            text,
+            "CSV with columns `ts_code,name` (44 liquid ETFs by default)",
+            shown_default="`alchemy_pipeline/data/universe.csv`",
+        ),
+    )
+    data_dir: Path = setting(
+        Path(".alchemy/data"),
+        Variable(
+            "ALCHEMY_DATA_DIR",
+            path,
+            "Parquet asset storage, one file per asset and day, and the cached trading calendar (on AWS, only the "
+            "calendar, brought from the data bucket by the container's entrypoint)",
+        ),
+    )
+    publish_dir: Path = setting(
+        Path(".alchemy/site"),
+        Variable("ALCHEMY_PUBLISH_DIR", path, "the published site and the outbox"),
+    )
+    site_url: str | None = setting(
+        None,
+        Variable(
+            "ALCHEMY_SITE_URL",
+            text,
+            "base of the links in notifications",
+            shown_default="`file://` URL of the publish directory",
+            aws_need="the links in notifications",
+            aws_meaning="the site's public URL, for links in messages",
+        ),
+    )
+    notify_max_age_days: int = setting(
+        3,
+        Variable(
+            "ALCHEMY_NOTIFY_MAX_AGE_DAYS", whole_number(), "newest day older than this (calendar days) is not notified"
+        ),
+    )
+    ma_short: int = setting(
+        11, Variable("ALCHEMY_MA_SHORT", whole_number(), "short moving-average length in trading days")
+    )
+    ma_long: int = setting(
+        22, Variable("ALCHEMY_MA_LONG", whole_number(), "long moving-average length in trading days (at most 49)")
+    )
+    subscribe_url: str | None = setting(
+        None,
+        Variable(
+            "ALCHEMY_SUBSCRIBE_URL",
+            text,
+            "the subscription endpoint the page's form posts to (no form without it)",
+            aws_need="the web page's subscribe form",
+            aws_meaning="the API Gateway URL of the subscription Lambda",
+        ),
+    )
+    aws_region: str | None = setting(
+        None,
+        Variable(
+            "AWS_REGION",
+            text,
+            "",
+            aws_need="the AWS region",
+            aws_meaning="the region of the buckets and the topic (`AWS_DEFAULT_REGION` is read too); credentials "
+            "come from the usual boto3 chain",
+        ),
+    )
+    data_bucket: str | None = setting(
+        None,
+        Variable(
+            "ALCHEMY_DATA_BUCKET",
+            text,
+            "",
+            aws_need="the assets and notification records",
+            aws_meaning="assets as Parquet under `assets/`, the cached calendar under `reference/`, notification "
+            "records under `notifications/`",
+        ),
+    )
+    site_bucket: str | None = setting(
+        None,
+        Variable(
+            "ALCHEMY_SITE_BUCKET",
+            text,
+            "",
+            aws_need="the published site",
+            aws_meaning="the published site, same key layout as locally; private, read through CloudFront",
+        ),
+    )
+    sns_topic_arn: str | None = setting(
+        None,
+        Variable(
+            "ALCHEMY_SNS_TOPIC_ARN",
+            text,
+            "",
+            aws_need="the subscribers' SNS topic",
+            aws_meaning="the topic subscribers' email addresses are subscribed to",
+        ),
+    )
+
+
+def variables() -> list[tuple[str, Variable]]:
+    """Each field of ``Settings`` with its variable, in declaration order."""
+    return [(f.name, f.metadata["variable"]) for f in dataclasses.fields(Settings)]
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     environ = os.environ if environ is None else environ
-    env = environ.get("ALCHEMY_ENV", "").strip() or "local"
-    if env not in ENVIRONMENTS:
-        raise SettingsError(f"ALCHEMY_ENV={env!r} is not supported; use one of {', '.join(ENVIRONMENTS)}")
-    # The seed read TUSHARE_API_TOKEN; both names are honoured, the SDK's own name first.
-    token_var = next((v for v in ("TUSHARE_TOKEN", "TUSHARE_API_TOKEN") if environ.get(v, "").strip()), None)
-    price_source = environ.get("ALCHEMY_PRICE_SOURCE", "").strip() or (
-        "tushare" if token_var or env != "local" else "demo"
+    raw = {name: environ.get(name, "").strip() for name in {v.name for _, v in variables()} | {*TOKEN_VARIABLES}}
+    raw["AWS_REGION"] = raw["AWS_REGION"] or environ.get("AWS_DEFAULT_REGION", "").strip()
+    values = {
+        field: variable.parse(variable.name, raw[variable.name])
+        for field, variable in variables()
+        if raw[variable.name]
+    }
+    values["tushare_token_var"] = next((name for name in TOKEN_VARIABLES if raw[name]), None)
+    settings = Settings(**values)
+    if settings.env == "aws":
+        missing = [(v.name, v.aws_need) for field, v in variables() if v.aws_need and getattr(settings, field) is None]
+        for name, need in missing:
+            shown = "AWS_REGION (or AWS_DEFAULT_REGION)" if name == "AWS_REGION" else name
+            raise SettingsError(f"{shown} is not set: ALCHEMY_ENV=aws needs it for {need}")
+        if not settings.sns_topic_arn.startswith("arn:"):
+            raise SettingsError(f"ALCHEMY_SNS_TOPIC_ARN={settings.sns_topic_arn!r} is not an ARN")
+    price_source = settings.price_source or (
+        "tushare" if settings.tushare_token_var or settings.env != "local" else "demo"
     )
-    if price_source not in PRICE_SOURCES:
+    if price_source == "demo" and settings.env != "local":
         raise SettingsError(
-            f"ALCHEMY_PRICE_SOURCE={price_source!r} is not supported; use one of {', '.join(PRICE_SOURCES)}"
+            f"ALCHEMY_PRICE_SOURCE=demo is refused when ALCHEMY_ENV={settings.env}: demo prices are not market prices"
         )
-    if price_source == "demo" and env != "local":
-        raise SettingsError(
-            f"ALCHEMY_PRICE_SOURCE=demo is refused when ALCHEMY_ENV={env}: demo prices are not market prices"
-        )
-    if price_source == "tushare" and token_var is None:
+    if price_source == "tushare" and settings.tushare_token_var is None:
         raise SettingsError(
             "ALCHEMY_PRICE_SOURCE=tushare needs a Tushare token in TUSHARE_TOKEN (or TUSHARE_API_TOKEN)"
         )
-    data_dir = Path(environ.get("ALCHEMY_DATA_DIR", "").strip() or ".alchemy/data").resolve()
-    publish_dir = Path(environ.get("ALCHEMY_PUBLISH_DIR", "").strip() or ".alchemy/site").resolve()
-    fields = dict(
-        env=env,
+    try:
+        StrategyParams(short=settings.ma_short, long=settings.ma_long)
+    except ValueError as exc:
+        raise SettingsError(
+            f"ALCHEMY_MA_SHORT={settings.ma_short}, ALCHEMY_MA_LONG={settings.ma_long}: {exc}"
+        ) from None
+    publish_dir = settings.publish_dir.resolve()
+    return dataclasses.replace(
+        settings,
         price_source=price_source,
-        tushare_token_var=token_var,
-        tushare_api_url=environ.get("TUSHARE_API_URL", "").strip() or None,
-        tushare_timeout=_float(environ, "TUSHARE_TIMEOUT", 30.0),
-        tushare_calls_per_minute=_int(environ, "TUSHARE_CALLS_PER_MINUTE", 180, minimum=1),
-        tushare_retry_attempts=_int(environ, "TUSHARE_RETRY_ATTEMPTS", 5, minimum=1),
-        tushare_retry_base_delay=_float(environ, "TUSHARE_RETRY_BASE_SECONDS", 2.0),
-        universe_path=environ.get("ALCHEMY_UNIVERSE", "").strip() or None,
-        data_dir=data_dir,
+        data_dir=settings.data_dir.resolve(),
         publish_dir=publish_dir,
-        site_url=(environ.get("ALCHEMY_SITE_URL", "").strip() or publish_dir.as_uri()).rstrip("/"),
-        subscribe_url=environ.get("ALCHEMY_SUBSCRIBE_URL", "").strip() or None,
-        notify_max_age_days=_int(environ, "ALCHEMY_NOTIFY_MAX_AGE_DAYS", 3),
-        ma_short=_int(environ, "ALCHEMY_MA_SHORT", 11),
-        ma_long=_int(environ, "ALCHEMY_MA_LONG", 22),
-        max_funds_without_data=_int(environ, "ALCHEMY_MAX_FUNDS_WITHOUT_DATA", 5),
-        late_data_retries=_int(environ, "ALCHEMY_LATE_DATA_RETRIES", 8),
-        late_data_retry_seconds=_int(environ, "ALCHEMY_LATE_DATA_RETRY_SECONDS", 1800),
+        site_url=(settings.site_url or publish_dir.as_uri()).rstrip("/"),
     )
-    if env == "aws":
-        fields.update(_aws_settings(environ))
-    return Settings(**fields)
-
-
-def _required(environ, name: str, why: str) -> str:
-    value = environ.get(name, "").strip()
-    if not value:
-        raise SettingsError(f"{name} is not set: ALCHEMY_ENV=aws needs it for {why}")
-    return value
-
-
-def _aws_settings(environ) -> dict:
-    region = environ.get("AWS_REGION", "").strip() or environ.get("AWS_DEFAULT_REGION", "").strip()
-    if not region:
-        raise SettingsError("AWS_REGION (or AWS_DEFAULT_REGION) is not set: ALCHEMY_ENV=aws needs the AWS region")
-    topic = _required(environ, "ALCHEMY_SNS_TOPIC_ARN", "the subscribers' SNS topic")
-    if not topic.startswith("arn:"):
-        raise SettingsError(f"ALCHEMY_SNS_TOPIC_ARN={topic!r} is not an ARN")
-    return {
-        "aws_region": region,
-        "data_bucket": _required(environ, "ALCHEMY_DATA_BUCKET", "the assets and notification records"),
-        "site_bucket": _required(environ, "ALCHEMY_SITE_BUCKET", "the published site"),
-        "sns_topic_arn": topic,
-        "site_url": _required(environ, "ALCHEMY_SITE_URL", "the links in notifications").rstrip("/"),
-        "subscribe_url": _required(environ, "ALCHEMY_SUBSCRIBE_URL", "the web page's subscribe form"),
-    }

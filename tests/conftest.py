@@ -1,5 +1,7 @@
 import datetime as dt
+import importlib
 import os
+import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -10,6 +12,21 @@ from alchemy_pipeline.defs.partitions import TradingDays
 from alchemy_pipeline.domain.calendar import TradingCalendar
 from alchemy_pipeline.domain.demo_prices import DemoTushareApi
 from tests.tushare_server import TushareTestServer
+
+
+def _import_the_trading_days_with_no_cached_calendar() -> None:
+    """The code location reads the trade_cal cached under ALCHEMY_DATA_DIR once, when it is first imported:
+    the tests' in-process definitions partition by the bundled calendar, not by what a .alchemy holds."""
+    before = os.environ.get("ALCHEMY_DATA_DIR")
+    os.environ["ALCHEMY_DATA_DIR"] = tempfile.mkdtemp(prefix="alchemy-import-")
+    importlib.import_module("alchemy_pipeline.defs.trading_days")
+    if before is None:
+        del os.environ["ALCHEMY_DATA_DIR"]
+    else:
+        os.environ["ALCHEMY_DATA_DIR"] = before
+
+
+_import_the_trading_days_with_no_cached_calendar()
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The trading days of the bundled exchange calendar, which every test day before 2027 falls within.

@@ -8,6 +8,8 @@ sensor and the notification job run as the daemon would, then reruns of everythi
 import datetime as dt
 import json
 import os
+import subprocess
+import sys
 import uuid
 from zoneinfo import ZoneInfo
 
@@ -168,3 +170,52 @@ def test_aws_mode_fails_at_once_naming_a_missing_setting(aws_world, drop, extra,
         environ.pop(drop)
     with pytest.raises(SettingsError, match=named):
         load_settings(environ)
+
+
+# Loads the code location with every socket refused, and prints whether a 2027 holiday of the cached
+# calendar (2027-02-09, a Tuesday) is a partition: it is, unless the code knows that calendar.
+LOAD_WITHOUT_NETWORK = """
+import datetime as dt
+import socket
+
+def refuse(*args, **kwargs):
+    raise OSError("network call while loading the code location")
+
+socket.socket.connect = socket.socket.connect_ex = refuse
+socket.create_connection = socket.getaddrinfo = refuse
+from alchemy_pipeline.definitions import defs
+partitions = defs.resolve_job_def("notify_subscribers").partitions_def
+print("2027-02-09" in partitions.get_partition_keys(current_time=dt.datetime(2027, 3, 1, tzinfo=dt.timezone.utc)))
+"""
+
+
+def test_the_entrypoint_brings_the_cached_calendar_and_the_code_loads_without_network(aws_world, tmp_path):
+    from tests.test_calendar import AFTER, trade_cal
+
+    env = {**os.environ, "ALCHEMY_DATA_DIR": str(tmp_path / "data")}
+    cache = trade_cal(AFTER, dt.date(2027, 12, 31)).to_csv(index=False).encode()
+    boto3.client("s3").put_object(Bucket=aws_world["data"], Key="reference/trade_cal_SSE.csv", Body=cache)
+    load = [sys.executable, "-c", LOAD_WITHOUT_NETWORK]
+    # Without the entrypoint the code knows only the bundled calendar: it never reads S3 while loading.
+    alone = subprocess.run(load, env=env, capture_output=True, text=True, timeout=300)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert alone.stdout.split() == ["True"]
+    entry = [sys.executable, "-m", "alchemy_pipeline.container_entrypoint", *load]
+    done = subprocess.run(entry, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "trading calendar known to 2027-12-31" in done.stderr
+    assert done.stdout.split() == ["False"]
+    assert (tmp_path / "data" / "reference" / "trade_cal_SSE.csv").read_bytes() == cache
+
+
+def test_an_unusable_cached_calendar_stops_the_container_naming_the_object(aws_world, tmp_path):
+    env = {**os.environ, "ALCHEMY_DATA_DIR": str(tmp_path / "data")}
+    boto3.client("s3").put_object(
+        Bucket=aws_world["data"], Key="reference/trade_cal_SSE.csv", Body=b"cal_date,is_open\n20270104,7\n"
+    )
+    entry = [sys.executable, "-m", "alchemy_pipeline.container_entrypoint", "true"]
+    done = subprocess.run(entry, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert f"s3://{aws_world['data']}/reference/trade_cal_SSE.csv is unusable" in done.stderr
+    assert "is_open values must be 0 or 1" in done.stderr and "delete it" in done.stderr
+    assert not (tmp_path / "data").exists()  # nothing half-made on this machine

@@ -6,18 +6,18 @@ real one is whatever SSE announces. It goes through the real tushare SDK over HT
 
 import datetime as dt
 import json
+import subprocess
+import sys
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pandas as pd
 import pytest
-from dagster._core.test_utils import freeze_time
 
 from alchemy_pipeline.definitions import build_definitions
 from alchemy_pipeline.defs.partitions import HISTORY_WINDOW, TradingDays
-from alchemy_pipeline.defs.resources import TRADE_CAL_CACHE_KEY
 from alchemy_pipeline.domain import calendar
-from alchemy_pipeline.domain.calendar import CalendarError, TradingCalendar
+from alchemy_pipeline.domain.calendar import TRADE_CAL_CACHE_KEY, CalendarError, TradingCalendar
 from alchemy_pipeline.settings import load_settings
 from tests.conftest import tick_schedule, use_env, vendor_tables, write_universe
 from tests.tushare_server import VALID_TOKEN
@@ -132,6 +132,47 @@ def world(tmp_path, tushare_server_factory, monkeypatch):
         yield {"server": server, "instance": instance, "tmp": tmp_path}
 
 
+# Scripts run in a fresh process with the test's environment: the code location partitions by the calendar
+# cached when it loads, as every run's load does. Each prints one JSON object.
+PARTITIONS_OF_2027 = """
+import datetime as dt, json
+from alchemy_pipeline.definitions import defs
+keys = defs.resolve_job_def("notify_subscribers").partitions_def.get_partition_keys(
+    current_time=dt.datetime(2027, 3, 1, tzinfo=dt.timezone.utc)
+)
+print(json.dumps({day: day in keys for day in ("2027-02-09", "2027-02-15")}))
+"""
+# The clock is the one thing that cannot run here: Dagster's is frozen at the evening of 2027-01-05 so that
+# the day is a partition already (the schedule's tick and the runs are real).
+PUBLISH_2027_01_05 = """
+import datetime as dt, json
+from zoneinfo import ZoneInfo
+import dagster as dg
+from dagster._core.test_utils import freeze_time
+from alchemy_pipeline.definitions import defs
+
+evening = dt.datetime(2027, 1, 5, 18, 30, tzinfo=ZoneInfo("Asia/Shanghai"))
+with dg.instance_for_test() as instance, freeze_time(evening):
+    schedule = defs.resolve_schedule_def("daily_signals_schedule")
+    context = dict(instance=instance, scheduled_execution_time=evening, resources=defs.resources)
+    with dg.build_schedule_context(**context) as ctx:
+        requests = schedule.evaluate_tick(ctx).run_requests
+    job = defs.resolve_job_def("daily_signals_job")
+    for request in sorted(requests, key=lambda r: -int(r.tags["dagster/priority"])):
+        result = job.execute_in_process(instance=instance, asset_selection=request.asset_selection,
+                                        tags=dict(request.tags), raise_on_error=False)
+        assert result.success, [e.message for e in result.all_events if e.is_failure]
+    event = instance.get_latest_materialization_event(dg.AssetKey("etf_indicators")).asset_materialization
+    print(json.dumps({"history_days_read": event.metadata["history_days_read"].value}))
+"""
+
+
+def in_a_fresh_process(script: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def materialize_calendar(defs, instance) -> dg.ExecuteInProcessResult:
     result = defs.resolve_job_def("trading_calendar_job").execute_in_process(instance=instance)
     assert result.success
@@ -168,47 +209,38 @@ def test_the_calendar_asset_caches_trade_cal_and_the_next_load_uses_it(world):
     assert not holiday.run_requests and "not a trading day" in holiday.skip_message
     # The refresh schedule now has nothing to do.
     assert not tick_schedule(defs, instance, "trading_calendar_schedule", morning).run_requests
-    # A fresh load (every run loads the code afresh) partitions by the extended calendar.
-    reloaded = build_definitions(load_settings())
-    keys = reloaded.resolve_job_def("notify_subscribers").partitions_def.get_partition_keys(
-        current_time=dt.datetime(2027, 3, 1, tzinfo=SHANGHAI)
-    )
-    assert "2027-02-09" not in keys and "2027-02-15" in keys
+    # A fresh load of the code location (every run loads it afresh) partitions by the extended calendar.
+    assert in_a_fresh_process(PARTITIONS_OF_2027) == {"2027-02-09": False, "2027-02-15": True}
 
 
 def test_a_day_past_the_bundled_horizon_publishes_like_any_other(world):
     instance, server = world["instance"], world["server"]
     materialize_calendar(build_definitions(load_settings()), instance)
-    defs = build_definitions(load_settings())
-    # The clock is the one thing that cannot run here: Dagster's is frozen at the evening of 2027-01-05
-    # so that the day is a partition already (the run itself is real).
-    evening = dt.datetime(2027, 1, 5, 18, 30, tzinfo=SHANGHAI)
-    with freeze_time(evening):
-        requests = tick_schedule(defs, instance, "daily_signals_schedule", evening).run_requests
-        job = defs.resolve_job_def("daily_signals_job")
-        for request in sorted(requests, key=lambda r: -int(r.tags["dagster/priority"])):
-            result = job.execute_in_process(instance=instance, asset_selection=request.asset_selection,
-                                            tags=dict(request.tags), raise_on_error=False)  # fmt: skip
-            assert result.success, [e.message for e in result.all_events if e.is_failure]
+    # The code location that partitions by the refreshed calendar is a fresh load, as every run's is.
+    assert in_a_fresh_process(PUBLISH_2027_01_05) == {"history_days_read": HISTORY_WINDOW}
     report = json.loads((world["tmp"] / "site" / "reports" / "2027-01-05.json").read_text("utf-8"))
     assert [s["ts_code"] for s in report["signals"]] == list(FUNDS)
     assert all(s["state"] in ("BUY", "SELL", "HOLD", "EMPTY") for s in report["signals"])
-    indicators = instance.get_latest_materialization_event(dg.AssetKey("etf_indicators")).asset_materialization
-    assert indicators.metadata["history_days_read"].value == HISTORY_WINDOW
     # New Year's Day 2027 is closed: no call ever asked for it.
     asked = [c["params"].get("trade_date") for c in server.calls]
     assert "20270101" not in asked
 
 
-def test_an_unusable_cache_keeps_the_bundled_calendar_and_says_why(world):
+def test_an_unusable_cache_stops_the_code_location_naming_it_and_the_fix(world):
     cache = world["tmp"] / "data" / TRADE_CAL_CACHE_KEY
     cache.parent.mkdir(parents=True)
     cache.write_text("cal_date,is_open\n20270104,7\n", "utf-8")
-    defs = build_definitions(load_settings())  # the code location still loads
-    known = defs.resources["calendar_cache"].load()
-    assert known.known_until == HORIZON and "is_open values must be 0 or 1" in known.problem
-    # The daily refresh tries to repair it at once, however far the horizon is.
-    morning = dt.datetime(2026, 11, 27, 8, tzinfo=SHANGHAI)
-    assert tick_schedule(defs, world["instance"], "trading_calendar_schedule", morning).run_requests
+    load = subprocess.run(
+        [sys.executable, "-c", "import alchemy_pipeline.definitions"], capture_output=True, text=True, timeout=300
+    )
+    assert load.returncode != 0
+    assert f"the cached trading calendar {cache} is unusable" in load.stderr
+    assert "is_open values must be 0 or 1" in load.stderr and "delete it" in load.stderr
+    defs = build_definitions(load_settings())
+    with pytest.raises(CalendarError, match="is_open values must be 0 or 1"):  # the schedules' tick says it too
+        defs.resources["calendar_cache"].load()
+    # The fix the message names: delete it, and the refresh fetches it again.
+    cache.unlink()
     materialize_calendar(defs, world["instance"])
     assert defs.resources["calendar_cache"].load().known_until == dt.date(2027, 12, 31)
+    assert in_a_fresh_process(PARTITIONS_OF_2027) == {"2027-02-09": False, "2027-02-15": True}

@@ -72,6 +72,14 @@ def test_roles_hold_least_privilege():
     assert {a for s in code_server for a in as_list(s["Action"])} == {"s3:GetObject", "s3:ListBucket"}
     reads = [s["Resource"] for s in code_server if "s3:GetObject" in as_list(s["Action"])]
     assert reads == [{"Fn::Sub": "${DataBucket.Arn}/reference/*"}]
+    # Every container's entrypoint brings that calendar before its command starts: each task role reads it.
+    for name in ("DaemonTaskRole", "CodeServerTaskRole", "RunTaskRole"):
+        readable = [
+            r for s in statements(roles[name]) if "s3:GetObject" in as_list(s["Action"]) for r in as_list(s["Resource"])
+        ]
+        assert {"Fn::Sub": "${DataBucket.Arn}/reference/*"} in readable or {
+            "Fn::Sub": "${DataBucket.Arn}/*"
+        } in readable, name
 
 
 def test_nothing_private_is_reachable_from_the_internet():
@@ -281,6 +289,7 @@ def test_dockerfile_is_slim_non_root_and_compiler_free():
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert "FROM python:3.11-slim" in dockerfile
     assert "USER dagster" in dockerfile
+    assert 'ENTRYPOINT ["python", "-m", "alchemy_pipeline.container_entrypoint"]' in dockerfile
     assert "--only-binary=:all:" in dockerfile  # no compiler step, TA-Lib included
     for toolchain in ("build-essential", "gcc", "make ", "ta-lib-0.4"):
         assert toolchain not in dockerfile

@@ -1,9 +1,12 @@
 """Settings and the universe file: bad input fails at once, naming the problem."""
 
+import dataclasses
+
 import pytest
 
 from alchemy_pipeline.domain.universe import UniverseError, load_universe
-from alchemy_pipeline.settings import SettingsError, load_settings
+from alchemy_pipeline.settings import Settings, SettingsError, load_settings, path, text, variables
+from tests.conftest import REPO_ROOT
 
 
 def test_defaults_run_locally_on_demo_data_without_a_token():
@@ -56,3 +59,34 @@ def test_bad_universe_files_are_refused_with_the_reason(tmp_path, content, messa
     path.write_text(content, encoding="utf-8")
     with pytest.raises(UniverseError, match=message):
         load_universe(path)
+
+
+def configuration_tables() -> list[str]:
+    """The README's two configuration tables, as the settings declare them."""
+
+    def default(field: str, variable) -> str:
+        value = next(f.default for f in dataclasses.fields(Settings) if f.name == field)
+        if variable.shown_default:
+            return variable.shown_default
+        return "none" if value is None else f"`{value:g}`" if isinstance(value, float) else f"`{value}`"
+
+    local = [f"| `{v.name}` | {default(field, v)} | {v.meaning} |" for field, v in variables() if v.meaning]
+    aws = [f"| `{v.name}` | {v.aws_meaning or v.meaning} |" for _, v in variables() if v.aws_need]
+    return [
+        "\n".join(["| variable | default | meaning |", "|---|---|---|", *local]),
+        "\n".join(["| variable | meaning |", "|---|---|", *aws]),
+    ]
+
+
+def test_the_readmes_configuration_tables_are_the_settings_declarations():
+    readme = (REPO_ROOT / "README.md").read_text("utf-8")
+    for table in configuration_tables():
+        assert table in readme, f"README.md's configuration table should read:\n{table}"
+
+
+def test_every_declared_variable_is_read_and_checked():
+    for _, variable in variables():
+        if variable.parse in (text, path):  # any text is a name or a path
+            continue
+        with pytest.raises(SettingsError, match=variable.name):
+            load_settings({variable.name: "-x"})

@@ -16,7 +16,8 @@ import pytest
 from alchemy_pipeline.domain.publish import publish_reports
 from alchemy_pipeline.domain.report import build_report
 from alchemy_pipeline.domain.storage import LocalBlobStore
-from alchemy_pipeline.domain.strategy import SIGNAL_COLUMNS, StrategyParams
+from alchemy_pipeline.domain.strategy import StrategyParams
+from alchemy_pipeline.domain.strategy_fast import SIGNAL_COLUMNS
 from tests.test_subscribe_lambda import load_lambda
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -5,7 +5,7 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from alchemy_pipeline.defs.resources import TushareResource
+from alchemy_pipeline.defs.resources import TushareResource, build_resources
 from alchemy_pipeline.domain.prices import (
     ADJ_FIELDS,
     FUND_ADJ,
@@ -24,6 +24,7 @@ from alchemy_pipeline.domain.tushare_api import (
     VendorHTTPError,
     VendorTimeoutError,
 )
+from alchemy_pipeline.settings import load_settings
 from tests.conftest import vendor_tables
 from tests.tushare_server import VALID_TOKEN, Fault
 
@@ -31,10 +32,17 @@ CODES = ["510300.SH", "159915.SZ", "512880.SH"]
 MORE_OF_THE_MARKET = ["588000.SH", "159919.SZ", "510500.SH", "512100.SH", "159922.SZ"]
 
 
+def tushare_resource(server, token=VALID_TOKEN, attempts=1, timeout=5.0) -> TushareResource:
+    """The price source the settings pick for this server, as the pipeline builds it."""
+    environ = {"TUSHARE_TOKEN": token, "TUSHARE_API_URL": server.url, "TUSHARE_TIMEOUT": str(timeout),
+               "TUSHARE_RETRY_ATTEMPTS": str(attempts), "TUSHARE_RETRY_BASE_SECONDS": "0.01"}  # fmt: skip
+    resource = build_resources(load_settings(environ))["prices"]
+    # The token is read from the environment variable the settings name, when the resource is used.
+    return resource.model_copy(update={"token": token})
+
+
 def client_for(server, token=VALID_TOKEN, attempts=1, timeout=5.0):
-    resource = TushareResource(token=token, api_url=server.url, timeout=timeout, retry_attempts=attempts,
-                               retry_base_delay=0.01)  # fmt: skip
-    return resource.client(CODES)
+    return tushare_resource(server, token, attempts, timeout).client(CODES)
 
 
 def sessions(tables, start, end):
@@ -54,9 +62,8 @@ def test_a_day_is_one_call_per_api_for_all_funds(tushare_server_factory):
     assert table["adj_factor"].notna().all()
 
 
-def paging_client(server, codes=CODES):
-    resource = TushareResource(token=VALID_TOKEN, api_url=server.url)
-    return TushareClient(resource.client(codes)._api, page_limit=server.row_cap)  # small tables page too
+def paging_client(server):
+    return TushareClient(client_for(server)._api, page_limit=server.row_cap)  # small tables page too
 
 
 def expected_rows(tables, codes, days):
@@ -91,7 +98,7 @@ def test_most_of_the_market_is_fetched_as_one_paged_range(tushare_server_factory
     tables = vendor_tables(market, "2024-01-02", "2024-06-28")
     server = tushare_server_factory(tables, row_cap=100)
     days = sessions(tables, "20240102", "20240628")
-    table = fetch_prices(paging_client(server, universe), universe, days)
+    table = fetch_prices(paging_client(server), universe, days)
     assert len(table) == expected_rows(tables, universe, days) == len(days) * len(universe)
     assert sorted(table["ts_code"].unique()) == sorted(universe)  # the fund outside the universe is dropped
     assert not table.duplicated(["ts_code", "trade_date"]).any() and table["adj_factor"].notna().all()

@@ -4,9 +4,8 @@ A single-run backfill hands an asset the DataFrame of its whole range: the IO ma
 ``trade_date`` into one object per partition, and loads a range of partitions (a day's history window,
 or a backfill's) in one pass, each object read once; objects are written and read a few at a time.
 
-A run's steps share one IO manager when they run in one process (the jobs' in-process executor): the
-value a step has just written is then handed to the next step as it is, and only the partitions it
-lacks (the older days of a history window) are read.
+The IO manager keeps nothing between calls: every step reads what it needs from the store, so any
+executor (one process, or a process per step) runs the same.
 """
 
 import io
@@ -18,7 +17,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster_aws.s3 import S3Resource
-from pydantic import PrivateAttr
 
 from alchemy_pipeline.defs.partitions import backfill_command, contiguous_ranges
 from alchemy_pipeline.domain.frames import by_trade_date, shared_strings
@@ -68,19 +66,18 @@ def from_parquet_bytes(data: bytes, columns: list[str] | None = None) -> pa.Tabl
 
 
 def missing_message(name: str, missing: list[str], keys: list[str]) -> str:
+    """What is missing, and the commands that make it, to paste at the repo root."""
     ranges = contiguous_ranges(missing, keys)
     return (
         f"{name} has not been materialized for {len(missing)} of the {len(keys)} trading days this step reads "
-        f"({', '.join(f'{a}...{b}' for a, b in ranges)}). Materialize them first, from the repo root: "
-        f"{backfill_command(name, ranges)}"
+        f"({', '.join(f'{a}...{b}' for a, b in ranges)}). From the repo root, materialize them: "
+        f"{backfill_command(name, ranges)}; then run this range again. Or run the range with scripts/backfill "
+        f"START END, which fetches the history it lacks first."
     )
 
 
 class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     """Stores ``<asset_key>/<YYYY-MM-DD>.parquet`` in the store of the subclass."""
-
-    # Per asset, the partitions this instance wrote last and their value, until a step takes it.
-    _written: dict = PrivateAttr(default_factory=dict)
 
     def store(self) -> BlobStore:
         raise NotImplementedError
@@ -118,16 +115,6 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                     store.put(self._key(context.asset_key, key), data, content_type="application/vnd.apache.parquet")
 
                 in_parallel(write, chunk)
-        # Kept only when the value is the one a read would return: rows in day order, numbered from 0.
-        self._written[context.asset_key] = (list(keys), obj.reset_index(drop=True))
-
-    def _take_written(self, asset_key: dg.AssetKey, keys: list[str]) -> tuple[list[str], pd.DataFrame | None]:
-        """The partitions of ``keys`` that were not just written, and the written value if it is the last of
-        ``keys`` (a step reads its upstream's whole range, or a history window that ends with it)."""
-        written_keys, value = self._written.pop(asset_key, (None, None))
-        if written_keys and keys[len(keys) - len(written_keys) :] == written_keys:
-            return keys[: len(keys) - len(written_keys)], value
-        return keys, None
 
     def missing_partitions(self, asset_key: dg.AssetKey, keys: list[str]) -> list[str]:
         """The partitions of ``keys`` that have never been written."""
@@ -143,20 +130,9 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         if missing:
             raise MissingPartitionsError(missing_message(asset_key.to_user_string(), missing, keys))
         columns = context.definition_metadata.get("columns")  # an input may ask for some columns only
-        to_read, written = self._take_written(asset_key, keys)
-        if written is not None:
-            context.log.info(
-                f"{asset_key.to_user_string()}: {len(keys) - len(to_read)} of {len(keys)} partitions handed over in "
-                f"memory, {len(to_read)} read"
-            )
-            written = written[columns].copy() if columns else written
-        frame = self._read(store, asset_key, to_read, columns)
-        release_free_memory()  # the Arrow buffers, before the step computes
-        if written is None:
-            return frame
-        if not to_read:
-            return written
-        return pd.concat([frame, written], ignore_index=True)
+        frame = self._read(store, asset_key, keys, columns)
+        context.log.info(f"{asset_key.to_user_string()}: {len(keys)} partitions read, {len(frame)} rows")
+        return frame
 
     def _read(self, store: BlobStore, asset_key: dg.AssetKey, keys: list[str], columns: list[str] | None):
         tables = in_parallel(lambda k: from_parquet_bytes(store.get(self._key(asset_key, k)), columns), keys)

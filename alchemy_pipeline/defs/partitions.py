@@ -41,12 +41,33 @@ class RunPlan:
     purpose: str
 
 
+# Runs that write the pipeline's assets share one lane; the instance's run queue admits one at a time
+# and in priority order, so a cold start's history run finishes before the day's run reads it.
+LANE_TAG = "alchemy/lane"
+LANE = "signals"
+PRIORITY_TAG = "dagster/priority"
+# What a run is for (daily, backfill, history) and who asked for it (schedule, analyst): the run list shows both.
+RUN_KIND_TAG = "alchemy/run"
+STARTED_BY_TAG = "alchemy/started_by"
+
 PRICE_ASSET = "etf_daily_prices"
 INDICATOR_ASSET = "etf_indicators"
 REPORT_ASSET = "signal_report"
 DAILY_ASSETS = (PRICE_ASSET, INDICATOR_ASSET, "trade_signals", REPORT_ASSET)
 # A day is published from 18:00 Shanghai time, after the close and the vendor's update.
 CLOSE_HOUR = 18
+
+
+def plan_tags(plan: RunPlan, started_by: str) -> dict[str, str]:
+    """The tags of a planned run: its range, its lane, and what it is for."""
+    return {
+        "dagster/asset_partition_range_start": plan.start,
+        "dagster/asset_partition_range_end": plan.end,
+        LANE_TAG: LANE,
+        RUN_KIND_TAG: plan.kind,
+        STARTED_BY_TAG: started_by,
+        "alchemy/purpose": plan.purpose,
+    }
 
 
 def contiguous_ranges(keys: list[str], all_keys: list[str]) -> list[tuple[str, str]]:

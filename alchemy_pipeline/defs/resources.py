@@ -1,7 +1,5 @@
 """Resources, and the one place that decides which ones this environment gets."""
 
-import io
-
 import boto3
 import dagster as dg
 import pandas as pd
@@ -11,7 +9,7 @@ from dagster_aws.s3 import S3Resource
 
 from alchemy_pipeline.defs.io_manager import LocalParquetIOManager, S3ParquetIOManager
 from alchemy_pipeline.defs.partitions import HISTORY_WINDOW
-from alchemy_pipeline.domain.calendar import TradingCalendar
+from alchemy_pipeline.domain.calendar import TRADE_CAL_CACHE_KEY, TradingCalendar, cached_calendar
 from alchemy_pipeline.domain.demo_prices import DEMO_NOTICE, DemoTushareApi
 from alchemy_pipeline.domain.notify import LocalOutbox, Notifier, SnsNotifier
 from alchemy_pipeline.domain.storage import BlobStore, LocalBlobStore, S3BlobStore
@@ -20,16 +18,13 @@ from alchemy_pipeline.domain.tushare_api import RetryPolicy, TushareClient, shar
 from alchemy_pipeline.domain.universe import load_universe
 from alchemy_pipeline.settings import Settings
 
-# Tushare's trade_cal past the bundled calendar's horizon, kept with the pipeline's data.
-TRADE_CAL_CACHE_KEY = "reference/trade_cal_SSE.csv"
-
 
 class UniverseResource(dg.ConfigurableResource):
     """The funds to follow: a CSV of ts_code,name (the project's default list when no path is set), and
     how many of them may lack data on a day before the day is held back as a broken fetch."""
 
-    path: str | None = None
-    max_funds_without_data: int = 5
+    path: str | None
+    max_funds_without_data: int
 
     def load(self) -> pd.DataFrame:
         return load_universe(self.path)
@@ -38,8 +33,8 @@ class UniverseResource(dg.ConfigurableResource):
 class StrategyResource(dg.ConfigurableResource):
     """Moving-average lengths, in trading days."""
 
-    short: int = 11
-    long: int = 22
+    short: int
+    long: int
 
     def params(self) -> StrategyParams:
         return StrategyParams(short=self.short, long=self.long, window=HISTORY_WINDOW)
@@ -49,8 +44,8 @@ class PriceSourceResource(dg.ConfigurableResource):
     """Where daily bars and adjustment factors come from, and how long to wait for a day that is not
     published yet (the schedule fires at 18:00; the vendor can be later)."""
 
-    late_data_retries: int = 8
-    late_data_retry_seconds: int = 1800
+    late_data_retries: int
+    late_data_retry_seconds: int
 
     def client(self, ts_codes: list[str]) -> TushareClient:
         raise NotImplementedError
@@ -65,12 +60,11 @@ class TushareResource(PriceSourceResource):
     """Tushare Pro through its own SDK over HTTP."""
 
     token: str
-    api_url: str | None = None
-    timeout: float = 30.0
-    # Tushare's common tiers allow 200 to 500 calls a minute per API; stay under the lowest.
-    calls_per_minute: int = 180
-    retry_attempts: int = 5
-    retry_base_delay: float = 2.0
+    api_url: str | None
+    timeout: float
+    calls_per_minute: int
+    retry_attempts: int
+    retry_base_delay: float
 
     def client(self, ts_codes: list[str]) -> TushareClient:
         api = tushare.pro_api(token=self.token, timeout=self.timeout)
@@ -138,14 +132,18 @@ class TradingCalendarResource(dg.ConfigurableResource):
     files: dg.ResourceDependency[FilesResource]
 
     def load(self) -> TradingCalendar:
-        """Never fails: an unreadable cache leaves the bundled calendar, until the refresh replaces it."""
-        try:
-            raw = self.files.store().get(TRADE_CAL_CACHE_KEY)
-            if raw is None:
-                return TradingCalendar()
-            return TradingCalendar(pd.read_csv(io.BytesIO(raw), dtype=str))
-        except Exception as exc:
-            return TradingCalendar(problem=f"the cached calendar {TRADE_CAL_CACHE_KEY} is unusable: {exc}")
+        """The calendar as cached now (a CalendarError, naming the cache, if it cannot be read)."""
+        store = self.files.store()
+        return cached_calendar(store.get(TRADE_CAL_CACHE_KEY), store.location(TRADE_CAL_CACHE_KEY))
+
+    def copy_to(self, directory: str) -> TradingCalendar:
+        """Brings the cache to ``directory`` (the code location's data directory), checked first."""
+        store = self.files.store()
+        raw = store.get(TRADE_CAL_CACHE_KEY)
+        known = cached_calendar(raw, store.location(TRADE_CAL_CACHE_KEY))
+        if raw is not None:
+            LocalBlobStore(directory).put(TRADE_CAL_CACHE_KEY, raw)
+        return known
 
     def save(self, trade_cal: pd.DataFrame) -> None:
         self.files.store().put(
@@ -156,7 +154,7 @@ class TradingCalendarResource(dg.ConfigurableResource):
 class NotifierResource(dg.ConfigurableResource):
     """Tells subscribers; ``max_age_days`` bounds how old a day may be and still be sent."""
 
-    max_age_days: int = 3
+    max_age_days: int
 
     def notifier(self) -> Notifier:
         raise NotImplementedError

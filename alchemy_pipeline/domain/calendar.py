@@ -9,6 +9,7 @@ holiday would look like one.
 from __future__ import annotations
 
 import datetime as dt
+import io
 from functools import cache
 from zoneinfo import ZoneInfo
 
@@ -24,6 +25,8 @@ TIMEZONE = "Asia/Shanghai"
 # The calendar is built from a little before the partitions start so that look-ups near the start work.
 CALENDAR_START = "2014-01-02"
 TRADE_CAL_FIELDS = ["exchange", "cal_date", "is_open", "pretrade_date"]
+# Tushare's trade_cal past the bundled calendar's horizon, kept with the pipeline's data.
+TRADE_CAL_CACHE_KEY = "reference/trade_cal_SSE.csv"
 
 
 class CalendarError(ValueError):
@@ -93,7 +96,7 @@ class TradingCalendar:
     """Trading days: the bundled calendar up to its last day, then ``trade_cal`` rows for the days after it
     for as long as they run day by day without a gap."""
 
-    def __init__(self, trade_cal: pd.DataFrame | None = None, problem: str | None = None):
+    def __init__(self, trade_cal: pd.DataFrame | None = None):
         bundled = _bundled()
         sessions = bundled.sessions
         known_until = bundled.last_session
@@ -109,8 +112,6 @@ class TradingCalendar:
         self._sessions = pd.DatetimeIndex(sessions)
         self.known_until: dt.date = known_until.date()
         self.bundled_until: dt.date = bundled.last_session.date()
-        # Why the cached trade_cal could not be used, when it could not; the horizon check reports it.
-        self.problem = problem
 
     @property
     def source(self) -> str:
@@ -165,6 +166,20 @@ class TradingCalendar:
         if i == 0:
             raise CalendarError(f"no trading day on or before {on_or_before} in the calendar")
         return self._sessions[i - 1].date()
+
+
+def cached_calendar(raw: bytes | None, where: str) -> TradingCalendar:
+    """The bundled calendar extended by a cached trade_cal (``raw``; None: nothing cached yet). A cache that
+    cannot be read is a CalendarError naming ``where`` and the fix, never a silent fallback."""
+    if raw is None:
+        return TradingCalendar()
+    try:
+        return TradingCalendar(pd.read_csv(io.BytesIO(raw), dtype=str))
+    except ValueError as exc:  # pandas' parse errors and CalendarError are ValueErrors
+        raise CalendarError(
+            f"the cached trading calendar {where} is unusable ({exc}): delete it (the bundled calendar then "
+            f"serves, to {bundled_last_day()}) and materialize the trading_calendar asset to fetch it again"
+        ) from None
 
 
 def exchange_today() -> dt.date:

@@ -45,6 +45,9 @@ class BlobStore(Protocol):
         """Writes only if the object still has ``tag`` (or, with None, still does not exist); otherwise
         raises WriteConflict. Of concurrent writers that read the same state, exactly one succeeds."""
 
+    def location(self, key: str) -> str:
+        """Where the object of ``key`` is, for a person to find it."""
+
     def batch(self) -> AbstractContextManager[None]:
         """Many puts: each object is replaced whole as ever, and all are durable once the batch ends
         without an error (rather than each as it is written)."""
@@ -59,6 +62,9 @@ class LocalBlobStore:
 
     def path(self, key: str) -> Path:
         return self.root / key
+
+    def location(self, key: str) -> str:
+        return str(self.path(key))
 
     def put(self, key: str, data: bytes, content_type: str | None = None, cache_control: str | None = None) -> None:
         atomic_write(self.path(key), data, durable=not self._in_batch)
@@ -116,6 +122,9 @@ class S3BlobStore:
         if cache_control:
             extra["CacheControl"] = cache_control
         self._client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data, **extra)
+
+    def location(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{key}"
 
     def batch(self) -> AbstractContextManager[None]:
         return nullcontext()  # an S3 put is durable when it returns

@@ -50,9 +50,7 @@ def trading_calendar(
         raise dg.Failure(description=f"Tushare trade_cal answered an unusable calendar: {exc}") from None
     refreshed = calendar.TradingCalendar(fetched)
     cached = calendar_cache.load()
-    if cached.problem:
-        context.log.warning(f"The cached trading calendar was unusable ({cached.problem}); it is replaced")
-    if refreshed.known_until < cached.known_until and cached.problem is None:
+    if refreshed.known_until < cached.known_until:
         # A shorter answer than what is cached (a vendor hiccup) must not make known days unknown again.
         context.log.warning(
             f"Tushare trade_cal now runs only to {refreshed.known_until}; the cache, to {cached.known_until}, is kept"
@@ -98,7 +96,7 @@ def build_calendar_schedule(running: bool) -> dg.ScheduleDefinition:
         known = calendar_cache.load()
         today = context.scheduled_execution_time.date()
         left = (known.known_until - today).days
-        if left > HORIZON_WARN_DAYS and known.problem is None:
+        if left > HORIZON_WARN_DAYS:
             return dg.SkipReason(f"the trading calendar knows {left} days ahead, to {known.known_until}")
         return dg.RunRequest(run_key=f"{CALENDAR_ASSET}:{today}")
 

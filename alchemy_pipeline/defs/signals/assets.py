@@ -4,22 +4,14 @@ import dagster as dg
 import pandas as pd
 
 from alchemy_pipeline.defs.checks import check_result
-from alchemy_pipeline.defs.io_manager import PartitionedParquetIOManager
-from alchemy_pipeline.defs.partitions import (
-    INDICATOR_ASSET,
-    PRICE_ASSET,
-    TradingDays,
-    backfill_command,
-    contiguous_ranges,
-    history_mapping,
-    to_day,
-)
+from alchemy_pipeline.defs.partitions import history_mapping, to_day
 from alchemy_pipeline.defs.resources import (
     PriceSourceResource,
     SiteResource,
     StrategyResource,
     UniverseResource,
 )
+from alchemy_pipeline.defs.trading_days import trading_days_partitions
 from alchemy_pipeline.domain.prices import fetch_prices
 from alchemy_pipeline.domain.publish import publish_signals
 from alchemy_pipeline.domain.quality import (
@@ -30,9 +22,9 @@ from alchemy_pipeline.domain.quality import (
     universe_coverage,
 )
 from alchemy_pipeline.domain.report import build_report, render_text
-from alchemy_pipeline.domain.strategy import PRICE_INPUT_COLUMNS, State, classify, compute_indicators
+from alchemy_pipeline.domain.strategy import State
+from alchemy_pipeline.domain.strategy_fast import PRICE_INPUT_COLUMNS, classify, compute_indicators
 from alchemy_pipeline.domain.tushare_api import VendorAuthError, VendorDataError, VendorError
-from alchemy_pipeline.domain.workers import start_workers, worth_workers
 
 GROUP = "etf_signals"
 PREVIEW_ROWS = 12
@@ -94,225 +86,192 @@ OUTAGE_RETRIES = 2
 OUTAGE_RETRY_SECONDS = 300
 
 
-def _require_history(
-    context: dg.AssetExecutionContext, trading_days: TradingDays, io_manager: PartitionedParquetIOManager
-) -> None:
-    """Before any vendor call: a run that computes indicators needs the price history its first day reads."""
-    first, last = context.partition_keys[0], context.partition_keys[-1]
-    window = trading_days.history_keys(first)
-    missing = io_manager.missing_partitions(context.asset_key, window)
-    if missing:
-        ranges = contiguous_ranges(missing, window)
+@dg.asset(
+    partitions_def=trading_days_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name=GROUP,
+    kinds={"tushare", "pandas", "parquet"},
+    check_specs=[
+        _check(
+            "bars_are_valid",
+            "etf_daily_prices",
+            "Every bar: prices > 0 and low <= open, close <= high; an adjustment factor > 0; no fund with "
+            "two bars on one day. A failure names each broken rule, with examples, and the days held back "
+            "from publication for it.",
+        ),
+        _check(
+            "universe_coverage",
+            "etf_daily_prices",
+            "Funds of the universe without a bar (they become NO_DATA, with the reason).",
+        ),
+    ],
+    description=(
+        "Unadjusted daily bars (Tushare fund_daily) of every fund in the universe, with that day's "
+        "cumulative adjustment factor (fund_adj). Fetched in bulk, in the fewest API calls: the last day "
+        "for every fund at once, then the rest per day, per fund (fund_adj: 100 funds a call) or, when the "
+        "universe is most of the market, the whole market over the range, paged."
+    ),
+)
+def etf_daily_prices(
+    context: dg.AssetExecutionContext,
+    prices: PriceSourceResource,
+    universe: UniverseResource,
+):
+    days = _days(context)
+    codes = universe.load()["ts_code"].tolist()
+    client = prices.client(codes)
+    try:
+        table = fetch_prices(client, codes, days)
+    except (VendorAuthError, VendorDataError) as exc:
+        # No retry can fix a refused token or an answer without the fields asked for: fail now, saying why.
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except VendorError as exc:
+        # An outage or rate limit that outlasted the client's own retries: only these are tried again.
+        wait = OUTAGE_RETRY_SECONDS * 2**context.retry_number
+        context.log.warning(f"{exc}; retrying the step in {wait} s (at most {OUTAGE_RETRIES} times)")
+        raise dg.RetryRequested(max_retries=OUTAGE_RETRIES, seconds_to_wait=wait) from exc
+    present = set(pd.DatetimeIndex(table["trade_date"].unique()).date)
+    absent = [d.isoformat() for d in days if d not in present]
+    if absent:
+        # Publishing a day without its bars would report every fund as NO_DATA: wait for the vendor.
+        context.log.warning(
+            f"The price source has no bar for any of the {len(codes)} funds on {', '.join(absent[:10])}"
+            f"{' ...' if len(absent) > 10 else ''}: not published yet. Nothing is published or sent for it; "
+            f"retrying in {prices.late_data_retry_seconds} s (at most {prices.late_data_retries} times)."
+        )
+        raise dg.RetryRequested(max_retries=prices.late_data_retries, seconds_to_wait=prices.late_data_retry_seconds)
+    metadata = _table_metadata(table)
+    metadata.update(
+        api_calls=int(sum(client.calls.values())),
+        api_retries=int(sum(client.retries.values())),
+        funds_without_bar_on_last_day=len(codes) - int((table["trade_date"] == pd.Timestamp(days[-1])).sum()),
+    )
+    yield dg.Output(table, metadata=metadata)
+    yield check_result("bars_are_valid", bars_are_valid(table))
+    yield check_result("universe_coverage", universe_coverage(table, codes, days), dg.AssetCheckSeverity.WARN)
+
+
+@dg.asset(
+    partitions_def=trading_days_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name=GROUP,
+    kinds={"talib", "pandas", "parquet"},
+    # Only the columns the rule reads: a decade of a large universe is millions of rows.
+    ins={"etf_daily_prices": dg.AssetIn(partition_mapping=history_mapping, metadata={"columns": PRICE_INPUT_COLUMNS})},
+    description=(
+        "Per fund and day: close, adjustment factor, the short and long simple moving averages of the "
+        "forward-adjusted close (TA-Lib, rounded to 3 decimals), the previous day's averages and the "
+        "latest golden and death crosses, computed over a fixed window of trading days ending on the day."
+    ),
+)
+def etf_indicators(
+    context: dg.AssetExecutionContext, etf_daily_prices: pd.DataFrame, strategy: StrategyResource
+) -> dg.Output[pd.DataFrame]:
+    days = _days(context)
+    sessions = [to_day(k) for k in context.asset_partition_keys_for_input("etf_daily_prices")]
+    params = strategy.params()
+    table = compute_indicators(etf_daily_prices, sessions, days, params)
+    metadata = _table_metadata(table)
+    metadata.update(short=params.short, long=params.long, history_days_read=len(sessions))
+    return dg.Output(table, metadata=metadata)
+
+
+@dg.asset(
+    partitions_def=trading_days_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name=GROUP,
+    kinds={"pandas", "parquet"},
+    check_specs=[
+        _check(
+            "funds_without_data_under_threshold",
+            "trade_signals",
+            "Funds that trade but have no usable bar stay under the threshold on every day; the days over it "
+            "are held back from publication.",
+        )
+    ],
+    description=(
+        "One row per fund of the universe and day: BUY, SELL, HOLD, EMPTY, NO_DATA or "
+        "INSUFFICIENT_HISTORY, with close, ma_short, ma_long, the day the current signal fired (since), "
+        "the calendar days since then and the % change of the adjusted close."
+    ),
+)
+def trade_signals(
+    context: dg.AssetExecutionContext,
+    etf_indicators: pd.DataFrame,
+    universe: UniverseResource,
+    strategy: StrategyResource,
+):
+    funds = universe.load()
+    params = strategy.params()
+    table = classify(etf_indicators, funds, _days(context), params)
+    last_day = table[table["trade_date"] == table["trade_date"].max()]
+    metadata = _table_metadata(table, preview=last_day)
+    metadata.update({f"last_day_{s.value.lower()}": int((last_day["state"] == s.value).sum()) for s in State})
+    yield dg.Output(table, metadata=metadata)
+    threshold = no_data_under_threshold(table, universe.max_funds_without_data)
+    yield check_result("funds_without_data_under_threshold", threshold)
+
+
+@dg.asset(
+    partitions_def=trading_days_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name=GROUP,
+    kinds={"html", "json"},
+    # Only the days that pass the quality rules are materialized: when some are held back, each day
+    # published is recorded on its own.
+    output_required=False,
+    ins={
+        "trade_signals": dg.AssetIn(),
+        "etf_daily_prices": dg.AssetIn(metadata={"columns": QUALITY_COLUMNS}),
+    },
+    description=(
+        "The published report of each day (reports/YYYY-MM-DD.json, .txt and .html) and the refreshed "
+        "site front page (index.html) and history (history.json). A day with a bar that breaks the rules of "
+        "bars_are_valid, or with too many funds without data, is held back: not published, not "
+        "materialized, named in the run's log and tags."
+    ),
+)
+def signal_report(
+    context: dg.AssetExecutionContext,
+    trade_signals: pd.DataFrame,
+    etf_daily_prices: pd.DataFrame,
+    universe: UniverseResource,
+    strategy: StrategyResource,
+    prices: PriceSourceResource,
+    site: SiteResource,
+):
+    held_back = held_back_days(etf_daily_prices, trade_signals, universe.max_funds_without_data)
+    del etf_daily_prices
+    if held_back:
+        context.log.warning(f"{len(held_back)} days held back, not published: {_reasons(held_back)}")
+        context.instance.add_run_tags(context.run.run_id, {HELD_BACK_TAG: _held_back_tag(held_back)})
+    dates = trade_signals["trade_date"]
+    kept = trade_signals[~dates.isin(pd.to_datetime(list(held_back)))] if held_back else trade_signals
+    if kept.empty:
         raise dg.Failure(
-            description=(
-                f"{first} reads the prices of the {len(window)} trading days before it, and {len(missing)} of them "
-                f"are missing ({', '.join(f'{a}...{b}' for a, b in ranges)}); nothing was fetched. From the repo "
-                f"root, fetch that history and then the range in one command: scripts/backfill {first} {last} "
-                f"(or the history alone: {backfill_command(PRICE_ASSET, ranges)})"
-            ),
-            allow_retries=False,
+            description=f"Nothing published: every day is held back. {_reasons(held_back)}", allow_retries=False
         )
+    params = strategy.params()
+    written = publish_signals(site.store(), kept, params, prices.notice, site.subscribe_url)
+    days = kept["trade_date"].drop_duplicates()
+    latest = build_report(kept[kept["trade_date"] == days.max()], params, notice=prices.notice)
+    # Stored with each day the run publishes: a backfill's metadata is kept per partition.
+    metadata = {
+        "days_published": len(days),
+        "first_day": days.min().strftime("%Y-%m-%d"),
+        "last_day": latest["trade_date"],
+        "files_written": len(written),
+        "latest_page": dg.MetadataValue.url(site.page_url(latest["trade_date"])),
+        "latest_report": dg.MetadataValue.md(f"```\n{_head(render_text(latest), REPORT_PREVIEW_LINES)}```"),
+        "days_held_back": len(held_back),
+    }
+    if not held_back:
+        # Every day of the run: one result, whose per-day records Dagster writes in batches.
+        yield dg.MaterializeResult(metadata=metadata)
+        return
+    metadata["held_back"] = dg.MetadataValue.json(held_back)
+    for day in days.dt.strftime("%Y-%m-%d"):
+        yield dg.AssetMaterialization(asset_key=context.asset_key, partition=day, metadata=metadata)
 
 
-def build_signal_assets(trading_days: TradingDays) -> list[dg.AssetsDefinition]:
-    """The four assets, partitioned by the trading days of ``trading_days``' calendar."""
-
-    @dg.asset(
-        partitions_def=trading_days.partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        group_name=GROUP,
-        kinds={"tushare", "pandas", "parquet"},
-        check_specs=[
-            _check(
-                "bars_are_valid",
-                "etf_daily_prices",
-                "Every bar: prices > 0 and low <= open, close <= high; an adjustment factor > 0; no fund with "
-                "two bars on one day. A failure names each broken rule, with examples, and the days held back "
-                "from publication for it.",
-            ),
-            _check(
-                "universe_coverage",
-                "etf_daily_prices",
-                "Funds of the universe without a bar (they become NO_DATA, with the reason).",
-            ),
-        ],
-        description=(
-            "Unadjusted daily bars (Tushare fund_daily) of every fund in the universe, with that day's "
-            "cumulative adjustment factor (fund_adj). Fetched in bulk, in the fewest API calls: the last day "
-            "for every fund at once, then the rest per day, per fund (fund_adj: 100 funds a call) or, when the "
-            "universe is most of the market, the whole market over the range, paged."
-        ),
-    )
-    def etf_daily_prices(
-        context: dg.AssetExecutionContext,
-        prices: PriceSourceResource,
-        universe: UniverseResource,
-        io_manager: dg.ResourceParam[PartitionedParquetIOManager],
-    ):
-        days = _days(context)
-        selection = context.run.asset_selection
-        computes_indicators = selection is None or dg.AssetKey(INDICATOR_ASSET) in selection
-        if computes_indicators:
-            _require_history(context, trading_days, io_manager)
-        codes = universe.load()["ts_code"].tolist()
-        client = prices.client(codes)
-        try:
-            table = fetch_prices(client, codes, days)
-        except (VendorAuthError, VendorDataError) as exc:
-            # No retry can fix a refused token or an answer without the fields asked for: fail now, saying why.
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
-        except VendorError as exc:
-            # An outage or rate limit that outlasted the client's own retries: only these are tried again.
-            wait = OUTAGE_RETRY_SECONDS * 2**context.retry_number
-            context.log.warning(f"{exc}; retrying the step in {wait} s (at most {OUTAGE_RETRIES} times)")
-            raise dg.RetryRequested(max_retries=OUTAGE_RETRIES, seconds_to_wait=wait) from exc
-        present = set(pd.DatetimeIndex(table["trade_date"].unique()).date)
-        absent = [d.isoformat() for d in days if d not in present]
-        if absent:
-            # Publishing a day without its bars would report every fund as NO_DATA: wait for the vendor.
-            context.log.warning(
-                f"The price source has no bar for any of the {len(codes)} funds on {', '.join(absent[:10])}"
-                f"{' ...' if len(absent) > 10 else ''}: not published yet. Nothing is published or sent for it; "
-                f"retrying in {prices.late_data_retry_seconds} s (at most {prices.late_data_retries} times)."
-            )
-            raise dg.RetryRequested(
-                max_retries=prices.late_data_retries, seconds_to_wait=prices.late_data_retry_seconds
-            )
-        metadata = _table_metadata(table)
-        metadata.update(
-            api_calls=int(sum(client.calls.values())),
-            api_retries=int(sum(client.retries.values())),
-            funds_without_bar_on_last_day=len(codes) - int((table["trade_date"] == pd.Timestamp(days[-1])).sum()),
-        )
-        if computes_indicators and worth_workers(len(table)):
-            # This run's indicators are computed in worker processes: they start now, while the prices are
-            # written and checked, rather than when the indicators need them. Not earlier: building the
-            # table from the pages is the fetch's memory peak.
-            start_workers(compute_indicators.__module__)
-        yield dg.Output(table, metadata=metadata)
-        yield check_result("bars_are_valid", bars_are_valid(table))
-        yield check_result("universe_coverage", universe_coverage(table, codes, days), dg.AssetCheckSeverity.WARN)
-
-    @dg.asset(
-        partitions_def=trading_days.partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        group_name=GROUP,
-        kinds={"talib", "pandas", "parquet"},
-        # Only the columns the rule reads: a decade of a large universe is millions of rows.
-        ins={
-            "etf_daily_prices": dg.AssetIn(partition_mapping=history_mapping, metadata={"columns": PRICE_INPUT_COLUMNS})
-        },
-        description=(
-            "Per fund and day: close, adjustment factor, the short and long simple moving averages of the "
-            "forward-adjusted close (TA-Lib, rounded to 3 decimals), the previous day's averages and the "
-            "latest golden and death crosses, computed over a fixed window of trading days ending on the day."
-        ),
-    )
-    def etf_indicators(
-        context: dg.AssetExecutionContext, etf_daily_prices: pd.DataFrame, strategy: StrategyResource
-    ) -> dg.Output[pd.DataFrame]:
-        days = _days(context)
-        sessions = [to_day(k) for k in context.asset_partition_keys_for_input("etf_daily_prices")]
-        params = strategy.params()
-        table = compute_indicators(etf_daily_prices, sessions, days, params)
-        metadata = _table_metadata(table)
-        metadata.update(short=params.short, long=params.long, history_days_read=len(sessions))
-        return dg.Output(table, metadata=metadata)
-
-    @dg.asset(
-        partitions_def=trading_days.partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        group_name=GROUP,
-        kinds={"pandas", "parquet"},
-        check_specs=[
-            _check(
-                "funds_without_data_under_threshold",
-                "trade_signals",
-                "Funds that trade but have no usable bar stay under the threshold on every day; the days over it "
-                "are held back from publication.",
-            )
-        ],
-        description=(
-            "One row per fund of the universe and day: BUY, SELL, HOLD, EMPTY, NO_DATA or "
-            "INSUFFICIENT_HISTORY, with close, ma_short, ma_long, the day the current signal fired (since), "
-            "the calendar days since then and the % change of the adjusted close."
-        ),
-    )
-    def trade_signals(
-        context: dg.AssetExecutionContext,
-        etf_indicators: pd.DataFrame,
-        universe: UniverseResource,
-        strategy: StrategyResource,
-    ):
-        funds = universe.load()
-        params = strategy.params()
-        table = classify(etf_indicators, funds, _days(context), params)
-        last_day = table[table["trade_date"] == table["trade_date"].max()]
-        metadata = _table_metadata(table, preview=last_day)
-        metadata.update({f"last_day_{s.value.lower()}": int((last_day["state"] == s.value).sum()) for s in State})
-        yield dg.Output(table, metadata=metadata)
-        threshold = no_data_under_threshold(table, universe.max_funds_without_data)
-        yield check_result("funds_without_data_under_threshold", threshold)
-
-    @dg.asset(
-        partitions_def=trading_days.partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        group_name=GROUP,
-        kinds={"html", "json"},
-        # Only the days that pass the quality rules are materialized: when some are held back, each day
-        # published is recorded on its own.
-        output_required=False,
-        ins={
-            "trade_signals": dg.AssetIn(),
-            "etf_daily_prices": dg.AssetIn(metadata={"columns": QUALITY_COLUMNS}),
-        },
-        description=(
-            "The published report of each day (reports/YYYY-MM-DD.json, .txt and .html) and the refreshed "
-            "site front page (index.html) and history (history.json). A day with a bar that breaks the rules of "
-            "bars_are_valid, or with too many funds without data, is held back: not published, not "
-            "materialized, named in the run's log and tags."
-        ),
-    )
-    def signal_report(
-        context: dg.AssetExecutionContext,
-        trade_signals: pd.DataFrame,
-        etf_daily_prices: pd.DataFrame,
-        universe: UniverseResource,
-        strategy: StrategyResource,
-        prices: PriceSourceResource,
-        site: SiteResource,
-    ):
-        held_back = held_back_days(etf_daily_prices, trade_signals, universe.max_funds_without_data)
-        del etf_daily_prices
-        if held_back:
-            context.log.warning(f"{len(held_back)} days held back, not published: {_reasons(held_back)}")
-            context.instance.add_run_tags(context.run.run_id, {HELD_BACK_TAG: _held_back_tag(held_back)})
-        dates = trade_signals["trade_date"]
-        kept = trade_signals[~dates.isin(pd.to_datetime(list(held_back)))] if held_back else trade_signals
-        if kept.empty:
-            raise dg.Failure(
-                description=f"Nothing published: every day is held back. {_reasons(held_back)}", allow_retries=False
-            )
-        params = strategy.params()
-        written = publish_signals(site.store(), kept, params, prices.notice, site.subscribe_url)
-        days = kept["trade_date"].drop_duplicates()
-        latest = build_report(kept[kept["trade_date"] == days.max()], params, notice=prices.notice)
-        # Stored with each day the run publishes: a backfill's metadata is kept per partition.
-        metadata = {
-            "days_published": len(days),
-            "first_day": days.min().strftime("%Y-%m-%d"),
-            "last_day": latest["trade_date"],
-            "files_written": len(written),
-            "latest_page": dg.MetadataValue.url(site.page_url(latest["trade_date"])),
-            "latest_report": dg.MetadataValue.md(f"```\n{_head(render_text(latest), REPORT_PREVIEW_LINES)}```"),
-            "days_held_back": len(held_back),
-        }
-        if not held_back:
-            # Every day of the run: one result, whose per-day records Dagster writes in batches.
-            yield dg.MaterializeResult(metadata=metadata)
-            return
-        metadata["held_back"] = dg.MetadataValue.json(held_back)
-        for day in days.dt.strftime("%Y-%m-%d"):
-            yield dg.AssetMaterialization(asset_key=context.asset_key, partition=day, metadata=metadata)
-
-    return [etf_daily_prices, etf_indicators, trade_signals, signal_report]
+signal_assets = [etf_daily_prices, etf_indicators, trade_signals, signal_report]

@@ -5,20 +5,22 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from alchemy_pipeline.defs.automation import exchange_schedule
-from alchemy_pipeline.defs.partitions import DAILY, DAILY_ASSETS, PRICE_ASSET, REPORT_ASSET, RunPlan, TradingDays
+from alchemy_pipeline.defs.partitions import (
+    DAILY,
+    DAILY_ASSETS,
+    LANE,
+    LANE_TAG,
+    PRICE_ASSET,
+    PRIORITY_TAG,
+    REPORT_ASSET,
+    TradingDays,
+    plan_tags,
+)
 from alchemy_pipeline.defs.resources import NotifierResource, SiteResource, TradingCalendarResource
+from alchemy_pipeline.defs.trading_days import trading_days_partitions
 from alchemy_pipeline.domain import calendar
 from alchemy_pipeline.domain.notify import build_message, choose_day_to_notify, must_send
 from alchemy_pipeline.domain.publish import report_key
-
-# Runs that write the pipeline's assets share one lane; the instance's run queue admits one at a time
-# and in priority order, so a cold start's history run finishes before the day's run reads it.
-LANE_TAG = "alchemy/lane"
-LANE = "signals"
-PRIORITY_TAG = "dagster/priority"
-# What a run is for (daily, backfill, history) and who asked for it (schedule, analyst): the run list shows both.
-RUN_KIND_TAG = "alchemy/run"
-STARTED_BY_TAG = "alchemy/started_by"
 
 daily_signals_job = dg.define_asset_job(
     name="daily_signals_job",
@@ -26,18 +28,6 @@ daily_signals_job = dg.define_asset_job(
     tags={LANE_TAG: LANE},
     description="Fetch, compute and publish the trading signals of a trading day (or of a range, as one run).",
 )
-
-
-def plan_tags(plan: RunPlan, started_by: str) -> dict[str, str]:
-    """The tags of a planned run: its range, its lane, and what it is for."""
-    return {
-        "dagster/asset_partition_range_start": plan.start,
-        "dagster/asset_partition_range_end": plan.end,
-        LANE_TAG: LANE,
-        RUN_KIND_TAG: plan.kind,
-        STARTED_BY_TAG: started_by,
-        "alchemy/purpose": plan.purpose,
-    }
 
 
 def scheduled_requests(days: TradingDays, day: str, instance: dg.DagsterInstance) -> list[dg.RunRequest]:
@@ -80,12 +70,10 @@ def send_signal_notification(
     )
 
 
-def build_automation(
-    days: TradingDays, running: bool
-) -> tuple[dg.JobDefinition, dg.ScheduleDefinition, dg.SensorDefinition]:
+def build_automation(running: bool) -> tuple[dg.JobDefinition, dg.ScheduleDefinition, dg.SensorDefinition]:
     """The notification job, the daily schedule and the notification sensor, on or off by default."""
 
-    @dg.job(partitions_def=days.partitions_def, tags={LANE_TAG: "notify"})
+    @dg.job(partitions_def=trading_days_partitions, tags={LANE_TAG: "notify"})
     def notify_subscribers():
         """Emails the day's signals to subscribers, once per day."""
         send_signal_notification()
