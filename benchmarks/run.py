@@ -9,6 +9,7 @@ which keeps every step's output in memory until the run ends. Scenarios that nee
 """
 
 import argparse
+import bisect
 import contextlib
 import datetime as dt
 import json
@@ -248,6 +249,65 @@ def slowest(runs: list[dict]) -> dict:
     return {**max(runs, key=lambda r: r["wall_s"]), "all_wall_s": [r["wall_s"] for r in runs]}
 
 
+STRATEGY_RANGE = ("2022-06-08", "2023-06-08")
+
+
+def strategy_paths(tables: dict[str, pd.DataFrame], universe: pd.DataFrame) -> list[str]:
+    """What the fast path buys: the rule, one fund and day at a time, against the fast path the pipeline
+    runs, on the same real funds and days, in this process (the results are checked equal on the way)."""
+    from alchemy_pipeline.defs.partitions import HISTORY_WINDOW
+    from alchemy_pipeline.domain.calendar import TradingCalendar
+    from alchemy_pipeline.domain.prices import PRICE_COLUMNS
+    from alchemy_pipeline.domain.strategy import StrategyParams, fund_signal
+    from alchemy_pipeline.domain.strategy_fast import classify, compute_indicators
+
+    params = StrategyParams(window=HISTORY_WINDOW)
+    first, last = STRATEGY_RANGE
+    days = TradingCalendar().sessions(first, last)
+    sessions = TradingCalendar().sessions("2014-01-02", last)
+    sessions = sessions[sessions.index(days[0]) - params.window + 1 :]
+    bars = tables["fund_daily"].merge(tables["fund_adj"], on=["ts_code", "trade_date"], how="left")
+    bars["trade_date"] = pd.to_datetime(bars["trade_date"], format="%Y%m%d")
+    bars = bars[bars["trade_date"].between(pd.Timestamp(sessions[0]), pd.Timestamp(last))]
+    bars = bars[[c for c in PRICE_COLUMNS if c in bars.columns]].sort_values(["ts_code", "trade_date"])
+    started = time.perf_counter()
+    fast = classify(compute_indicators(bars, sessions, days, params), universe, days, params)
+    fast_s = time.perf_counter() - started
+    # Each fund's bars as lists, so that cutting a day's window costs next to nothing beside the rule.
+    by_fund = {
+        code: ([d.date() for d in fund["trade_date"]], fund["close"].tolist(), fund["adj_factor"].tolist())
+        for code, fund in bars.groupby("ts_code")
+    }
+    started = time.perf_counter()
+    states = []
+    for day in days:
+        window_start = sessions[sessions.index(day) - params.window + 1]
+        for code in universe["ts_code"]:
+            dates, closes, factors = by_fund.get(code, ([], [], []))
+            lo, hi = bisect.bisect_left(dates, window_start), bisect.bisect_right(dates, day)
+            states.append(fund_signal(day, dates[lo:hi], closes[lo:hi], factors[lo:hi], params).state)
+    rule_s = time.perf_counter() - started
+    if states != fast["state"].tolist():
+        raise AssertionError("the fast path and the rule disagree on the benchmark's days")
+    cells = len(days) * len(universe)
+    return [
+        "",
+        "## The strategy's fast path",
+        "",
+        f"The rule (`domain/strategy.py`, one fund and day at a time) and the fast path the pipeline runs "
+        f"(`domain/strategy_fast.py`), over the same {len(universe)} real funds and {len(days)} days "
+        f"({first}...{last}, {cells:,} signals), in one process, their states checked equal:",
+        "",
+        "| path | time (s) | per signal (ms) |",
+        "|---|---:|---:|",
+        f"| the rule | {rule_s:.2f} | {1000 * rule_s / cells:.3f} |",
+        f"| the fast path | {fast_s:.2f} | {1000 * fast_s / cells:.3f} |",
+        "",
+        f"The fast path is {rule_s / fast_s:.0f}x faster. At the rule's pace the 1,500-fund, 10-year scale run "
+        f"(3,646,500 signals) would spend about {rule_s / cells * 3_646_500 / 60:.0f} minutes on the strategy alone.",
+    ]
+
+
 def rate_limit_note(calls_per_minute: int) -> list[str]:
     """What the vendor's call budget alone costs the scale scenario, whatever the pipeline does."""
     from alchemy_pipeline.domain.calendar import TradingCalendar
@@ -357,6 +417,9 @@ def main() -> None:
         lines.append(f"| {target} | {measured} | {'yes' if met else 'NO'} |")
     if "scale" in results:
         lines += rate_limit_note(args.calls_per_minute)
+    if real_tables is not None and (not args.only or "strategy" in args.only):
+        print("strategy: the rule against the fast path ...", flush=True)
+        lines += strategy_paths(real_tables, real_universe)
     Path(args.output).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {args.output}")
 
