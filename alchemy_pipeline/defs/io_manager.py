@@ -58,7 +58,8 @@ def to_parquet_bytes(table: pa.Table) -> bytes:
 def from_parquet_bytes(data: bytes, columns: list[str] | None = None) -> pa.Table:
     """One object's table (a file's reader: no dataset machinery for thousands of small files), its text
     columns dictionary-encoded, which pandas turns into categories rather than a string per row."""
-    table = pq.ParquetFile(io.BytesIO(data)).read(columns=columns)
+    # One thread per file, no read-ahead: a day's file is small, and a range's files are read many at once.
+    table = pq.ParquetFile(pa.BufferReader(data), pre_buffer=False).read(columns=columns, use_threads=False)
     for i, field in enumerate(table.schema):
         if _is_text(field):
             table = table.set_column(i, field.name, pc.dictionary_encode(table.column(i)))
@@ -131,11 +132,17 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             raise MissingPartitionsError(missing_message(asset_key.to_user_string(), missing, keys))
         columns = context.definition_metadata.get("columns")  # an input may ask for some columns only
         frame = self._read(store, asset_key, keys, columns)
+        release_free_memory()  # the Arrow buffers, before the step computes
         context.log.info(f"{asset_key.to_user_string()}: {len(keys)} partitions read, {len(frame)} rows")
         return frame
 
     def _read(self, store: BlobStore, asset_key: dg.AssetKey, keys: list[str], columns: list[str] | None):
-        tables = in_parallel(lambda k: from_parquet_bytes(store.get(self._key(asset_key, k)), columns), keys)
+        # Fetched a few at a time (the wait is the disk's or the network's), parsed in this thread (the work is
+        # the CPU's, and threads would only contend for it).
+        tables = [
+            from_parquet_bytes(data, columns)
+            for data in in_parallel(store.get, [self._key(asset_key, k) for k in keys])
+        ]
         if not tables:
             return pd.DataFrame()
         # Each Arrow buffer is released as soon as it is converted: the range is not held twice.

@@ -21,6 +21,9 @@ listings), and is what the pipeline runs. Each trick, and why it is safe:
 - **Rounding.** ``pct`` is rounded by ``numbers.python_round``, Python's ``round`` for whole columns.
 - **Worker processes.** A large range's funds are computed in groups, in worker processes
   (``domain/workers.py``); a fund's result does not depend on which process computed it.
+- **Memory handed back.** The indicator table is assembled a column at a time from the funds' parts, and
+  the memory each column's parts held is handed back to the system at once (``domain/memory.py``):
+  without it the 1,500-fund scale run's peak passed its 2 GB target (2,239 MB, against 1,803 MB with it).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import pandas as pd
 import talib
 
 from alchemy_pipeline.domain.frames import by_trade_date, object_column
+from alchemy_pipeline.domain.memory import release_free_memory
 from alchemy_pipeline.domain.numbers import python_round
 from alchemy_pipeline.domain.strategy import (
     MISSING_BAR,
@@ -168,6 +172,7 @@ def _indicator_table(parts: list[dict]) -> pd.DataFrame:
         values = np.concatenate(pieces)[order] if pieces else np.array([], dtype=numpy_dtype)
         columns[name] = object_column(values) if numpy_dtype == "object" else values
         del pieces
+        release_free_memory()  # the parts' many small arrays: freed, but kept by the allocator otherwise
     return pd.DataFrame(columns, copy=False).astype(_INDICATOR_DTYPES, copy=False)
 
 
