@@ -69,7 +69,8 @@ class TushareResource(PriceSourceResource):
     def client(self, ts_codes: list[str]) -> TushareClient:
         api = tushare.pro_api(token=self.token, timeout=self.timeout)
         if self.api_url:
-            # The SDK keeps its base URL in a private attribute; this is how proxies and tests set it.
+            # tushare (1.4.29, the newest) has no public way to set its base URL, which TUSHARE_API_URL needs:
+            # this private attribute is it, here only, and every Tushare test goes through it.
             api._DataApi__http_url = self.api_url.rstrip("/")
         return TushareClient(
             api,
