@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from alchemy_pipeline.domain.strategy import StrategyParams
+from alchemy_pipeline.domain.strategy import MIN_SEARCH_DAYS, StrategyParams
 
 
 class SettingsError(ValueError):
@@ -274,12 +274,15 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         raise SettingsError(
             "ALCHEMY_PRICE_SOURCE=tushare needs a Tushare token in TUSHARE_TOKEN (or TUSHARE_API_TOKEN)"
         )
-    try:
-        StrategyParams(short=settings.ma_short, long=settings.ma_long)
-    except ValueError as exc:
+    short, long, window = settings.ma_short, settings.ma_long, StrategyParams.window
+    if not 1 < short < long:
+        raise SettingsError(f"ALCHEMY_MA_SHORT={short} and ALCHEMY_MA_LONG={long}: the averages need 1 < short < long")
+    if long > window - MIN_SEARCH_DAYS - 1:
         raise SettingsError(
-            f"ALCHEMY_MA_SHORT={settings.ma_short}, ALCHEMY_MA_LONG={settings.ma_long}: {exc}"
-        ) from None
+            f"ALCHEMY_MA_LONG={long} is longer than {window - MIN_SEARCH_DAYS - 1} trading days, the most the "
+            f"{window}-day history window allows: the strategy searches {MIN_SEARCH_DAYS} days past the long "
+            "average for the last cross"
+        )
     publish_dir = settings.publish_dir.resolve()
     return dataclasses.replace(
         settings,

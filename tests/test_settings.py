@@ -32,6 +32,8 @@ def test_a_token_selects_tushare_and_the_seed_name_is_accepted():
         ({"TUSHARE_TIMEOUT": "0"}, "TUSHARE_TIMEOUT"),
         ({"TUSHARE_CALLS_PER_MINUTE": "0"}, "TUSHARE_CALLS_PER_MINUTE"),
         ({"ALCHEMY_MAX_FUNDS_WITHOUT_DATA": "-1"}, "ALCHEMY_MAX_FUNDS_WITHOUT_DATA"),
+        ({"ALCHEMY_MA_LONG": "60"}, "ALCHEMY_MA_LONG=60 is longer than 49 trading days"),
+        ({"ALCHEMY_MA_SHORT": "30"}, "ALCHEMY_MA_SHORT=30 and ALCHEMY_MA_LONG=22"),
     ],
 )
 def test_bad_settings_name_the_variable(environ, named):

@@ -9,11 +9,12 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from alchemy_pipeline.domain import calendar
+from alchemy_pipeline.domain.strategy import StrategyParams
 
 PARTITIONS_START = "2015-01-05"
 FIRST_DAY = dt.date.fromisoformat(PARTITIONS_START)
-# Trading days of prices behind each day's indicators (see StrategyParams.window).
-HISTORY_WINDOW = 300
+# Trading days of prices behind each day's indicators: the strategy's window.
+HISTORY_WINDOW = StrategyParams.window
 
 _TZ = ZoneInfo(calendar.TIMEZONE)
 
