@@ -228,6 +228,8 @@ def _latest_crosses(short: np.ndarray, long: np.ndarray) -> tuple[np.ndarray, np
 def _last(mask: np.ndarray) -> np.ndarray:
     """Per row, the column of the last True (or -1)."""
     width = mask.shape[1]
+    if not width:  # a one-bar window has no pair of bars to cross between
+        return np.full(mask.shape[0], -1)
     return np.where(mask.any(axis=1), width - 1 - np.argmax(mask[:, ::-1], axis=1), -1)
 
 
