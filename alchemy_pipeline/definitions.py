@@ -5,6 +5,7 @@ Loading it reads the settings and this machine's trading calendar, and makes no 
 
 import dagster as dg
 
+from alchemy_pipeline.defs.backtest.assets import build_backtest_asset
 from alchemy_pipeline.defs.calendar.assets import build_calendar_schedule, trading_calendar, trading_calendar_job
 from alchemy_pipeline.defs.resources import automation_runs_by_default, build_resources
 from alchemy_pipeline.defs.signals.assets import signal_assets
@@ -15,9 +16,11 @@ from alchemy_pipeline.settings import Settings, load_settings
 def build_definitions(settings: Settings) -> dg.Definitions:
     """The assets and jobs, with the resources, schedules and sensor of the environment ``settings`` name."""
     running = automation_runs_by_default(settings)
-    notify_subscribers, daily_signals_schedule, notify_subscribers_sensor = build_automation(running)
+    notify_subscribers, daily_signals_schedule, notify_subscribers_sensor = build_automation(
+        running, settings.backtest_start
+    )
     return dg.Definitions(
-        assets=[*signal_assets, trading_calendar],
+        assets=[*signal_assets, build_backtest_asset(settings.backtest_start), trading_calendar],
         jobs=[daily_signals_job, notify_subscribers, trading_calendar_job],
         schedules=[daily_signals_schedule, build_calendar_schedule(running)],
         sensors=[notify_subscribers_sensor],

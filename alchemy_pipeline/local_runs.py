@@ -19,10 +19,10 @@ from alchemy_pipeline.defs.partitions import (
     BACKFILL,
     DAILY,
     FIRST_DAY,
-    PRICE_ASSET,
     REPORT_ASSET,
     RunPlan,
     TradingDays,
+    materialized_partitions,
     plan_tags,
 )
 from alchemy_pipeline.defs.resources import build_resources
@@ -121,9 +121,9 @@ def run_plans(plans: list[RunPlan]) -> Outcome:
         return Outcome(sorted(r.partition for r in reports), held_back, None, where)
 
 
-def materialized_prices() -> set[str]:
+def materialized() -> dict[str, set[str]]:
     with dg.DagsterInstance.get() as instance:
-        return instance.get_materialized_partitions(dg.AssetKey(PRICE_ASSET))
+        return materialized_partitions(instance)
 
 
 def demo(argv: list[str], settings: Settings, days: TradingDays) -> int:
@@ -139,7 +139,9 @@ def demo(argv: list[str], settings: Settings, days: TradingDays) -> int:
     days.check_day(day, now())
     if day != asked:
         print(f"{asked} is not a trading day: publishing {day}, the trading day before it")
-    outcome = run_plans(days.plan_runs(day.isoformat(), day.isoformat(), materialized_prices(), DAILY))
+    outcome = run_plans(
+        days.plan_runs(day.isoformat(), day.isoformat(), materialized(), DAILY, settings.backtest_start)
+    )
     if outcome.failure:
         print(f"{outcome.failure}. {outcome.log}", file=sys.stderr)
         return 1
@@ -164,7 +166,9 @@ def backfill(argv: list[str], settings: Settings, days: TradingDays) -> int:
         )
     start, end = (calendar.parse_day(arg) for arg in argv)
     days.check_range(start, end, now())
-    outcome = run_plans(days.plan_runs(start.isoformat(), end.isoformat(), materialized_prices(), BACKFILL))
+    outcome = run_plans(
+        days.plan_runs(start.isoformat(), end.isoformat(), materialized(), BACKFILL, settings.backtest_start)
+    )
     if outcome.failure:
         print(f"{outcome.failure}. {outcome.log}", file=sys.stderr)
         return 1

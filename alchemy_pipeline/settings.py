@@ -7,11 +7,14 @@ tables are these declarations (``tests/test_settings.py`` holds them to each oth
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from alchemy_pipeline.domain.backtest import EXECUTIONS, NEXT_OPEN
+from alchemy_pipeline.domain.calendar import FIRST_DAY
 from alchemy_pipeline.domain.strategy import MIN_SEARCH_DAYS, StrategyParams
 
 
@@ -63,6 +66,30 @@ def positive_number(name: str, raw: str) -> float:
     if value <= 0:
         raise SettingsError(f"{name}={raw!r} must be positive")
     return value
+
+
+def number_at_least(minimum: float, below: float | None = None) -> Callable[[str, str], float]:
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not a number") from None
+        if not value >= minimum or (below is not None and not value < below):
+            limits = f"at least {minimum:g}" + (f" and below {below:g}" if below is not None else "")
+            raise SettingsError(f"{name}={raw!r} must be {limits}")
+        return value
+
+    return parse
+
+
+def day_from_first(name: str, raw: str) -> dt.date:
+    try:
+        day = dt.date.fromisoformat(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a date (YYYY-MM-DD)") from None
+    if day < FIRST_DAY:
+        raise SettingsError(f"{name}={raw!r} is before {FIRST_DAY}, the first day Alchemy covers")
+    return day
 
 
 @dataclass(frozen=True)
@@ -185,6 +212,43 @@ class Settings:
     )
     ma_long: int = setting(
         22, Variable("ALCHEMY_MA_LONG", whole_number(), "long moving-average length in trading days (at most 49)")
+    )
+    backtest_start: dt.date = setting(
+        FIRST_DAY,
+        Variable(
+            "ALCHEMY_BACKTEST_START",
+            day_from_first,
+            "first day of the backtest, a trading day (YYYY-MM-DD); every run reads the prices and signals from it on",
+        ),
+    )
+    backtest_cash: float = setting(
+        100_000.0, Variable("ALCHEMY_BACKTEST_CASH", positive_number, "starting cash per fund, CNY")
+    )
+    backtest_commission: float = setting(
+        0.00025, Variable("ALCHEMY_BACKTEST_COMMISSION", number_at_least(0, 1), "commission rate on every fill")
+    )
+    backtest_min_commission: float = setting(
+        5.0, Variable("ALCHEMY_BACKTEST_MIN_COMMISSION", number_at_least(0), "minimum commission per fill, CNY")
+    )
+    backtest_slippage_bps: float = setting(
+        0.0,
+        Variable(
+            "ALCHEMY_BACKTEST_SLIPPAGE_BPS",
+            number_at_least(0, 10_000),
+            "slippage against the trader on every fill, basis points",
+        ),
+    )
+    backtest_lot: int = setting(
+        100, Variable("ALCHEMY_BACKTEST_LOT", whole_number(1), "shares per lot; buys are whole lots")
+    )
+    backtest_execution: str = setting(
+        NEXT_OPEN,
+        Variable(
+            "ALCHEMY_BACKTEST_EXECUTION",
+            one_of(*EXECUTIONS),
+            "`next_open`: a signal fills at the fund's next bar's open; `close`: at the signal day's close "
+            "(optimistic)",
+        ),
     )
     subscribe_url: str | None = setting(
         None,

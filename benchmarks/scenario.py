@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from alchemy_pipeline.definitions import build_definitions
-from alchemy_pipeline.defs.partitions import TradingDays
+from alchemy_pipeline.defs.partitions import BACKTEST_ASSET, PLANNED_ASSETS, TradingDays
 from alchemy_pipeline.domain.calendar import TradingCalendar
 from alchemy_pipeline.settings import load_settings
 
@@ -48,7 +48,8 @@ class Runner:
         self.defs = build_definitions(load_settings())
         self.instance = dg.DagsterInstance.get()
 
-    def run(self, start: str, end: str, assets: list[str] | None = None) -> None:
+    def run(self, start: str, end: str, assets: list[str] | None = None) -> str:
+        """Runs the job's assets (all, or ``assets``) over a range; the run's id."""
         # As a launched run executes (``dagster api execute_run``), not ``execute_in_process``, which keeps
         # every step's output in memory for the caller until the run ends.
         with dg.execute_job(
@@ -60,10 +61,23 @@ class Runner:
             if not result.success:
                 failures = [e.message for e in result.all_events if e.is_failure]
                 raise SystemExit(f"run {start}...{end} failed: {failures}")
+            return result.run_id
 
-    def history(self, day: str) -> None:
-        window = trading_days().history_keys(day)
-        self.run(window[0], window[-1], ["etf_daily_prices"])
+    def prepare(self, day: str) -> None:
+        """The history a run of ``day`` reads, as the schedule plans it: the prices, and the signals from the
+        backtest's start."""
+        settings = load_settings()
+        empty = {asset: set() for asset in PLANNED_ASSETS}
+        for plan in trading_days().plan_runs(day, day, empty, "history", settings.backtest_start)[:-1]:
+            self.run(plan.start, plan.end, list(plan.assets))
+
+    def step_seconds(self, run_id: str, step: str) -> float:
+        """How long one step of a run took, from its start to its success in the run's log."""
+        events = self.instance.all_logs(
+            run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}
+        )
+        times = [e.timestamp for e in events if e.step_key == step]
+        return round(times[-1] - times[0], 2)
 
 
 def measure(url: str, work) -> dict:
@@ -107,7 +121,7 @@ def user_command(name: str, start: str, end: str) -> int:
 def scenario(name: str, start: str, end: str, url: str) -> dict:
     if name in USER_COMMANDS:
         if name == "readme_cli_4_5y":
-            Runner().history(start)  # not timed: the README's command runs where the history is present
+            Runner().prepare(start)  # not timed: the README's command runs where the history is present
         return measure(url, lambda: user_command(name, start, end))
     if name == "seed_baseline":
         from benchmarks.seed_way import run_seed_way
@@ -129,8 +143,16 @@ def scenario(name: str, start: str, end: str, url: str) -> dict:
             return 1
 
         return measure(url, cold_start)
+    if name == "backtest_daily":
+        runner.prepare(end)  # not timed: 10 years of prices and signals
+        result = measure(url, lambda: (runner.run(end, end), 1)[1])
+        run_id = runner.instance.get_runs(limit=1)[0].run_id
+        return {**result, "backtest_step_s": runner.step_seconds(run_id, BACKTEST_ASSET)}
+    if name == "backtest_10y":
+        runner.run(start, end, ["etf_daily_prices", "etf_indicators", "trade_signals"])  # not timed
+        return measure(url, lambda: (runner.run(start, end, [BACKTEST_ASSET]), len(sessions(start, end)))[1])
     if name != "scale":
-        runner.history(start)  # not timed: an instance that already has the history
+        runner.prepare(start)  # not timed: an instance that already has the history
     days = sessions(start, end)
     return measure(url, lambda: (runner.run(start, end), len(days))[1])
 

@@ -77,6 +77,7 @@ def aws_world(aws, tmp_path, monkeypatch):
         "ALCHEMY_SUBSCRIBE_URL": "https://api.example.com/subscribe",
         "ALCHEMY_UNIVERSE": str(write_universe(tmp_path / "universe.csv", FUNDS)),
         "ALCHEMY_NOTIFY_MAX_AGE_DAYS": "100000",  # the scenario's days are in 2024
+        "ALCHEMY_BACKTEST_START": "2024-06-24",  # the first day the scenario publishes
         "TUSHARE_TOKEN": VALID_TOKEN,
         "TUSHARE_API_URL": server.url,
     }

@@ -123,6 +123,8 @@ def world(tmp_path, tushare_server_factory, monkeypatch):
             "ALCHEMY_PUBLISH_DIR": str(tmp_path / "site"),
             "ALCHEMY_UNIVERSE": str(write_universe(tmp_path / "universe.csv", FUNDS)),
             "ALCHEMY_PRICE_SOURCE": "tushare",
+            # The last day of the bundled calendar: a 2027 day's backtest then needs a few days of signals.
+            "ALCHEMY_BACKTEST_START": "2026-12-31",
             "TUSHARE_TOKEN": VALID_TOKEN,
             "TUSHARE_API_URL": server.url,
             "TUSHARE_RETRY_BASE_SECONDS": "0.01",

@@ -29,11 +29,11 @@ def test_demo_publishes_a_stamped_report_with_no_token_and_no_network(tmp_path):
     # Progress, the report and where things are; Dagster's own log goes to the file named last.
     lines = done.stdout.splitlines()
     assert lines[0] == "2024-06-30 is not a trading day: publishing 2024-06-28, the trading day before it"
-    assert (
-        lines[1].startswith("Running: fetch the price history")
-        and lines[2] == "Running: publish the signals of 2024-06-28"
-    )
-    assert lines[3] == (reports / "2024-06-28.txt").read_text("utf-8").splitlines()[0]
+    # A fresh instance: the prices, then the signals the backtest reads from its start, then the day.
+    assert lines[1] == "Running: fetch the price history 2015-01-05...2024-06-27 that 2024-06-28 needs"
+    assert lines[2] == "Running: compute the signals 2015-01-05...2024-06-27 the backtest reads"
+    assert lines[3] == "Running: publish the signals of 2024-06-28"
+    assert lines[4] == (reports / "2024-06-28.txt").read_text("utf-8").splitlines()[0]
     assert f"  {reports / '2024-06-28.txt'}" in lines
     log = tmp_path / ".alchemy" / "dagster" / "dagster.log"
     assert lines[-1] == f"Dagster's log: {log}"
@@ -43,6 +43,11 @@ def test_demo_publishes_a_stamped_report_with_no_token_and_no_network(tmp_path):
     assert report["notice"] == "DEMO DATA - not market prices"
     assert len(report["signals"]) >= 35
     assert "DEMO DATA - not market prices" in (reports / "2024-06-28.txt").read_text("utf-8")
+    # The backtest from 2015-01-05: its summary in the report, its figures and every fund's trades on the site.
+    assert report["backtest"]["start"] == "2015-01-05" and len(report["backtest"]["funds"]) >= 35
+    backtests = tmp_path / ".alchemy" / "site" / "backtests"
+    assert json.loads((backtests / "2024-06-28.json").read_text("utf-8"))["as_of"] == "2024-06-28"
+    assert len(list((backtests / "trades").glob("*.json"))) == len(report["signals"])
     assert "DEMO DATA - not market prices" in (reports / "2024-06-28.html").read_text("utf-8")
     # The runs are in the instance's SQLite storage, as `dagster dev` will show them.
     assert list((tmp_path / ".alchemy" / "dagster" / "storage").rglob("runs.db"))

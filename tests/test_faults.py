@@ -47,6 +47,7 @@ def base_env(data_dir, site_dir, universe, url, **extra) -> dict:
         "ALCHEMY_DATA_DIR": str(data_dir),
         "ALCHEMY_PUBLISH_DIR": str(site_dir),
         "ALCHEMY_UNIVERSE": str(universe),
+        "ALCHEMY_BACKTEST_START": DAY,
         "ALCHEMY_PRICE_SOURCE": "tushare",
         "ALCHEMY_NOTIFY_MAX_AGE_DAYS": "100000",
         "ALCHEMY_LATE_DATA_RETRY_SECONDS": "0",

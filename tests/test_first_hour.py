@@ -47,6 +47,7 @@ def command_env(root, server_url: str, **extra) -> dict:
         "ALCHEMY_DATA_DIR": str(root / "data"),
         "ALCHEMY_PUBLISH_DIR": str(root / "site"),
         "ALCHEMY_UNIVERSE": str(write_universe(root / "universe.csv", FUNDS)),
+        "ALCHEMY_BACKTEST_START": START,  # the backtest starts with the range the tests publish
         "TUSHARE_TOKEN": VALID_TOKEN,
         "TUSHARE_API_URL": server_url,
         **extra,

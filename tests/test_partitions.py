@@ -10,6 +10,8 @@ from alchemy_pipeline.defs.partitions import DAILY_ASSETS, HISTORY_WINDOW
 from alchemy_pipeline.domain.calendar import DayError, parse_day
 from tests.conftest import BUNDLED_DAYS, history_keys
 
+PRICES, SIGNALS = "etf_daily_prices", "trade_signals"
+
 NOW = dt.datetime(2024, 12, 31, 20, tzinfo=ZoneInfo("Asia/Shanghai"))
 
 
@@ -41,17 +43,41 @@ def test_history_window_counts_trading_days_and_clips_at_the_start():
 
 def test_plan_asks_only_for_the_missing_history_each_stretch_once():
     window = history_keys("2024-06-28")
-    full = BUNDLED_DAYS.plan_runs("2024-06-28", "2024-06-28", set(window), "daily")
+    day = dt.date(2024, 6, 28)
+    full = BUNDLED_DAYS.plan_runs("2024-06-28", "2024-06-28", {PRICES: set(window), SIGNALS: set()}, "daily", day)
     assert [(p.assets[0], p.start, p.end, p.kind) for p in full] == [
         ("etf_daily_prices", "2024-06-28", "2024-06-28", "daily")
     ]
     history = history_keys("2024-06-03")
     present = set(history) - set(history[10:20]) - set(history[200:205])
-    plans = BUNDLED_DAYS.plan_runs("2024-06-03", "2024-06-28", present, "backfill")
+    plans = BUNDLED_DAYS.plan_runs(
+        "2024-06-03", "2024-06-28", {PRICES: present, SIGNALS: set()}, "backfill", dt.date(2024, 6, 3)
+    )
     assert [(p.assets, p.start, p.end, p.kind) for p in plans] == [
         (("etf_daily_prices",), history[10], history[19], "history"),
         (("etf_daily_prices",), history[200], history[204], "history"),
         (DAILY_ASSETS, "2024-06-03", "2024-06-28", "backfill"),
+    ]
+
+
+def test_plan_computes_the_signals_the_backtest_reads_from_its_start():
+    # A backtest from 2024-01-02 publishing 2024-06-28 reads every signal from 2024-01-02: on a fresh instance
+    # the prices behind the first of them come first, then those signals, then the day.
+    start = dt.date(2024, 1, 2)
+    plans = BUNDLED_DAYS.plan_runs("2024-06-28", "2024-06-28", {PRICES: set(), SIGNALS: set()}, "daily", start)
+    window = history_keys("2024-01-02")
+    assert [(p.assets, p.start, p.end, p.kind) for p in plans] == [
+        (("etf_daily_prices",), window[0], "2024-06-27", "history"),
+        (("etf_indicators", "trade_signals"), "2024-01-02", "2024-06-27", "history"),
+        (DAILY_ASSETS, "2024-06-28", "2024-06-28", "daily"),
+    ]
+    # Only what is missing: the signals of one week in March.
+    present = {k for k in history_keys("2024-06-28") if not "2024-03-11" <= k <= "2024-03-15"}
+    prices = {*window, *history_keys("2024-06-28")}
+    plans = BUNDLED_DAYS.plan_runs("2024-06-28", "2024-06-28", {PRICES: prices, SIGNALS: present}, "daily", start)
+    assert [(p.assets, p.start, p.end) for p in plans] == [
+        (("etf_indicators", "trade_signals"), "2024-03-11", "2024-03-15"),
+        (DAILY_ASSETS, "2024-06-28", "2024-06-28"),
     ]
 
 

@@ -74,6 +74,7 @@ def scenario(tmp_path_factory):
         "ALCHEMY_PUBLISH_DIR": str(tmp / "site"),
         "ALCHEMY_UNIVERSE": str(write_universe(tmp / "universe.csv", FUNDS)),
         "ALCHEMY_PRICE_SOURCE": "tushare",
+        "ALCHEMY_BACKTEST_START": DAY,  # the first day the scenario publishes
         "ALCHEMY_SITE_URL": "https://signals.example.com",
         "TUSHARE_TOKEN": VALID_TOKEN,
         "TUSHARE_API_URL": server.url,
@@ -93,6 +94,7 @@ def scenario(tmp_path_factory):
             calls[day] = server.calls[before:]
         site = tmp / "site"
         daily_bytes = {d: (site / "reports" / f"{d}.json").read_bytes() for d in (DAY, NEXT_DAY)}
+        backtest_bytes = {d: (site / "backtests" / f"{d}.json").read_bytes() for d in (DAY, NEXT_DAY)}
         yield {
             "tmp": tmp,
             "env": env,
@@ -103,6 +105,7 @@ def scenario(tmp_path_factory):
             "calls": calls,
             "site": site,
             "daily_bytes": daily_bytes,
+            "backtest_bytes": backtest_bytes,
         }
     server.stop()
 
@@ -183,7 +186,12 @@ def test_published_signals_are_the_rule_applied_to_the_vendor_data(scenario):
     expected = build_report(
         classify(compute_indicators(window, sessions, [sessions[-1]], params), universe, [sessions[-1]], params), params
     )
-    assert json.loads(scenario["daily_bytes"][DAY]) == expected
+    report = json.loads(scenario["daily_bytes"][DAY])
+    # The backtest starts on DAY: nothing can have filled yet under next-open execution, and no fund has traded.
+    summary = report.pop("backtest")
+    assert (summary["start"], summary["execution"], summary["funds"]) == (DAY, "next_open", [])
+    assert summary["portfolio"]["strategy"] == {"total_return": 0.0, "cagr": None}
+    assert report == expected
 
 
 def test_text_report_has_the_seed_sections_and_wording(scenario):
@@ -215,9 +223,8 @@ def test_site_index_and_history_list_every_published_day(scenario):
 MULTIPROCESS_LOCATION = """
 import dagster as dg
 from alchemy_pipeline.definitions import defs
-from alchemy_pipeline.defs.signals.assets import signal_assets
 
-defs = dg.Definitions(assets=signal_assets, resources=defs.resources, executor=dg.multiprocess_executor)
+defs = dg.Definitions(assets=defs.assets, resources=defs.resources, executor=dg.multiprocess_executor)
 """
 
 
@@ -237,11 +244,12 @@ def test_steps_share_only_what_is_stored_so_a_process_per_step_publishes_the_sam
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Executing steps using multiprocess executor" in done.stderr
     for day in (DAY, NEXT_DAY):
-        for asset in ("etf_daily_prices", "etf_indicators", "trade_signals"):
+        for asset in ("etf_daily_prices", "etf_indicators", "trade_signals", "etf_backtest"):
             path = Path(asset) / f"{day}.parquet"
             assert (data / path).read_bytes() == (scenario["tmp"] / "data" / path).read_bytes(), path
-        for suffix in (".json", ".txt", ".html"):
-            path = Path("reports") / f"{day}{suffix}"
+        for path in [Path("reports") / f"{day}{suffix}" for suffix in (".json", ".txt", ".html")] + [
+            Path("backtests") / f"{day}.json"
+        ]:
             assert (site / path).read_bytes() == (scenario["site"] / path).read_bytes(), path
 
 
@@ -257,13 +265,15 @@ def materialize_cli(scenario, partitions: list[str], **env) -> tuple[list[str], 
 
 
 def test_cli_range_backfill_is_one_run_and_reproduces_the_daily_bytes(scenario):
-    # The range run reads one history window for both days; each daily run read its own. Same bytes.
+    # The range run reads one history window for both days, and backtests both at once; each daily run read
+    # its own. Same bytes: the reports and the backtest's documents.
     command, env = materialize_cli(scenario, ["--partition-range", f"{DAY}...{NEXT_DAY}"])
     done = subprocess.run(command, env=env, cwd=scenario["tmp"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.count("RUN_SUCCESS") == 1
     for day in (DAY, NEXT_DAY):
         assert (scenario["site"] / "reports" / f"{day}.json").read_bytes() == scenario["daily_bytes"][day]
+        assert (scenario["site"] / "backtests" / f"{day}.json").read_bytes() == scenario["backtest_bytes"][day]
 
 
 def test_two_concurrent_runs_of_one_day_leave_a_whole_identical_site(scenario, tmp_path):
@@ -288,7 +298,7 @@ def test_a_range_without_its_history_fails_at_the_indicators_naming_the_commands
     assert done.returncode != 0
     window = history_keys(DAY)
     assert "scripts/backfill START END" in done.stderr
-    history = f"--select etf_daily_prices --partition-range {window[0]}...{window[-1]}"
+    history = f"--select '*etf_daily_prices' --partition-range {window[0]}...{window[-1]}"
     assert f".venv/bin/dagster asset materialize -m alchemy_pipeline.definitions {history}" in done.stderr
     assert "etf_indicators" in done.stderr and "STEP_UP_FOR_RETRY" not in done.stderr
     # The range's own prices were fetched and are kept: nothing is lost.

@@ -161,6 +161,7 @@ def test_production_instance_runs_a_backfill_on_postgres(production, tmp_path, m
             "ALCHEMY_DATA_DIR": str(tmp_path / "data"),
             "ALCHEMY_PUBLISH_DIR": str(tmp_path / "site"),
             "ALCHEMY_UNIVERSE": str(write_universe(tmp_path / "universe.csv", funds)),
+            "ALCHEMY_BACKTEST_START": "2024-06-24",
             "TUSHARE_TOKEN": VALID_TOKEN,
             "TUSHARE_API_URL": server.url,
         }

@@ -20,15 +20,19 @@ import pytest
 import talib
 
 from alchemy_pipeline.definitions import build_definitions
-from alchemy_pipeline.defs.partitions import HISTORY_WINDOW
+from alchemy_pipeline.defs.partitions import HISTORY_WINDOW, PLANNED_ASSETS
+from alchemy_pipeline.domain.report import render_files, render_index
 from alchemy_pipeline.settings import load_settings
-from tests.conftest import BUNDLED_DAYS, history_keys, tick_schedule
+from tests.backtest_reference import reference, trade_return
+from tests.conftest import BUNDLED_DAYS, tick_schedule
 from tests.tushare_server import VALID_TOKEN, TushareTestServer
 
 FIRST, LAST_BACKFILLED, DAILY = "2018-12-03", "2023-06-07", "2023-06-08"
-# SHA-256 of every file this run publishes, by month (the site's front page and history on their own),
-# as published before the strategy, IO and report code were restructured (issue 19): the same prices
-# must keep giving subscribers the same bytes.
+BACKTEST_START = dt.date(2015, 1, 5)
+# SHA-256 of every file this run publishes but the backtest's, by month (the site's front page and history
+# on their own), as published before the strategy, IO and report code were restructured (issue 19): the
+# same prices must keep giving subscribers the same bytes. The reports are compared without the backtest's
+# summary, which came after (issue 14) and is checked against its own reference below.
 PUBLISHED_DIGESTS = Path(__file__).with_name("real_data_published_digests.txt")
 SHORT, LONG = 11, 22
 
@@ -121,17 +125,29 @@ def real_run(tmp_path_factory):
             )
             assert result.success, [e.message for e in result.all_events if e.is_failure]
 
-        window = history_keys(FIRST)
-        run(["etf_daily_prices"], window[0], window[-1])
+        # As scripts/backfill plans it: the price history, the signals the backtest reads from its start
+        # (2015-01-05), then the range.
+        *history, backfill = BUNDLED_DAYS.plan_runs(
+            FIRST, LAST_BACKFILLED, {a: set() for a in PLANNED_ASSETS}, "backfill", BACKTEST_START
+        )
+        for plan in history:
+            run(plan.assets, plan.start, plan.end)
         calls_before_backfill = len(server.calls)
-        run(["etf_daily_prices", "etf_indicators", "trade_signals", "signal_report"], FIRST, LAST_BACKFILLED)
+        run(backfill.assets, backfill.start, backfill.end)
         backfill_calls = len(server.calls) - calls_before_backfill
         when = dt.datetime(2023, 6, 8, 18, tzinfo=ZoneInfo("Asia/Shanghai"))
         tick = tick_schedule(defs, instance, "daily_signals_schedule", when)
         assert len(tick.run_requests) == 1  # the history is all there: just the day
         request = tick.run_requests[0]
         run([k.to_user_string() for k in request.asset_selection], DAILY, DAILY)
-        yield {"data": data, "site": tmp / "site", "funds": funds, "backfill_calls": backfill_calls}
+        yield {
+            "data": data,
+            "site": tmp / "site",
+            "store": tmp / "data",
+            "funds": funds,
+            "backfill_calls": backfill_calls,
+            "history": history,
+        }
     server.stop()
 
 
@@ -182,18 +198,32 @@ def test_the_backfill_fetched_per_fund_not_per_day(real_run):
 
 
 def published_digests(site: Path) -> dict[str, str]:
-    """One SHA-256 per month of reports (each file's name and bytes, in name order), and one per other file."""
-    groups: dict[str, list[Path]] = {}
+    """One SHA-256 per month of reports (each file's name and bytes, in name order), and one per other file;
+    each report and the front page as they are rendered without the backtest's summary."""
+    files: dict[str, bytes] = {}
     for path in sorted(p for p in site.rglob("*") if p.is_file() and "outbox" not in p.parts):
         relative = path.relative_to(site).as_posix()
+        if relative.startswith("backtests/"):
+            continue
+        if relative.startswith("reports/") and relative.endswith(".json"):
+            report = json.loads(path.read_bytes())
+            report.pop("backtest", None)
+            for suffix, data in render_files(report).items():
+                files[relative.removesuffix(".json") + suffix] = data
+        elif not relative.startswith("reports/"):
+            files[relative] = path.read_bytes()
+    latest = json.loads(files[max(k for k in files if k.endswith(".json") and k.startswith("reports/"))])
+    files["index.html"] = render_index(latest, json.loads(files["history.json"])["days"]).encode("utf-8")
+    groups: dict[str, list[str]] = {}
+    for relative in sorted(files):
         groups.setdefault(
             relative[: len("reports/YYYY-MM")] if relative.startswith("reports/") else relative, []
-        ).append(path)
+        ).append(relative)
     digests = {}
-    for group, paths in groups.items():
+    for group, names in groups.items():
         digest = hashlib.sha256()
-        for path in paths:
-            digest.update(path.relative_to(site).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+        for name in names:
+            digest.update(name.encode() + b"\0" + files[name] + b"\0")
         digests[group] = digest.hexdigest()
     return digests
 
@@ -210,3 +240,117 @@ def test_published_bytes_are_those_published_before(real_run, tmp_path):
             f"would read other bytes for the same prices. This run's digests are in {actual}; replace "
             f"{PUBLISHED_DIGESTS.name} with them only if the change is meant, and say so in the README."
         )
+
+
+def reference_inputs(run: dict) -> dict[str, list[tuple]]:
+    """Each fund's usable bars (a positive open, close and factor) from the vendor's files, with the signal
+    the pipeline published for the day (its stored trade_signals)."""
+    data = run["data"] / "tushare"
+    daily = pd.read_csv(data / "fund_daily.csv", dtype={"trade_date": str})
+    adj = pd.read_csv(data / "fund_adj.csv", dtype={"trade_date": str})
+    bars = daily.merge(adj, on=["ts_code", "trade_date"], how="left")
+    bars["trade_date"] = pd.to_datetime(bars["trade_date"], format="%Y%m%d")
+    signals = pd.read_parquet(run["store"] / "trade_signals", columns=["ts_code", "trade_date", "state"])
+    bars = bars.merge(signals, on=["ts_code", "trade_date"], how="inner")
+    bars = bars[(bars["open"] > 0) & (bars["close"] > 0) & (bars["adj_factor"] > 0)].sort_values("trade_date")
+    return {
+        code: [
+            (d.date(), o, c, f, st)
+            for d, o, c, f, st in rows[["trade_date", "open", "close", "adj_factor", "state"]].itertuples(index=False)
+        ]
+        for code, rows in bars.groupby("ts_code")
+    }
+
+
+def _agree(got, want, where: str, mismatches: list) -> None:
+    if isinstance(want, dt.date):
+        want = want.isoformat()
+    if isinstance(want, float) and got is not None:
+        # The published figures are rounded: fractions to 6 places, prices to 4, money (fees) to 2.
+        if abs(got - want) > (0.0051 if where.endswith("fees") else 1e-5 * max(1.0, abs(want))):
+            mismatches.append((where, got, want))
+    elif got != want:
+        mismatches.append((where, got, want))
+
+
+def test_the_backtest_agrees_with_an_independent_reference(real_run):
+    bars = reference_inputs(real_run)
+    codes = real_run["funds"]["ts_code"].tolist()
+    site = real_run["site"] / "backtests"
+    published = sorted(p.stem for p in site.glob("*.json"))
+    assert published[0] == FIRST and published[-1] == DAILY and len(published) > 1050
+    settings = json.loads((site / f"{DAILY}.json").read_text("utf-8"))["settings"]
+    assert settings == {"execution": "next_open", "cash": 100000.0, "commission": 0.00025, "min_commission": 5.0,
+                        "slippage_bps": 0.0, "lot": 100}  # fmt: skip
+    model = {**settings, "start": BACKTEST_START}
+    mismatches = []
+    # Every figure on the last day and on every 50th day before it.
+    for day in [*published[::-50], DAILY]:
+        document = json.loads((site / f"{day}.json").read_text("utf-8"))
+        want = reference(bars, codes, model, dt.date.fromisoformat(day))
+        assert document["start"] == "2015-01-05" and document["as_of"] == day
+        for sleeve in ("strategy", "buy_and_hold"):
+            for metric, value in want["portfolio"][sleeve].items():
+                _agree(document["portfolio"][sleeve][metric], value, f"{day} portfolio {sleeve} {metric}", mismatches)
+        for fund in document["funds"]:
+            expected = want["funds"][fund["ts_code"]]
+            for sleeve in ("strategy", "buy_and_hold"):
+                for metric, value in expected[sleeve].items():
+                    _agree(fund[sleeve][metric], value, f"{day} {fund['ts_code']} {sleeve} {metric}", mismatches)
+            _agree(fund["first_day"], expected["first_day"], f"{day} {fund['ts_code']} first_day", mismatches)
+    # The equity of every fund on every day: each day's published total return.
+    final = reference(bars, codes, model, dt.date.fromisoformat(DAILY))
+    for day in published:
+        document = json.loads((site / f"{day}.json").read_text("utf-8"))
+        for fund in document["funds"]:
+            expected = final["funds"][fund["ts_code"]]
+            i = bisect.bisect_right(expected["days"], dt.date.fromisoformat(day)) - 1
+            for sleeve in ("strategy", "buy_and_hold"):
+                total = expected[f"{sleeve}_equity"][i] / 100_000 - 1
+                _agree(fund[sleeve]["total_return"], total, f"{day} {fund['ts_code']} {sleeve} equity", mismatches)
+    # Every trade, as the newest day's trades files publish them.
+    for code in codes:
+        got = json.loads((site / "trades" / f"{code}.json").read_text("utf-8"))
+        trades = final["funds"][code]["trades"]
+        assert len(got) == len(trades), code
+        for g, t in zip(got, trades, strict=True):
+            closed = "exit_day" in t
+            want = {
+                "signal_day": t["signal_day"], "entry_day": t["entry_day"], "entry_price": t["entry_price"],
+                "exit_signal_day": t.get("exit_signal_day"), "exit_day": t.get("exit_day"),
+                "exit_price": t.get("exit_price"), "shares": t["shares"],
+                "fees": t["entry_fee"] + (t["exit_fee"] if closed else 0.0), "return": trade_return(t),
+            }  # fmt: skip
+            for key, value in want.items():
+                _agree(g[key], value, f"{code} trade {t['entry_day']} {key}", mismatches)
+    assert not mismatches, mismatches[:10]
+    # The figures are worth checking: trades happened, with gains and losses, and the strategy differs from holding.
+    last = final["funds"]
+    assert sum(len(f["trades"]) for f in last.values() if f) > 500
+    assert {trade_return(t) > 0 for f in last.values() if f for t in f["trades"] if "exit_day" in t} == {True, False}
+
+
+def test_a_consolidation_while_holding_is_neither_gain_nor_loss(real_run):
+    # 513500.SH halved its price on 2022-03-30 (a 1:2 split, suspended the day before): a trade held across it
+    # is valued by the adjusted price, so the split day's equity moves by the day's market move, not by half.
+    trades = json.loads((real_run["site"] / "backtests" / "trades" / "513500.SH.json").read_text("utf-8"))
+    across = [t for t in trades if t["entry_day"] < "2022-03-30" and (t["exit_day"] or "9999") > "2022-03-30"]
+    for trade in across:
+        assert trade["return"] > -0.3, trade
+
+
+def test_the_readmes_backtest_figures_are_those_published(real_run):
+    readme = (Path(__file__).parents[1] / "README.md").read_text("utf-8")
+    portfolio = json.loads((real_run["site"] / "backtests" / f"{DAILY}.json").read_text("utf-8"))["portfolio"]
+    for label, sleeve in (("following the signals", "strategy"), ("buying and holding", "buy_and_hold")):
+        row = next(line for line in readme.splitlines() if line.startswith(f"| {label} |"))
+        shown = [cell.strip() for cell in row.strip("|").split("|")[1:]]
+        figures = portfolio[sleeve]
+        want = [f"{figures[k] * 100:.2f}%" for k in ("total_return", "cagr", "max_drawdown", "volatility")]
+        assert shown == [*want, f"{figures['sharpe']:.2f}"], label
+    strategy = portfolio["strategy"]
+    sentence = (
+        f"made {strategy['trades']} trades ({strategy['win_rate'] * 100:.1f}% of the closed ones gained), was in "
+        f"the market {strategy['exposure'] * 100:.1f}% of the\ntime and paid {strategy['fees']:,.2f} CNY in fees"
+    )
+    assert sentence in readme

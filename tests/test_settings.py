@@ -34,6 +34,13 @@ def test_a_token_selects_tushare_and_the_seed_name_is_accepted():
         ({"ALCHEMY_MAX_FUNDS_WITHOUT_DATA": "-1"}, "ALCHEMY_MAX_FUNDS_WITHOUT_DATA"),
         ({"ALCHEMY_MA_LONG": "60"}, "ALCHEMY_MA_LONG=60 is longer than 49 trading days"),
         ({"ALCHEMY_MA_SHORT": "30"}, "ALCHEMY_MA_SHORT=30 and ALCHEMY_MA_LONG=22"),
+        ({"ALCHEMY_BACKTEST_START": "2014-12-31"}, "ALCHEMY_BACKTEST_START='2014-12-31' is before 2015-01-05"),
+        ({"ALCHEMY_BACKTEST_START": "2015-13-01"}, "ALCHEMY_BACKTEST_START='2015-13-01' is not a date"),
+        ({"ALCHEMY_BACKTEST_EXECUTION": "open"}, "ALCHEMY_BACKTEST_EXECUTION='open' is not supported"),
+        ({"ALCHEMY_BACKTEST_COMMISSION": "1.5"}, "ALCHEMY_BACKTEST_COMMISSION='1.5' must be at least 0 and below 1"),
+        ({"ALCHEMY_BACKTEST_SLIPPAGE_BPS": "-2"}, "ALCHEMY_BACKTEST_SLIPPAGE_BPS='-2' must be at least 0"),
+        ({"ALCHEMY_BACKTEST_LOT": "0"}, "ALCHEMY_BACKTEST_LOT='0' must be at least 1"),
+        ({"ALCHEMY_BACKTEST_CASH": "lots"}, "ALCHEMY_BACKTEST_CASH='lots' is not a number"),
     ],
 )
 def test_bad_settings_name_the_variable(environ, named):
@@ -92,3 +99,12 @@ def test_every_declared_variable_is_read_and_checked():
             continue
         with pytest.raises(SettingsError, match=variable.name):
             load_settings({variable.name: "-x"})
+
+
+def test_a_backtest_start_that_is_not_a_trading_day_is_refused_naming_the_next():
+    from alchemy_pipeline.definitions import build_definitions
+
+    with pytest.raises(
+        SettingsError, match="ALCHEMY_BACKTEST_START=2015-01-10 is not a trading day: the next one is 2015-01-12"
+    ):
+        build_definitions(load_settings({"ALCHEMY_BACKTEST_START": "2015-01-10"}))

@@ -1,4 +1,4 @@
-"""The Dagster UI's server, started as a user starts it, answers GraphQL with the four assets' lineage."""
+"""The Dagster UI's server, started as a user starts it, answers GraphQL with the assets' lineage."""
 
 import json
 import os
@@ -54,10 +54,12 @@ def test_webserver_serves_the_asset_lineage(tmp_path):
         "etf_daily_prices": [],
         "etf_indicators": ["etf_daily_prices"],
         "trade_signals": ["etf_indicators"],
+        "etf_backtest": ["etf_daily_prices", "trade_signals"],
         # Publication reads the day's bars too: a day whose bars break the rules is held back.
-        "signal_report": ["etf_daily_prices", "trade_signals"],
+        "signal_report": ["etf_backtest", "etf_daily_prices", "trade_signals"],
         "trading_calendar": [],
     }
     groups = {n["assetKey"]["path"][0]: n["groupName"] for n in nodes}
     assert groups.pop("trading_calendar") == "reference_data"
+    assert groups.pop("etf_backtest") == "etf_backtest"
     assert set(groups.values()) == {"etf_signals"} and all(n["description"] for n in nodes)

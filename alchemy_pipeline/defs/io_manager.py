@@ -71,7 +71,8 @@ def missing_message(name: str, missing: list[str], keys: list[str]) -> str:
     ranges = contiguous_ranges(missing, keys)
     return (
         f"{name} has not been materialized for {len(missing)} of the {len(keys)} trading days this step reads "
-        f"({', '.join(f'{a}...{b}' for a, b in ranges)}). From the repo root, materialize them: "
+        f"({', '.join(f'{a}...{b}' for a, b in ranges)}). From the repo root, materialize them and what they are "
+        "computed from: "
         f"{backfill_command(name, ranges)}; then run this range again. Or run the range with scripts/backfill "
         f"START END, which fetches the history it lacks first."
     )
@@ -126,12 +127,21 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         release_free_memory()  # what the previous step held, before this one reads
         asset_key = context.asset_key
         keys = list(context.asset_partition_keys)
+        since = context.definition_metadata.get("since")
+        if since is not None:
+            # Every day from ``since`` (a partition) to the range's end: a history as long as the backtest's.
+            # A partition mapping cannot say "from a fixed day", and one reaching back 2,000 days takes
+            # Dagster seconds to resolve.
+            span = dg.PartitionKeyRange(since, keys[-1])
+            keys = context.asset_partitions_def.get_partition_keys_in_range(span) if since <= keys[-1] else []
         store = self.store()
         missing = self.missing_partitions(asset_key, keys)
         if missing:
             raise MissingPartitionsError(missing_message(asset_key.to_user_string(), missing, keys))
         columns = context.definition_metadata.get("columns")  # an input may ask for some columns only
         frame = self._read(store, asset_key, keys, columns)
+        if frame.empty and columns:
+            frame = pd.DataFrame(columns=columns)
         release_free_memory()  # the Arrow buffers, before the step computes
         context.log.info(f"{asset_key.to_user_string()}: {len(keys)} partitions read, {len(frame)} rows")
         return frame

@@ -11,8 +11,8 @@ import dagster as dg
 from alchemy_pipeline.domain import calendar
 from alchemy_pipeline.domain.strategy import StrategyParams
 
-PARTITIONS_START = "2015-01-05"
-FIRST_DAY = dt.date.fromisoformat(PARTITIONS_START)
+FIRST_DAY = calendar.FIRST_DAY
+PARTITIONS_START = FIRST_DAY.isoformat()
 # Trading days of prices behind each day's indicators: the strategy's window.
 HISTORY_WINDOW = StrategyParams.window
 
@@ -25,6 +25,19 @@ history_mapping = dg.TimeWindowPartitionMapping(
 
 def to_day(partition_key: str) -> dt.date:
     return dt.date.fromisoformat(partition_key)
+
+
+def range_days(context: dg.AssetExecutionContext) -> list:
+    """The trading days of the run's partition range, in order."""
+    keys = context.partition_keys
+    if not keys:
+        # The Dagster CLI checks that a range's ends are partitions, not that they are in order.
+        span = context.partition_key_range
+        raise dg.Failure(
+            description=f"The range {span.start}...{span.end} holds no trading day: give the earlier day first",
+            allow_retries=False,
+        )
+    return [to_day(k) for k in keys]
 
 
 # What a run is for, in its tags and the run list: one day's signals, a range's, or the price history they read.
@@ -53,10 +66,19 @@ STARTED_BY_TAG = "alchemy/started_by"
 
 PRICE_ASSET = "etf_daily_prices"
 INDICATOR_ASSET = "etf_indicators"
+SIGNALS_ASSET = "trade_signals"
+BACKTEST_ASSET = "etf_backtest"
 REPORT_ASSET = "signal_report"
-DAILY_ASSETS = (PRICE_ASSET, INDICATOR_ASSET, "trade_signals", REPORT_ASSET)
+DAILY_ASSETS = (PRICE_ASSET, INDICATOR_ASSET, SIGNALS_ASSET, BACKTEST_ASSET, REPORT_ASSET)
+# What the planner needs to know exists.
+PLANNED_ASSETS = (PRICE_ASSET, SIGNALS_ASSET)
 # A day is published from 18:00 Shanghai time, after the close and the vendor's update.
 CLOSE_HOUR = 18
+
+
+def materialized_partitions(instance: dg.DagsterInstance) -> dict[str, set[str]]:
+    """The partitions of the assets a plan looks for that exist on ``instance``."""
+    return {asset: instance.get_materialized_partitions(dg.AssetKey(asset)) for asset in PLANNED_ASSETS}
 
 
 def plan_tags(plan: RunPlan, started_by: str) -> dict[str, str]:
@@ -84,12 +106,13 @@ def contiguous_ranges(keys: list[str], all_keys: list[str]) -> list[tuple[str, s
 
 
 def backfill_command(asset: str, ranges: list[tuple[str, str]]) -> str:
-    """The Dagster CLI commands that materialize these stretches of an asset, to paste at the repo root: with
-    the instance of this run (DAGSTER_HOME) and the project's own dagster."""
+    """The Dagster CLI commands that materialize these stretches of an asset and the assets it is computed
+    from, to paste at the repo root: with the instance of this run (DAGSTER_HOME) and the project's own
+    dagster."""
     home = os.environ.get("DAGSTER_HOME")
     prefix = f"DAGSTER_HOME={home} " if home else ""
     return "; ".join(
-        f"{prefix}.venv/bin/dagster asset materialize -m alchemy_pipeline.definitions --select {asset} "
+        f"{prefix}.venv/bin/dagster asset materialize -m alchemy_pipeline.definitions --select '*{asset}' "
         f"--partition-range {a}...{b}"
         for a, b in ranges
     )
@@ -154,14 +177,31 @@ class TradingDays:
         if end < start:
             raise calendar.DayError(f"the range ends on {end}, before it starts on {start}: give the earlier day first")
 
-    def plan_runs(self, start: str, end: str, materialized_prices: set[str], kind: str) -> list[RunPlan]:
-        """The runs that publish ``start``...``end``: first each missing stretch of the price history its first
-        day reads, then the range itself. No day is fetched twice."""
-        window = self.history_keys(start)
-        missing = [k for k in window if k not in materialized_prices]
+    def keys_between(self, first: dt.date, before: str) -> list[str]:
+        """The trading days from ``first`` (on or after the partitions start) up to the day before ``before``."""
+        since = max(first, FIRST_DAY)
+        return [d.isoformat() for d in self.calendar.sessions(since, to_day(before)) if d.isoformat() < before]
+
+    def plan_runs(
+        self, start: str, end: str, materialized: dict[str, set[str]], kind: str, backtest_start: dt.date
+    ) -> list[RunPlan]:
+        """The runs that publish ``start``...``end``: first each missing stretch of the price history, then of
+        the signals the backtest reads from ``backtest_start`` on, then the range itself. ``materialized`` holds
+        the partitions of the prices and of the signals that exist. No day is fetched or computed twice."""
+        signal_days = self.keys_between(backtest_start, start)
+        # The prices behind the first of those signals (or behind ``start``), and every day after.
+        first = signal_days[0] if signal_days else start
+        price_days = [*self.history_keys(first), *signal_days]
         plans = [
             RunPlan((PRICE_ASSET,), a, b, HISTORY, f"fetch the price history {a}...{b} that {start} needs")
-            for a, b in contiguous_ranges(missing, window)
+            for a, b in contiguous_ranges([k for k in price_days if k not in materialized[PRICE_ASSET]], price_days)
+        ]
+        missing_signals = [k for k in signal_days if k not in materialized[SIGNALS_ASSET]]
+        plans += [
+            RunPlan(
+                (INDICATOR_ASSET, SIGNALS_ASSET), a, b, HISTORY, f"compute the signals {a}...{b} the backtest reads"
+            )
+            for a, b in contiguous_ranges(missing_signals, signal_days)
         ]
         span = start if start == end else f"{start}...{end}"
         plans.append(RunPlan(DAILY_ASSETS, start, end, kind, f"publish the signals of {span}"))

@@ -1,5 +1,7 @@
 """Resources, and the one place that decides which ones this environment gets."""
 
+import datetime as dt
+
 import boto3
 import dagster as dg
 import pandas as pd
@@ -9,6 +11,7 @@ from dagster_aws.s3 import S3Resource
 
 from alchemy_pipeline.defs.io_manager import LocalParquetIOManager, S3ParquetIOManager
 from alchemy_pipeline.defs.partitions import HISTORY_WINDOW
+from alchemy_pipeline.domain.backtest import BacktestSettings
 from alchemy_pipeline.domain.calendar import TRADE_CAL_CACHE_KEY, TradingCalendar, cached_calendar
 from alchemy_pipeline.domain.demo_prices import DEMO_NOTICE, DemoTushareApi
 from alchemy_pipeline.domain.notify import LocalOutbox, Notifier, SnsNotifier
@@ -38,6 +41,29 @@ class StrategyResource(dg.ConfigurableResource):
 
     def params(self) -> StrategyParams:
         return StrategyParams(short=self.short, long=self.long, window=HISTORY_WINDOW)
+
+
+class BacktestResource(dg.ConfigurableResource):
+    """How the backtest trades the signals: with what cash, costs, lots and fills. Its first day is part of
+    the code location (the ``etf_backtest`` asset's inputs reach back to it)."""
+
+    execution: str
+    cash: float
+    commission: float
+    min_commission: float
+    slippage_bps: float
+    lot: int
+
+    def settings(self, start: dt.date) -> BacktestSettings:
+        return BacktestSettings(
+            start=start,
+            execution=self.execution,
+            cash=self.cash,
+            commission=self.commission,
+            min_commission=self.min_commission,
+            slippage_bps=self.slippage_bps,
+            lot=self.lot,
+        )
 
 
 class PriceSourceResource(dg.ConfigurableResource):
@@ -124,7 +150,10 @@ class SiteResource(dg.ConfigurableResource):
         return self.files.store()
 
     def page_url(self, day: str) -> str:
-        return f"{self.base_url}/reports/{day}.html"
+        return self.url(f"reports/{day}.html")
+
+    def url(self, key: str) -> str:
+        return f"{self.base_url}/{key}"
 
 
 class TradingCalendarResource(dg.ConfigurableResource):
@@ -214,6 +243,14 @@ def build_resources(settings: Settings) -> dict[str, object]:
             path=settings.universe_path, max_funds_without_data=settings.max_funds_without_data
         ),
         "strategy": StrategyResource(short=settings.ma_short, long=settings.ma_long),
+        "backtest": BacktestResource(
+            execution=settings.backtest_execution,
+            cash=settings.backtest_cash,
+            commission=settings.backtest_commission,
+            min_commission=settings.backtest_min_commission,
+            slippage_bps=settings.backtest_slippage_bps,
+            lot=settings.backtest_lot,
+        ),
     }
     if settings.env == "aws":
         s3 = S3Resource(region_name=settings.aws_region)

@@ -24,6 +24,8 @@ TUSHARE_EXCHANGE = "SSE"
 TIMEZONE = "Asia/Shanghai"
 # The calendar is built from a little before the partitions start so that look-ups near the start work.
 CALENDAR_START = "2014-01-02"
+# The first trading day Alchemy covers: its partitions start here.
+FIRST_DAY = dt.date(2015, 1, 5)
 TRADE_CAL_FIELDS = ["exchange", "cal_date", "is_open", "pretrade_date"]
 # Tushare's trade_cal past the bundled calendar's horizon, kept with the pipeline's data.
 TRADE_CAL_CACHE_KEY = "reference/trade_cal_SSE.csv"

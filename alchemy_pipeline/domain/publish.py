@@ -1,8 +1,9 @@
 """Publishing reports to a site store: one key layout wherever the store lives.
 
-Layout: ``reports/YYYY-MM-DD.json|.txt|.html``, ``index.html`` and ``history.json``. A day's JSON is
-written last, and the history lists only days whose JSON exists, so a day appears on the site only
-once all three of its files are there.
+Layout: ``reports/YYYY-MM-DD.json|.txt|.html``, ``index.html`` and ``history.json``; the backtest's
+``backtests/YYYY-MM-DD.json`` and ``backtests/trades/<ts_code>.json``. A day's report JSON is written
+last, and the history lists only days whose JSON exists, so a day appears on the site only once all
+three of its files are there.
 """
 
 from __future__ import annotations
@@ -14,7 +15,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from alchemy_pipeline.domain.report import build_reports, day_batches, history_json, render_files, render_index
+from alchemy_pipeline.domain.report import (
+    backtest_summaries,
+    build_reports,
+    day_batches,
+    document_json,
+    history_json,
+    list_json,
+    render_files,
+    render_index,
+)
 from alchemy_pipeline.domain.storage import IN_FLIGHT, BlobStore, in_parallel
 from alchemy_pipeline.domain.strategy import StrategyParams
 from alchemy_pipeline.domain.workers import map_in_processes, worth_workers
@@ -73,9 +83,14 @@ def publish_reports(store: BlobStore, reports: Iterable[dict], subscribe_url: st
     return _write_days(store, rendered, subscribe_url)
 
 
-def render_batch(signals: pd.DataFrame, params: StrategyParams, notice: str | None) -> list[RenderedDay]:
-    """The files of each day of a slice of signals (run in a worker process)."""
-    return [(report["trade_date"], render_files(report)) for report in build_reports(signals, params, notice)]
+def render_batch(
+    batch: tuple[pd.DataFrame, dict[str, dict]], params: StrategyParams, notice: str | None
+) -> list[RenderedDay]:
+    """The files of each day of a slice of signals, with those days' backtest summaries (run in a worker
+    process)."""
+    signals, backtests = batch
+    reports = build_reports(signals, params, notice, backtests)
+    return [(report["trade_date"], render_files(report)) for report in reports]
 
 
 def publish_signals(
@@ -84,15 +99,49 @@ def publish_signals(
     params: StrategyParams,
     notice: str | None = None,
     subscribe_url: str | None = None,
+    backtests: pd.DataFrame | None = None,
 ) -> list[str]:
-    """Publishes the report of every day in ``signals``. Rendering is pure Python: a long range is
-    rendered in worker processes, a batch of days each, while this process writes the files."""
-    batches = day_batches(signals)
+    """Publishes the report of every day in ``signals``, with its backtest summary from the figures table
+    ``backtests``. Rendering is pure Python: a long range is rendered in worker processes, a batch of days
+    each, while this process writes the files."""
+
+    def with_backtests(batch: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict]]:
+        if backtests is None:
+            return batch, {}
+        days = backtests["trade_date"].to_numpy()
+        first, last = batch["trade_date"].iloc[0].to_datetime64(), batch["trade_date"].iloc[-1].to_datetime64()
+        rows = slice(days.searchsorted(first, "left"), days.searchsorted(last, "right"))
+        return batch, backtest_summaries(backtests.iloc[rows])
+
+    batches = (with_backtests(batch) for batch in day_batches(signals))
     if worth_workers(len(signals)):
         rendered_batches = map_in_processes(render_batch, batches, params, notice)
     else:
         rendered_batches = (render_batch(batch, params, notice) for batch in batches)
     return _write_days(store, itertools.chain.from_iterable(rendered_batches), subscribe_url)
+
+
+def backtest_key(day: str) -> str:
+    return f"backtests/{day}.json"
+
+
+def trades_key(ts_code: str) -> str:
+    return f"backtests/trades/{ts_code}.json"
+
+
+def publish_backtests(
+    store: BlobStore, documents: Iterable[dict], trades: dict[str, list[dict]] | None = None
+) -> list[str]:
+    """Publishes each day's backtest document and, when given, every fund's trades (by code)."""
+    files = ((backtest_key(d["as_of"]), document_json(d, "funds"), REPORT_CACHE) for d in documents)
+    if trades is not None:
+        files = itertools.chain(files, ((trades_key(c), list_json(t), SHORT_CACHE) for c, t in trades.items()))
+    written = []
+    with store.batch():
+        while batch := list(itertools.islice(files, IN_FLIGHT * 4)):
+            in_parallel(lambda file: _put(store, *file), batch)
+            written += [key for key, _, _ in batch]
+    return written
 
 
 def refresh_index(store: BlobStore, subscribe_url: str | None = None) -> list[str]:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
+from alchemy_pipeline.domain.backtest import PORTFOLIO, PORTFOLIO_NAME
 from alchemy_pipeline.domain.frames import by_trade_date
 from alchemy_pipeline.domain.numbers import python_round
 from alchemy_pipeline.domain.strategy import State, StrategyParams
@@ -81,14 +82,19 @@ def day_batches(signals: pd.DataFrame, days_per_batch: int = REPORT_BATCH_DAYS) 
         yield signals.iloc[start:end]
 
 
-def build_reports(signals: pd.DataFrame, params: StrategyParams, notice: str | None = None) -> Iterator[dict]:
+def build_reports(
+    signals: pd.DataFrame, params: StrategyParams, notice: str | None = None, backtests: dict[str, dict] | None = None
+) -> Iterator[dict]:
     """The report document of each day in ``signals``, oldest first, with one entry per fund of the
-    universe in universe order (the order of the rows within each day). Built a batch of days at a time."""
+    universe in universe order (the order of the rows within each day), and the day's backtest summary
+    from ``backtests`` (by day) where it has one. Built a batch of days at a time."""
     for batch in day_batches(signals):
-        yield from _batch_reports(batch, params, notice)
+        yield from _batch_reports(batch, params, notice, backtests or {})
 
 
-def _batch_reports(signals: pd.DataFrame, params: StrategyParams, notice: str | None) -> Iterator[dict]:
+def _batch_reports(
+    signals: pd.DataFrame, params: StrategyParams, notice: str | None, backtests: dict[str, dict]
+) -> Iterator[dict]:
     columns = {
         "ts_code": _texts(signals["ts_code"]),
         "name": _texts(signals["name"]),
@@ -104,18 +110,23 @@ def _batch_reports(signals: pd.DataFrame, params: StrategyParams, notice: str | 
     entries = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
     start = 0
     for day, count in pd.Series(_dates(signals["trade_date"])).value_counts(sort=False).sort_index().items():
-        yield {
+        report = {
             "trade_date": day,
             "strategy": {"name": STRATEGY_NAME, "short": params.short, "long": params.long},
             "notice": notice,
-            "signals": entries[start : start + count],
         }
+        if day in backtests:
+            report["backtest"] = backtests[day]
+        report["signals"] = entries[start : start + count]
+        yield report
         start += count
 
 
-def build_report(signals: pd.DataFrame, params: StrategyParams, notice: str | None = None) -> dict:
+def build_report(
+    signals: pd.DataFrame, params: StrategyParams, notice: str | None = None, backtests: dict[str, dict] | None = None
+) -> dict:
     """The report document for one day."""
-    reports = list(build_reports(signals, params, notice))
+    reports = list(build_reports(signals, params, notice, backtests))
     if len(reports) != 1:
         raise ValueError(f"a report covers exactly one day, these signals cover {len(reports)}")
     return reports[0]
@@ -125,11 +136,22 @@ def build_report(signals: pd.DataFrame, params: StrategyParams, notice: str | No
 _json = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
 
 
+def document_json(document: dict, rows_key: str) -> bytes:
+    """A document with each of its ``rows_key`` entries on one line (``indent=`` would give each field a
+    line of its own)."""
+    head = [f"  {_json(key)}: {_json(value)}" for key, value in document.items() if key != rows_key]
+    rows = ",\n".join(f"    {_json(row)}" for row in document[rows_key])
+    return ("{\n" + ",\n".join([*head, f"  {_json(rows_key)}: [\n{rows}\n  ]"]) + "\n}\n").encode("utf-8")
+
+
 def report_json(report: dict) -> bytes:
-    """The document with one fund per line (``indent=`` would give each field a line of its own)."""
-    head = [f"  {_json(key)}: {_json(value)}" for key, value in report.items() if key != "signals"]
-    signals = ",\n".join(f"    {_json(signal)}" for signal in report["signals"])
-    return ("{\n" + ",\n".join([*head, f'  "signals": [\n{signals}\n  ]']) + "\n}\n").encode("utf-8")
+    """The report with one fund per line."""
+    return document_json(report, "signals")
+
+
+def list_json(rows: list[dict]) -> bytes:
+    """A list with one entry per line."""
+    return ("[\n" + ",\n".join(f"  {_json(row)}" for row in rows) + "\n]\n" if rows else "[]\n").encode("utf-8")
 
 
 def _fmt(value, digits: int) -> str:
@@ -173,6 +195,33 @@ def _sections(report: dict) -> list[tuple[State, str, list[tuple[str, str]]]]:
     return [(state, title, grouped[state]) for state, title in SECTIONS] + [(State.NO_DATA, NO_DATA_SECTION, others)]
 
 
+EXECUTION_LABELS = {"next_open": "信号次日开盘成交", "close": "信号当日收盘成交(偏乐观)"}
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction * 100:.1f}"
+
+
+def backtest_line(who: str, figures: dict) -> str:
+    """One fund's (or the portfolio's) strategy against holding it: a year's rate, or, over less than a year,
+    the return (not annualised)."""
+    strategy, hold = figures["strategy"], figures["buy_and_hold"]
+    if strategy["cagr"] is not None and hold["cagr"] is not None:
+        return f"{who}: 策略年化{_percent(strategy['cagr'])}%, 持有年化{_percent(hold['cagr'])}%"
+    return (
+        f"{who}: 策略累计{_percent(strategy['total_return'])}%, 持有累计{_percent(hold['total_return'])}%"
+        "(不足一年, 未年化)"
+    )
+
+
+def backtest_lines(summary: dict) -> list[str]:
+    """The backtest's block: its terms, the portfolio's line, then each fund with a trade."""
+    title = f"回测(自{summary['start']}起, {EXECUTION_LABELS[summary['execution']]}, 扣除佣金)"
+    lines = [backtest_line(PORTFOLIO_NAME, summary["portfolio"])]
+    lines += [backtest_line(f"{f['name']}({f['ts_code']})", f) for f in summary["funds"]]
+    return [f"{title}:", *lines]
+
+
 def render_text(report: dict, sections: list | None = None) -> str:
     params = report["strategy"]
     lines = [f"双均线策略交易信号 {report['trade_date']} ({params['short']}日/{params['long']}日均线)"]
@@ -183,6 +232,8 @@ def render_text(report: dict, sections: list | None = None) -> str:
     blocks = [[f"{title}:", *(line for _, line in entries)] for _, title, entries in signalled]
     if others:
         blocks.append([f"{no_data_title}:", *(line for _, line in others)])
+    if report.get("backtest"):
+        blocks.append(backtest_lines(report["backtest"]))
     for i, block in enumerate(blocks):
         if i:
             lines.append(SECTION_RULE)
@@ -225,6 +276,10 @@ def _signals_html(report: dict, sections: list | None = None) -> str:
         )
         items = items or "<li>无</li>"
         parts.append(f'<section><h2 id="{state.value.lower()}">{title}</h2><ul>{items}</ul></section>')
+    if report.get("backtest"):
+        title, *lines = backtest_lines(report["backtest"])
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+        parts.append(f'<section><h2 id="backtest">{html.escape(title.rstrip(":"))}</h2><ul>{items}</ul></section>')
     return "\n".join(parts)
 
 
@@ -307,3 +362,33 @@ def render_index(latest: dict, days: list[str], subscribe_url: str | None = None
 
 def history_json(days: list[str]) -> bytes:
     return (json.dumps({"days": sorted(days, reverse=True)}, indent=2) + "\n").encode("utf-8")
+
+
+def backtest_summaries(figures: pd.DataFrame) -> dict[str, dict]:
+    """Each day's backtest summary for its report, from the backtest's figures table (``etf_backtest``):
+    the portfolio's and every traded fund's return, a year's rate and in all."""
+    pairs = {
+        (sleeve, metric): _none_where(values := figures[f"{sleeve}_{metric}"].to_numpy(float), np.isnan(values))
+        for sleeve in ("strategy", "buy_and_hold")
+        for metric in ("total_return", "cagr")
+    }
+    columns = zip(
+        _texts(figures["ts_code"]),
+        _texts(figures["name"]),
+        _dates(figures["trade_date"]),
+        _texts(figures["start"]),
+        _texts(figures["execution"]),
+        (figures["strategy_trades"].to_numpy(float) > 0).tolist(),
+        *pairs.values(),
+        strict=True,
+    )
+    summaries: dict[str, dict] = {}
+    for code, name, day, start, execution, traded, *values in columns:
+        pair = {"strategy": {}, "buy_and_hold": {}}
+        for (sleeve, metric), value in zip(pairs, values, strict=True):
+            pair[sleeve][metric] = value
+        if code == PORTFOLIO:
+            summaries[day] = {"start": start, "execution": execution, "portfolio": pair, "funds": []}
+        elif traded:
+            summaries[day]["funds"].append({"ts_code": code, "name": name, **pair})
+    return summaries

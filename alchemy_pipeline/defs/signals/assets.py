@@ -4,7 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from alchemy_pipeline.defs.checks import check_result
-from alchemy_pipeline.defs.partitions import history_mapping, to_day
+from alchemy_pipeline.defs.partitions import history_mapping, range_days, to_day
 from alchemy_pipeline.defs.resources import (
     PriceSourceResource,
     SiteResource,
@@ -21,7 +21,7 @@ from alchemy_pipeline.domain.quality import (
     no_data_under_threshold,
     universe_coverage,
 )
-from alchemy_pipeline.domain.report import build_report, render_text
+from alchemy_pipeline.domain.report import backtest_summaries, build_report, render_text
 from alchemy_pipeline.domain.strategy import State
 from alchemy_pipeline.domain.strategy_fast import PRICE_INPUT_COLUMNS, classify, compute_indicators
 from alchemy_pipeline.domain.tushare_api import VendorAuthError, VendorDataError, VendorError
@@ -49,18 +49,6 @@ def _head(text: str, lines: int) -> str:
     if len(kept) <= lines:
         return text
     return "".join(kept[:lines]) + f"... {len(kept) - lines} more lines: see latest_page\n"
-
-
-def _days(context: dg.AssetExecutionContext) -> list:
-    keys = context.partition_keys
-    if not keys:
-        # The Dagster CLI checks that a range's ends are partitions, not that they are in order.
-        span = context.partition_key_range
-        raise dg.Failure(
-            description=f"The range {span.start}...{span.end} holds no trading day: give the earlier day first",
-            allow_retries=False,
-        )
-    return [to_day(k) for k in keys]
 
 
 def _table_metadata(table: pd.DataFrame, preview: pd.DataFrame | None = None) -> dict:
@@ -117,7 +105,7 @@ def etf_daily_prices(
     prices: PriceSourceResource,
     universe: UniverseResource,
 ):
-    days = _days(context)
+    days = range_days(context)
     codes = universe.load()["ts_code"].tolist()
     client = prices.client(codes)
     try:
@@ -167,7 +155,7 @@ def etf_daily_prices(
 def etf_indicators(
     context: dg.AssetExecutionContext, etf_daily_prices: pd.DataFrame, strategy: StrategyResource
 ) -> dg.Output[pd.DataFrame]:
-    days = _days(context)
+    days = range_days(context)
     sessions = [to_day(k) for k in context.asset_partition_keys_for_input("etf_daily_prices")]
     params = strategy.params()
     table = compute_indicators(etf_daily_prices, sessions, days, params)
@@ -203,7 +191,7 @@ def trade_signals(
 ):
     funds = universe.load()
     params = strategy.params()
-    table = classify(etf_indicators, funds, _days(context), params)
+    table = classify(etf_indicators, funds, range_days(context), params)
     last_day = table[table["trade_date"] == table["trade_date"].max()]
     metadata = _table_metadata(table, preview=last_day)
     metadata.update({f"last_day_{s.value.lower()}": int((last_day["state"] == s.value).sum()) for s in State})
@@ -223,18 +211,20 @@ def trade_signals(
     ins={
         "trade_signals": dg.AssetIn(),
         "etf_daily_prices": dg.AssetIn(metadata={"columns": QUALITY_COLUMNS}),
+        "etf_backtest": dg.AssetIn(),
     },
     description=(
-        "The published report of each day (reports/YYYY-MM-DD.json, .txt and .html) and the refreshed "
-        "site front page (index.html) and history (history.json). A day with a bar that breaks the rules of "
-        "bars_are_valid, or with too many funds without data, is held back: not published, not "
-        "materialized, named in the run's log and tags."
+        "The published report of each day (reports/YYYY-MM-DD.json, .txt and .html), with the backtest's "
+        "summary of that day, and the refreshed site front page (index.html) and history (history.json). A "
+        "day with a bar that breaks the rules of bars_are_valid, or with too many funds without data, is held "
+        "back: not published, not materialized, named in the run's log and tags."
     ),
 )
 def signal_report(
     context: dg.AssetExecutionContext,
     trade_signals: pd.DataFrame,
     etf_daily_prices: pd.DataFrame,
+    etf_backtest: pd.DataFrame,
     universe: UniverseResource,
     strategy: StrategyResource,
     prices: PriceSourceResource,
@@ -252,9 +242,11 @@ def signal_report(
             description=f"Nothing published: every day is held back. {_reasons(held_back)}", allow_retries=False
         )
     params = strategy.params()
-    written = publish_signals(site.store(), kept, params, prices.notice, site.subscribe_url)
+    written = publish_signals(site.store(), kept, params, prices.notice, site.subscribe_url, etf_backtest)
     days = kept["trade_date"].drop_duplicates()
-    latest = build_report(kept[kept["trade_date"] == days.max()], params, notice=prices.notice)
+    newest = backtest_summaries(etf_backtest[etf_backtest["trade_date"] == days.max()])
+    del etf_backtest
+    latest = build_report(kept[kept["trade_date"] == days.max()], params, prices.notice, newest)
     # Stored with each day the run publishes: a backfill's metadata is kept per partition.
     metadata = {
         "days_published": len(days),

@@ -1,5 +1,6 @@
 """The daily job, its schedule, and the notification job with the sensor that starts it."""
 
+import datetime as dt
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -10,10 +11,10 @@ from alchemy_pipeline.defs.partitions import (
     DAILY_ASSETS,
     LANE,
     LANE_TAG,
-    PRICE_ASSET,
     PRIORITY_TAG,
     REPORT_ASSET,
     TradingDays,
+    materialized_partitions,
     plan_tags,
 )
 from alchemy_pipeline.defs.resources import NotifierResource, SiteResource, TradingCalendarResource
@@ -30,9 +31,10 @@ daily_signals_job = dg.define_asset_job(
 )
 
 
-def scheduled_requests(days: TradingDays, day: str, instance: dg.DagsterInstance) -> list[dg.RunRequest]:
-    materialized = instance.get_materialized_partitions(dg.AssetKey(PRICE_ASSET))
-    plans = days.plan_runs(day, day, materialized, DAILY)
+def scheduled_requests(
+    days: TradingDays, day: str, instance: dg.DagsterInstance, backtest_start: dt.date
+) -> list[dg.RunRequest]:
+    plans = days.plan_runs(day, day, materialized_partitions(instance), DAILY, backtest_start)
     # Earlier plans feed later ones: give them the higher priority.
     return [
         dg.RunRequest(
@@ -70,8 +72,11 @@ def send_signal_notification(
     )
 
 
-def build_automation(running: bool) -> tuple[dg.JobDefinition, dg.ScheduleDefinition, dg.SensorDefinition]:
-    """The notification job, the daily schedule and the notification sensor, on or off by default."""
+def build_automation(
+    running: bool, backtest_start: dt.date
+) -> tuple[dg.JobDefinition, dg.ScheduleDefinition, dg.SensorDefinition]:
+    """The notification job, the daily schedule and the notification sensor, on or off by default; the
+    schedule plans the history the backtest from ``backtest_start`` reads."""
 
     @dg.job(partitions_def=trading_days_partitions, tags={LANE_TAG: "notify"})
     def notify_subscribers():
@@ -99,7 +104,7 @@ def build_automation(running: bool) -> tuple[dg.JobDefinition, dg.ScheduleDefini
             )
         if not known.is_trading_day(day):
             return dg.SkipReason(f"{day} is not a trading day of the {calendar.EXCHANGE} calendar")
-        return scheduled_requests(fresh, day.isoformat(), context.instance)
+        return scheduled_requests(fresh, day.isoformat(), context.instance, backtest_start)
 
     @dg.sensor(
         job=notify_subscribers,
