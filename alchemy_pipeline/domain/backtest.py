@@ -21,7 +21,9 @@ figures are the same whichever run computed them.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
+import itertools
 import math
 from array import array
 from dataclasses import dataclass
@@ -197,14 +199,15 @@ def buy_and_hold(bars: FundBars, settings: BacktestSettings) -> Sleeve:
 
 @dataclass(frozen=True)
 class RunningStats:
-    """Figures of an equity series as of each of its points (each reads only the points up to it)."""
+    """Figures of an equity series as of each of its points (each reads only the points up to it). Arrays, not
+    lists: a large universe holds millions of points."""
 
     total_return: np.ndarray
     max_drawdown: np.ndarray
     peak_index: np.ndarray  # of the worst drawdown so far; -1: the starting cash
-    trough_index: np.ndarray
-    volatility: np.ndarray
-    sharpe: np.ndarray
+    trough_index: np.ndarray  # -1: no drawdown yet
+    volatility: np.ndarray  # NaN before the second point
+    sharpe: np.ndarray  # NaN too while the returns have not varied
 
 
 def running_stats(equity: np.ndarray, start_value: float) -> RunningStats:
@@ -212,8 +215,8 @@ def running_stats(equity: np.ndarray, start_value: float) -> RunningStats:
     highest point so far, the starting value included; the sample standard deviation of the returns
     (Welford's running form), annualised with ``TRADING_DAYS_PER_YEAR``; the risk-free rate 0."""
     n = len(equity)
-    out = {k: np.full(n, np.nan) for k in ("total_return", "max_drawdown", "volatility", "sharpe")}
-    peak_at, trough_at = np.full(n, -1), np.full(n, -1)
+    stats = RunningStats(*(np.full(n, np.nan) for _ in range(2)), *(np.full(n, -1) for _ in range(2)),
+                         *(np.full(n, np.nan) for _ in range(2)))  # fmt: skip
     peak, peak_i, worst, worst_peak, worst_trough = start_value, -1, 0.0, -1, -1
     previous, count, mean, m2 = start_value, 0, 0.0, 0.0
     annual = math.sqrt(TRADING_DAYS_PER_YEAR)
@@ -228,16 +231,15 @@ def running_stats(equity: np.ndarray, start_value: float) -> RunningStats:
         drawdown = value / peak - 1
         if drawdown < worst:
             worst, worst_peak, worst_trough = drawdown, peak_i, i
-        out["total_return"][i] = value / start_value - 1
-        out["max_drawdown"][i] = worst
-        peak_at[i], trough_at[i] = worst_peak, worst_trough
-        if count > 1 and m2 > 0:
+        stats.total_return[i] = value / start_value - 1
+        stats.max_drawdown[i] = worst
+        stats.peak_index[i], stats.trough_index[i] = worst_peak, worst_trough
+        if count > 1:
             sd = math.sqrt(m2 / (count - 1))
-            out["volatility"][i] = sd * annual
-            out["sharpe"][i] = mean / sd * annual
-        elif count > 1:
-            out["volatility"][i] = 0.0
-    return RunningStats(peak_index=peak_at, trough_index=trough_at, **out)
+            stats.volatility[i] = sd * annual
+            if sd:
+                stats.sharpe[i] = mean / sd * annual
+    return stats
 
 
 # Returns over less than a year are not annualised (as the GIPS standards require): a week's gain would
@@ -280,8 +282,7 @@ def equity_figures(
     stats: RunningStats, i: int, days: list[dt.date], first_day: dt.date, as_of: dt.date
 ) -> dict[str, float | str | None]:
     """The figures every equity curve gets, as of its point ``i`` (the last on or before ``as_of``)."""
-    total = float(stats.total_return[i])
-    worst = float(stats.max_drawdown[i])
+    total, worst = float(stats.total_return[i]), float(stats.max_drawdown[i])
     growth = cagr(total, first_day, as_of)
     peak, trough = int(stats.peak_index[i]), int(stats.trough_index[i])
     return {
@@ -312,8 +313,8 @@ def trade_json(trade: Trade, open_value: float | None = None) -> dict:
     }
 
 
-def _win_rate(closed: list[Trade]) -> float | None:
-    return _number(sum(t.net_return() > 0 for t in closed) / len(closed), FRACTION_DIGITS) if closed else None
+def _win_rate(wins: int, closed: int) -> float | None:
+    return _number(wins / closed, FRACTION_DIGITS) if closed else None
 
 
 class FundBacktest:
@@ -324,24 +325,25 @@ class FundBacktest:
         self.strategy, self.hold = follow_signals(bars, settings), buy_and_hold(bars, settings)
         self.strategy_stats = running_stats(self.strategy.equity, settings.cash)
         self.hold_stats = running_stats(self.hold.equity, settings.cash)
-        self._days = np.array(bars.days, dtype="datetime64[D]")
         self.bars_in_market = np.cumsum(self.strategy.in_market)
         trades = self.strategy.trades
-        self._entries = np.array([t.entry_day for t in trades], dtype="datetime64[D]")
-        # Exits come in the order of the trades, each after the one before: a sorted array too.
-        self._exits = np.array([t.exit_day for t in trades if t.exit_day is not None], dtype="datetime64[D]")
+        self._entries = [t.entry_day for t in trades]
+        # Exits come in the order of the trades, each after the one before: in order too.
+        closed = [t for t in trades if t.exit_day is not None]
+        self._exits = [t.exit_day for t in closed]
+        # Of the first k closed trades, how many gained.
+        self._wins = [0, *itertools.accumulate(t.net_return() > 0 for t in closed)]
 
     def last_bar(self, as_of: dt.date) -> int:
         """The index of the fund's last bar on or before ``as_of``; -1 before its first."""
-        return int(np.searchsorted(self._days, np.datetime64(as_of), "right")) - 1
+        return bisect.bisect_right(self.bars.days, as_of) - 1
 
-    def trades_as_of(self, as_of: dt.date) -> tuple[list[Trade], Trade | None]:
-        """The trades closed by ``as_of``, and the one open then (None if out of the market)."""
-        when = np.datetime64(as_of)
-        entered = int(np.searchsorted(self._entries, when, "right"))
-        closed = int(np.searchsorted(self._exits, when, "right"))
-        trades = self.strategy.trades
-        return trades[:closed], (trades[entered - 1] if entered > closed else None)
+    def trades_as_of(self, as_of: dt.date) -> tuple[int, int, Trade | None]:
+        """How many trades were closed by ``as_of`` and how many of them gained, and the one open then (None
+        if out of the market)."""
+        entered = bisect.bisect_right(self._entries, as_of)
+        closed = bisect.bisect_right(self._exits, as_of)
+        return closed, self._wins[closed], (self.strategy.trades[entered - 1] if entered > closed else None)
 
     def figures(self, as_of: dt.date) -> dict:
         """The fund's entry of the backtest as of ``as_of``: null figures before its first bar."""
@@ -350,11 +352,11 @@ class FundBacktest:
         if i < 0:
             return {**entry, "strategy": None, "buy_and_hold": None, "open_trade": None}
         days, first = self.bars.days, self.bars.days[0]
-        closed, open_trade = self.trades_as_of(as_of)
+        closed, wins, open_trade = self.trades_as_of(as_of)
         strategy = equity_figures(self.strategy_stats, i, days, first, as_of)
         strategy.update(
-            trades=len(closed) + (open_trade is not None),
-            win_rate=_win_rate(closed),
+            trades=closed + (open_trade is not None),
+            win_rate=_win_rate(wins, closed),
             exposure=_number(float(self.bars_in_market[i]) / (i + 1), FRACTION_DIGITS),
             fees=_number(float(self.strategy.fees[i]), MONEY_DIGITS),
         )
@@ -373,8 +375,8 @@ class FundBacktest:
         """Every trade to the fund's last bar, an open one marked at its close."""
         if not self.bars.days:
             return []
-        closed, open_trade = self.trades_as_of(self.bars.days[-1])
-        listed = [trade_json(t) for t in closed]
+        closed, _, open_trade = self.trades_as_of(self.bars.days[-1])
+        listed = [trade_json(t) for t in self.strategy.trades[:closed]]
         if open_trade is not None:
             listed.append(trade_json(open_trade, self._marked(open_trade, len(self.bars.days) - 1)))
         return listed
@@ -414,29 +416,26 @@ class Backtest:
     strategy_stats: RunningStats
     hold_stats: RunningStats
 
-    def __post_init__(self):
-        self._days = np.array(self.days, dtype="datetime64[D]")
-
     def portfolio(self, as_of: dt.date) -> dict:
-        i = int(np.searchsorted(self._days, np.datetime64(as_of), "right")) - 1
+        i = bisect.bisect_right(self.days, as_of) - 1
         if i < 0:
             return {"first_day": None, "strategy": None, "buy_and_hold": None}
         first = self.days[0]
         strategy = equity_figures(self.strategy_stats, i, self.days, first, as_of)
-        closed, trades, bars, held, fees = [], 0, 0, 0, 0.0
+        closed, wins, trades, bars, held, fees = 0, 0, 0, 0, 0, 0.0
         for fund in self.funds:
             last = fund.last_bar(as_of)
             if last < 0:
                 continue
-            done, open_trade = fund.trades_as_of(as_of)
-            closed += done
-            trades += len(done) + (open_trade is not None)
+            done, won, open_trade = fund.trades_as_of(as_of)
+            closed, wins = closed + done, wins + won
+            trades += done + (open_trade is not None)
             bars += last + 1
             held += int(fund.bars_in_market[last])
             fees += float(fund.strategy.fees[last])
         strategy.update(
             trades=trades,
-            win_rate=_win_rate(closed),
+            win_rate=_win_rate(wins, closed),
             exposure=_number(held / bars, FRACTION_DIGITS),
             fees=_number(fees, MONEY_DIGITS),
         )
@@ -454,7 +453,7 @@ def sleeves_sum(funds: list[FundBacktest], sleeve: str, days: list[dt.date], cas
     total = np.zeros(len(days))
     for fund in funds:
         equity = getattr(fund, sleeve).equity
-        last = np.searchsorted(fund._days, when, "right") - 1
+        last = np.searchsorted(np.array(fund.bars.days, dtype="datetime64[D]"), when, "right") - 1
         total += np.where(last >= 0, equity[np.maximum(last, 0)] if len(equity) else cash, cash)
     return total
 
