@@ -27,6 +27,8 @@ from alchemy_pipeline.defs.partitions import (
 )
 from alchemy_pipeline.defs.resources import build_resources
 from alchemy_pipeline.domain import calendar
+from alchemy_pipeline.domain.publish import published_days
+from alchemy_pipeline.domain.storage import LocalBlobStore
 from alchemy_pipeline.settings import Settings, SettingsError, load_settings
 
 # Dagster's console logger stays quiet (its messages and stack traces are in the instance and the log file):
@@ -126,9 +128,25 @@ def materialized() -> dict[str, set[str]]:
         return materialized_partitions(instance)
 
 
+# The demo publishes a year on a fresh site: the history and the fund pages' charts then have one to show.
+DEMO_SPAN = dt.timedelta(days=365)
+
+
+def demo_start(day: dt.date, days: TradingDays, settings: Settings) -> dt.date:
+    """The first day the demo publishes, ending on ``day``: the days after the newest one published, or
+    the year before ``day`` when nothing was published in it."""
+    year = days.calendar.sessions(max(FIRST_DAY, day - DEMO_SPAN), day)[0]
+    published = [d for d in published_days(LocalBlobStore(settings.publish_dir)) if d <= day.isoformat()]
+    if not published or published[-1] < year.isoformat():
+        return year
+    if published[-1] >= day.isoformat():
+        return day  # published already: run it again
+    return days.calendar.next_trading_day(dt.date.fromisoformat(published[-1]))
+
+
 def demo(argv: list[str], settings: Settings, days: TradingDays) -> int:
     """``scripts/demo [YYYY-MM-DD]``: publishes the latest trading day on or before the given day (by default
-    the latest whose evening has passed) and prints its report."""
+    the latest whose evening has passed), with the year before it on a fresh site, and prints its report."""
     if len(argv) > 1:
         raise CommandError(f"takes at most one date (YYYY-MM-DD), got {' '.join(argv)}")
     latest = days.latest_closed_day(now())
@@ -139,8 +157,10 @@ def demo(argv: list[str], settings: Settings, days: TradingDays) -> int:
     days.check_day(day, now())
     if day != asked:
         print(f"{asked} is not a trading day: publishing {day}, the trading day before it")
+    start = demo_start(day, days, settings)
+    kind = DAILY if start == day else BACKFILL
     outcome = run_plans(
-        days.plan_runs(day.isoformat(), day.isoformat(), materialized(), DAILY, settings.backtest_start)
+        days.plan_runs(start.isoformat(), day.isoformat(), materialized(), kind, settings.backtest_start)
     )
     if outcome.failure:
         print(f"{outcome.failure}. {outcome.log}", file=sys.stderr)

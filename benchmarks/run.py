@@ -461,6 +461,12 @@ def main() -> None:
         postgres.stop()
         shutil.rmtree(pg_root, ignore_errors=True)
     funds = len(real_universe) if real_universe is not None else 0
+    site_lines, site_rows = [], []
+    if not args.only or "site" in args.only:
+        from benchmarks.site import site_publishing
+
+        print("site: publishing the pages of the default universe over 10 years ...", flush=True)
+        site_lines, site_rows = site_publishing()
 
     lines = [
         "# Benchmark results",
@@ -495,10 +501,11 @@ def main() -> None:
     lines += ["", f"Import time of `alchemy_pipeline.definitions`: {import_time()} s. Machine speed probe (a fixed "
               f"pure-Python loop; lower is faster): {probes}.", "", "## Targets", "",
               "| target | measured | met |", "|---|---:|---|"]  # fmt: skip
-    for target, measured, met in targets(results, funds):
+    for target, measured, met in [*targets(results, funds), *site_rows]:
         lines.append(f"| {target} | {measured} | {'-' if met is None else 'yes' if met else 'NO'} |")
     if "scale" in results:
         lines += rate_limit_note(args.calls_per_minute)
+    lines += site_lines
     if not args.only or "backtest_growth" in args.only:
         print("backtest_growth: the backtest over more days and funds ...", flush=True)
         lines += backtest_growth()

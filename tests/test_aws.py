@@ -18,6 +18,7 @@ import dagster as dg
 import pytest
 
 from alchemy_pipeline.definitions import build_definitions
+from alchemy_pipeline.domain.report import render_text
 from alchemy_pipeline.settings import SettingsError, load_settings
 from tests.conftest import history_keys, tick_schedule, use_env, vendor_tables, write_universe
 from tests.tushare_server import VALID_TOKEN, TushareTestServer
@@ -116,8 +117,10 @@ def test_backfill_then_daily_run_publish_to_s3_and_notify_exactly_once_per_new_d
     assert [m["MessageAttributes"]["trade_date"]["Value"] for m in messages] == [DAY, NEXT_DAY]
     for message, day in zip(messages, (DAY, NEXT_DAY), strict=True):
         assert message["Subject"] == f"Double MA Strategy Trade Signal: {day} - A Share"
-        text = s3.get_object(Bucket=aws_world["site"], Key=f"reports/{day}.txt")["Body"].read().decode()
-        assert message["Message"].startswith(text.rstrip())
+        # The email's rendering of the report published on S3: each crossing fund linked to its page.
+        report = json.loads(s3.get_object(Bucket=aws_world["site"], Key=f"reports/{day}.json")["Body"].read())
+        email = render_text(report, fund_url=lambda code: f"{SITE_URL}/funds/{code}.html")
+        assert message["Message"].startswith(email.rstrip())
         assert f"{SITE_URL}/reports/{day}.html" in message["Message"]
         record = json.loads(s3.get_object(Bucket=aws_world["data"], Key=f"notifications/{day}.json")["Body"].read())
         assert (record["state"], record["message_id"]) == ("sent", message["MessageId"])
@@ -125,9 +128,11 @@ def test_backfill_then_daily_run_publish_to_s3_and_notify_exactly_once_per_new_d
     site_keys = {o["Key"] for o in s3.list_objects_v2(Bucket=aws_world["site"])["Contents"]}
     for day in ("2024-06-24", DAY, NEXT_DAY):
         assert {f"reports/{day}.json", f"reports/{day}.txt", f"reports/{day}.html"} <= site_keys
-    assert {"index.html", "history.json"} <= site_keys
-    expected_types = {".json": "application/json", ".txt": "text/plain", ".html": "text/html"}
-    for key in (f"reports/{DAY}.json", f"reports/{DAY}.txt", f"reports/{DAY}.html", "index.html", "history.json"):
+    assert {"index.html", "history.json", "history.html", "rules.html", "funds/PORTFOLIO.html"} <= site_keys
+    assert {f"funds/{code}{suffix}" for code in FUNDS for suffix in (".html", ".json")} <= site_keys
+    expected_types = {".json": "application/json", ".txt": "text/plain", ".html": "text/html", ".js": "text/javascript"}
+    for key in (f"reports/{DAY}.json", f"reports/{DAY}.txt", f"reports/{DAY}.html", "index.html", "history.json",
+                "static/site.js"):  # fmt: skip
         head = s3.head_object(Bucket=aws_world["site"], Key=key)
         suffix = key[key.rindex(".") :]
         assert head["ContentType"] == f"{expected_types[suffix]}; charset=utf-8"

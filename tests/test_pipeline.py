@@ -4,9 +4,11 @@ Scenario: a fresh instance; the schedule fires at 18:00 on 2024-06-28, then on 2
 analyst re-runs a range as a single-run backfill from the CLI; the sensor notifies subscribers.
 """
 
+import base64
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -305,6 +307,30 @@ def test_a_range_without_its_history_fails_at_the_indicators_naming_the_commands
     assert sorted(p.stem for p in (tmp_path / "empty" / "etf_daily_prices").iterdir()) == [DAY, NEXT_DAY]
 
 
+def test_a_daily_report_shows_the_portfolio_chart_and_plottable_numbers_in_the_ui(scenario):
+    records = (
+        scenario["instance"]
+        .fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("signal_report"), asset_partitions=[NEXT_DAY]),
+            limit=1,
+            ascending=True,  # the daily run's, before any test re-runs the day
+        )
+        .records
+    )
+    metadata = records[0].asset_materialization.metadata
+    report = json.loads((scenario["site"] / "reports" / f"{NEXT_DAY}.json").read_text("utf-8"))
+    states = [e["state"] for e in report["signals"]]
+    assert (metadata["buy_count"].value, metadata["sell_count"].value) == (states.count("BUY"), states.count("SELL"))
+    portfolio = report["backtest"]["portfolio"]
+    assert metadata["portfolio_strategy_return"].value == portfolio["strategy"]["total_return"]
+    assert metadata["portfolio_buy_and_hold_return"].value == portfolio["buy_and_hold"]["total_return"]
+    image = re.fullmatch(
+        r"!\[portfolio equity\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", metadata["portfolio_equity"].value
+    )
+    png = base64.b64decode(image.group(1))
+    assert png.startswith(b"\x89PNG") and len(png) < 100_000
+
+
 def test_sensor_notifies_the_newest_day_once(scenario):
     defs, instance = scenario["defs"], scenario["instance"]
     sensor = defs.resolve_sensor_def("notify_subscribers_sensor")
@@ -318,7 +344,17 @@ def test_sensor_notifies_the_newest_day_once(scenario):
     message = json.loads((outbox / f"{NEXT_DAY}.json").read_text("utf-8"))
     assert message["subject"] == f"Double MA Strategy Trade Signal: {NEXT_DAY} - A Share"
     assert message["subject"].isascii() and len(message["subject"]) < 100
-    assert message["body"].startswith((scenario["site"] / "reports" / f"{NEXT_DAY}.txt").read_text("utf-8").rstrip())
+    # The published text's signals, each crossing fund's page linked, and the backtest's one line.
+    published = (scenario["site"] / "reports" / f"{NEXT_DAY}.txt").read_text("utf-8")
+    signals, backtest = published.rsplit("\n回测(", 1)
+    report = json.loads((scenario["site"] / "reports" / f"{NEXT_DAY}.json").read_text("utf-8"))
+    links = [f"  https://signals.example.com/funds/{e['ts_code']}.html" for e in report["signals"]
+             if e["state"] in ("BUY", "SELL")]  # fmt: skip
+    assert [line for line in signals.splitlines() if "https" not in line] == [
+        line for line in message["body"].split("\n回测(")[0].splitlines() if "https" not in line
+    ]
+    assert [line for line in message["body"].splitlines() if line.startswith("  https")] == links
+    assert f"回测({backtest.splitlines()[0]} {backtest.splitlines()[1]}" in message["body"].splitlines()
     assert f"https://signals.example.com/reports/{NEXT_DAY}.html" in message["body"]
 
     # A rerun of the notification job sends nothing again.

@@ -1,14 +1,22 @@
 """Publishing a range of days: worker processes render exactly what this process would."""
 
+import json
 import os
 
 import numpy as np
 import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alchemy_pipeline.domain import publish, workers
-from alchemy_pipeline.domain.report import REPORT_BATCH_DAYS
+from alchemy_pipeline.domain.fund_pages import crosses, merge_series
+from alchemy_pipeline.domain.report import REPORT_BATCH_DAYS, render_text
 from alchemy_pipeline.domain.storage import LocalBlobStore
 from alchemy_pipeline.domain.strategy import State, StrategyParams
+from tests.site_fixture import FUNDS as DEMO_FUNDS
+from tests.site_fixture import publish_demo_site
+
+FUNDS_OF_DEMO = list(DEMO_FUNDS["ts_code"])
 
 FUNDS = {"510300.SH": "沪深300ETF", "159915.SZ": "创业板ETF", "512880.SH": 'A&B "证券" <ETF>'}
 
@@ -51,32 +59,135 @@ def test_a_long_range_is_rendered_in_worker_processes_to_the_same_bytes(tmp_path
     publish.publish_signals(LocalBlobStore(tmp_path / "here"), table, params, notice, subscribe)
     assert used == [1]  # the first run went through the workers, the second did not
     by_workers, here = published(tmp_path / "workers"), published(tmp_path / "here")
-    assert len(here) == 3 * len(table["trade_date"].unique()) + 2  # three files a day, index and history
+    reports = [k for k in here if k.startswith("reports/")]
+    assert len(reports) == 3 * len(table["trade_date"].unique())  # three files a day
+    assert {f"funds/{code}.html" for code in FUNDS} <= here.keys() and "history.html" in here
     assert by_workers == here
 
 
 def test_a_range_is_made_durable_once_at_the_end_and_an_index_file_at_once(tmp_path, monkeypatch):
     # A crash cannot be staged here, so the calls that make data durable are counted instead (os.fsync
-    # and os.sync, wrapped, still run): a range's files are synced together once they are all written;
-    # the front page and the history, written after them, each at once.
+    # and os.sync, wrapped, still run): a range's files are synced together once they are all written, then
+    # the fund pages together, then the history, rules and static files together; the front page, last, at once.
     calls = []
     for name in ("fsync", "sync"):
         real = getattr(os, name)
         monkeypatch.setattr(f"os.{name}", lambda *a, real=real, name=name: calls.append(name) or real(*a))
     table = signals(12)
     written = publish.publish_signals(LocalBlobStore(tmp_path), table, StrategyParams())
-    assert len(written) == 3 * 12 + 2
-    assert calls == ["sync", "fsync", "fsync"]
+    assert len(written) == 3 * 12 + 2 * len(FUNDS) + 7
+    assert calls == ["sync", "sync", "sync", "fsync"]
     assert not list(tmp_path.rglob("*.tmp"))
 
 
 def test_a_page_escapes_every_name_even_one_with_a_line_break(tmp_path):
-    from alchemy_pipeline.domain.report import build_report, render_html
+    from alchemy_pipeline.domain.report import build_report
+    from alchemy_pipeline.domain.site import render_day_page
 
     table = signals(1)
-    page = render_html(build_report(table, StrategyParams()))
+    page = render_day_page(build_report(table, StrategyParams()), [])
     assert "A&amp;B &quot;证券&quot; &lt;ETF&gt;" in page and "<ETF>" not in page
     table["name"] = table["name"].str.replace("证券", "证\n<券>")
-    page = render_html(build_report(table, StrategyParams()))
+    page = render_day_page(build_report(table, StrategyParams()), [])
     assert "证\n&lt;券&gt;" in page and "<券>" not in page
-    assert page.count("<li class=") == len(FUNDS)  # one item per fund, each in its state's class
+    assert page.count('<span class="state ') == len(FUNDS)  # one row per fund, its state in its class
+
+
+def test_fund_data_holds_every_published_day_as_its_report_and_backtest_published_it(tmp_path):
+    publish_demo_site(tmp_path, 120)
+    reports = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "reports").glob("*.json")}
+    for code in FUNDS_OF_DEMO:
+        series = json.loads((tmp_path / "funds" / f"{code}.json").read_text())["series"]
+        assert series["dates"] == sorted(reports)
+        for i, day in enumerate(series["dates"]):
+            entry = next(e for e in reports[day]["signals"] if e["ts_code"] == code)
+            got = {k: series[k][i] for k in ("close", "ma_short", "ma_long", "state", "pct")}
+            assert got == {k: entry[k] for k in got}, (code, day)
+            backtest = json.loads((tmp_path / "backtests" / f"{day}.json").read_text())
+            figures = next(f for f in backtest["funds"] if f["ts_code"] == code)
+            assert series["strategy_equity"][i] == round(1 + figures["strategy"]["total_return"], 6)
+            assert series["hold_equity"][i] == round(1 + figures["buy_and_hold"]["total_return"], 6)
+    portfolio = json.loads((tmp_path / "funds" / "PORTFOLIO.json").read_text())
+    assert portfolio["series"]["dates"] == sorted(reports) and portfolio["figures"] == backtest["portfolio"]
+
+
+def test_a_site_published_day_by_day_is_the_site_published_at_once(tmp_path):
+    # The day's run merges into the fund data and relinks the previous day's page: the same bytes as one range.
+    publish_demo_site(tmp_path / "daily", 60)
+    publish_demo_site(tmp_path / "range", 60, day_by_day=False)
+    daily, at_once = published(tmp_path / "daily"), published(tmp_path / "range")
+    assert daily.keys() == at_once.keys()
+    assert [k for k in daily if daily[k] != at_once[k]] == []
+
+
+def test_the_history_of_a_site_published_before_it_kept_crosses_is_rebuilt_from_its_reports(tmp_path):
+    publish_demo_site(tmp_path, 40)
+    store = LocalBlobStore(tmp_path)
+    whole = store.get("history.json")
+    store.put("history.json", json.dumps({"days": json.loads(whole)["days"]}).encode())
+    publish.refresh_site(store)
+    assert store.get("history.json") == whole
+
+
+def test_a_cross_reports_its_regime_to_its_last_report(tmp_path):
+    series = {
+        "dates": ["d1", "d2", "d3", "d4", "d5", "d6"],
+        "state": ["EMPTY", "BUY", "HOLD", "NO_DATA", "HOLD", "SELL"],
+        "close": [1.0, 1.1, 1.2, None, 1.3, 1.25],
+        "pct": [-3.0, 0.0, 9.09, None, 18.18, 0.0],
+    }
+    assert crosses(series) == [
+        {"day": "d6", "state": "SELL", "close": 1.25, "last_day": "d6", "days": 1, "pct": 0.0},
+        {"day": "d2", "state": "BUY", "close": 1.1, "last_day": "d5", "days": 4, "pct": 18.18},
+    ]
+
+
+def test_the_email_links_each_crossing_fund_to_its_page_and_gives_the_portfolio_one_line(tmp_path):
+    publish_demo_site(tmp_path, 60)
+    day = max(p.stem for p in (tmp_path / "reports").glob("*.json"))
+    busiest = max(
+        (json.loads(p.read_text()) for p in (tmp_path / "reports").glob("*.json")),
+        key=lambda r: sum(e["state"] in ("BUY", "SELL") for e in r["signals"]),
+    )
+    text = render_text(busiest, fund_url=lambda code: f"https://x.example/funds/{code}.html")
+    crossed = [e for e in busiest["signals"] if e["state"] in ("BUY", "SELL")]
+    assert crossed and all(f"({e['ts_code']})" in text for e in crossed)
+    for entry in crossed:
+        line = next(line for line in text.splitlines() if f"({entry['ts_code']})" in line)
+        following = text.splitlines()[text.splitlines().index(line) + 1]
+        assert following == f"  https://x.example/funds/{entry['ts_code']}.html"
+    assert text.count("等权组合") == 1 and text.count("x.example") == len(crossed)
+    assert (tmp_path / "reports" / f"{day}.txt").read_text().count("等权组合") == 1
+
+
+def test_the_front_page_says_how_to_enable_the_subscribe_form_when_there_is_no_endpoint(tmp_path):
+    publish_demo_site(tmp_path, 30)
+    page = (tmp_path / "index.html").read_text()
+    assert 'id="subscribe-form"' not in page and "ALCHEMY_SUBSCRIBE_URL" in page
+
+
+@settings(max_examples=80, deadline=None)
+@given(stored=st.sets(st.integers(0, 40)), new=st.sets(st.integers(0, 40), min_size=1))
+def test_merging_a_runs_days_keeps_every_day_once_the_runs_values_winning(stored, new):
+    # Held to the plain merge: every stored day, then the run's days over them, in date order.
+    def series(days: set[int], source: str) -> dict:
+        return {"dates": [f"d{d:02d}" for d in sorted(days)], "close": [f"{source}{d}" for d in sorted(days)]}
+
+    old, run = series(stored, "stored"), series(new, "run")
+    plain = dict(zip(old["dates"], old["close"], strict=True)) | dict(zip(run["dates"], run["close"], strict=True))
+    merged = merge_series(old if stored else None, run)
+    assert merged == {"dates": sorted(plain), "close": [plain[d] for d in sorted(plain)]}
+
+
+def test_a_site_published_before_it_had_fund_pages_is_told_how_to_fill_them(tmp_path):
+    from alchemy_pipeline.defs.signals.assets import _fund_pages_gap
+
+    store = LocalBlobStore(tmp_path)
+    for day in ("2024-06-26", "2024-06-27"):
+        store.put(f"reports/{day}.json", b"{}")
+    message = _fund_pages_gap(store, "2024-06-28")
+    assert "2 days published before 2024-06-28" in message
+    assert "--select signal_report --partition-range 2024-06-26...2024-06-27" in message
+    assert _fund_pages_gap(store, "2024-06-26") is None  # nothing published before the run
+    store.put("funds/510300.SH.json", b"{}")
+    assert _fund_pages_gap(store, "2024-06-28") is None  # the pages exist: they hold every day since

@@ -21,7 +21,7 @@ import talib
 
 from alchemy_pipeline.definitions import build_definitions
 from alchemy_pipeline.defs.partitions import HISTORY_WINDOW, PLANNED_ASSETS
-from alchemy_pipeline.domain.report import render_files, render_index
+from alchemy_pipeline.domain.report import render_text, report_json
 from alchemy_pipeline.settings import load_settings
 from tests.backtest_reference import reference, trade_return
 from tests.conftest import BUNDLED_DAYS, tick_schedule
@@ -198,22 +198,16 @@ def test_the_backfill_fetched_per_fund_not_per_day(real_run):
 
 
 def published_digests(site: Path) -> dict[str, str]:
-    """One SHA-256 per month of reports (each file's name and bytes, in name order), and one per other file;
-    each report and the front page as they are rendered without the backtest's summary."""
+    """One SHA-256 per month of reports: each day's JSON and text as rendered without the backtest's summary
+    (the data and the words subscribers read; the pages are a design rendered from this JSON, checked in the
+    browser tests), and one of the days the history lists."""
     files: dict[str, bytes] = {}
-    for path in sorted(p for p in site.rglob("*") if p.is_file() and "outbox" not in p.parts):
-        relative = path.relative_to(site).as_posix()
-        if relative.startswith("backtests/"):
-            continue
-        if relative.startswith("reports/") and relative.endswith(".json"):
-            report = json.loads(path.read_bytes())
-            report.pop("backtest", None)
-            for suffix, data in render_files(report).items():
-                files[relative.removesuffix(".json") + suffix] = data
-        elif not relative.startswith("reports/"):
-            files[relative] = path.read_bytes()
-    latest = json.loads(files[max(k for k in files if k.endswith(".json") and k.startswith("reports/"))])
-    files["index.html"] = render_index(latest, json.loads(files["history.json"])["days"]).encode("utf-8")
+    for path in sorted((site / "reports").glob("*.json")):
+        report = json.loads(path.read_bytes())
+        report.pop("backtest", None)
+        files[f"reports/{path.stem}.json"] = report_json(report)
+        files[f"reports/{path.stem}.txt"] = render_text(report).encode("utf-8")
+    files["history.json"] = json.dumps(json.loads((site / "history.json").read_bytes())["days"]).encode()
     groups: dict[str, list[str]] = {}
     for relative in sorted(files):
         groups.setdefault(

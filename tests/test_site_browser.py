@@ -4,39 +4,27 @@ talks to SNS in moto's server mode."""
 
 import functools
 import json
+import os
+import re
 import shutil
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import boto3
-import pandas as pd
 import pytest
 
-from alchemy_pipeline.domain.publish import publish_reports
-from alchemy_pipeline.domain.report import build_report
-from alchemy_pipeline.domain.storage import LocalBlobStore
-from alchemy_pipeline.domain.strategy import StrategyParams
-from alchemy_pipeline.domain.strategy_fast import SIGNAL_COLUMNS
+from tests.site_fixture import publish_demo_site
 from tests.test_subscribe_lambda import load_lambda
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
-DAYS = ["2024-06-26", "2024-06-27", "2024-06-28"]
-
-
-def day_report(day: str) -> dict:
-    rows = [
-        ("510300.SH", "沪深300ETF", "BUY", 3.512, 3.498, 3.470, day, 0, 0.0),
-        ("159915.SZ", "创业板ETF", "HOLD", 1.802, 1.790, 1.760, "2024-06-03", 25, 4.21),
-        ("512880.SH", "证券ETF", "EMPTY", 0.861, 0.850, 0.870, "2024-05-20", 39, -3.5),
-        ("513500.SH", "标普500ETF", "NO_DATA", None, None, None, None, None, None),
-    ]
-    frame = pd.DataFrame(
-        [dict(zip(SIGNAL_COLUMNS, [c, n, pd.Timestamp(day), s, cl, ms, ml, pd.Timestamp(si) if si else pd.NaT,
-                                   d, p, None], strict=True)) for c, n, s, cl, ms, ml, si, d, p in rows]
-    )  # fmt: skip
-    return build_report(frame, StrategyParams())
+# Where the tests leave their screenshots (the README names it): looked at, not compared.
+SCREENSHOTS = Path(os.environ.get("ALCHEMY_SCREENSHOTS", Path(__file__).parent.parent / "build" / "screenshots"))
+DAYS = 400
+LATEST = "2024-06-28"
+FUND = "510300.SH"
 
 
 def serve(handler_class) -> ThreadingHTTPServer:
@@ -89,10 +77,8 @@ def site(aws, tmp_path, monkeypatch):
     monkeypatch.setenv("TOPIC_ARN", topic)
     monkeypatch.setenv("ALLOWED_ORIGIN", origin)
     api = serve(lambda_adapter(load_lambda()))
-    publish_reports(
-        LocalBlobStore(tmp_path), [day_report(d) for d in DAYS], f"http://127.0.0.1:{api.server_address[1]}/subscribe"
-    )
-    yield {"url": origin, "topic": topic, "dir": tmp_path}
+    signals = publish_demo_site(tmp_path, DAYS, f"http://127.0.0.1:{api.server_address[1]}/subscribe")
+    yield {"url": origin, "topic": topic, "dir": tmp_path, "signals": signals}
     files.shutdown()
     api.shutdown()
 
@@ -113,25 +99,109 @@ def page():
         browser.close()
 
 
-def test_front_page_shows_the_latest_day_and_fits_a_phone(site, page):
+def watch(page, origin: str) -> dict[str, list]:
+    """The page's console errors, uncaught exceptions and requests to anywhere but the site."""
+    seen = {"errors": [], "outside": []}
+    page.on("console", lambda message: message.type == "error" and seen["errors"].append(message.text))
+    page.on("pageerror", lambda error: seen["errors"].append(str(error)))
+    page.on("request", lambda request: request.url.startswith(origin) or seen["outside"].append(request.url))
+    return seen
+
+
+def shoot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+
+
+def test_every_page_fits_a_phone_draws_without_errors_and_asks_nothing_of_other_sites(site, page):
+    seen = watch(page, site["url"])
+    day = site["signals"]["trade_date"].iloc[0].strftime("%Y-%m-%d")
+    for path in ["index.html", f"reports/{day}.html", "history.html", "rules.html", f"funds/{FUND}.html",
+                 "funds/PORTFOLIO.html"]:  # fmt: skip
+        page.goto(f"{site['url']}/{path}")
+        page.wait_for_load_state("networkidle")
+        width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert width[0] <= width[1], f"{path} scrolls sideways on a 390 px phone: {width}"
+        assert page.locator("nav.site a", has_text="规则与说明").count() == 1, path
+    assert seen == {"errors": [], "outside": []}
     page.goto(f"{site['url']}/index.html")
-    assert page.locator("#latest").inner_text() == "最新: 2024-06-28"
-    assert "沪深300ETF(510300.SH)可买" in page.locator("section", has_text="可买标的").inner_text()
-    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    shoot(page, "index-phone.png")
+
+
+def test_front_page_shows_the_latest_day_in_a_table_that_sorts_by_a_column(site, page):
+    page.goto(f"{site['url']}/index.html")
+    assert page.locator("#latest").inner_text() == f"最新: {LATEST}"
+    assert "发布于" in page.locator("[data-published]").inner_text()  # the file's own time, in the browser
+    rows = page.locator("table.signals tbody tr")
+    assert rows.count() == 3
+    column = [h.strip() for h in page.locator("table.signals th").all_inner_texts()].index("涨跌")
+
+    def changes() -> list[float]:
+        return [float(v) for v in page.locator(f"table.signals tbody td:nth-child({column + 1})").evaluate_all(
+            "cells => cells.map(c => c.dataset.v)")]  # fmt: skip
+
+    page.locator("table.signals th", has_text="涨跌").locator("button").click()
+    assert changes() == sorted(changes())
+    page.locator("table.signals th", has_text="涨跌").locator("button").click()
+    assert changes() == sorted(changes(), reverse=True)
     assert page.get_by_label("电子邮箱").is_visible()
-    page.screenshot(path=str(site["dir"] / "index.png"), full_page=True)
 
 
-def test_history_lists_every_day_newest_first_and_its_links_work(site, page):
-    page.goto(f"{site['url']}/index.html")
-    links = page.locator("ul.history a")
-    assert links.all_inner_texts() == list(reversed(DAYS))
-    page.get_by_role("link", name="2024-06-26").click()
+def test_history_page_lists_every_day_with_its_crosses_and_each_day_links_to_its_neighbours(site, page):
+    page.goto(f"{site['url']}/history.html")
+    rows = page.locator("table.history tbody tr")
+    assert rows.count() == DAYS
+    history = json.loads((site["dir"] / "history.json").read_text())
+    busiest = max(history["crosses"], key=lambda e: len(e["buy"]) + len(e["sell"]))
+    row = rows.filter(has=page.get_by_role("link", name=busiest["trade_date"], exact=True))
+    cells = row.locator("td").all_inner_texts()
+    assert cells[1:3] == [str(len(busiest["buy"])), str(len(busiest["sell"]))]
+    assert all(f["name"] in cells[3] for f in busiest["buy"] + busiest["sell"])
+    row.get_by_role("link", name=busiest["trade_date"]).click()
     page.wait_for_load_state()
-    assert page.url.endswith("/reports/2024-06-26.html")
-    assert page.locator("h1").inner_text() == "双均线策略交易信号 2024-06-26"
-    page.get_by_role("link", name="全部历史").click()
-    assert page.url.endswith("/index.html")
+    assert page.locator("h1").inner_text() == f"双均线策略交易信号 {busiest['trade_date']}"
+    days = history["days"]
+    i = days.index(busiest["trade_date"])
+    page.locator("a[rel=prev]").click()
+    assert page.url.endswith(f"/reports/{days[i + 1]}.html")
+    page.locator("a[rel=next]").click()
+    assert page.url.endswith(f"/reports/{busiest['trade_date']}.html")
+
+
+def test_a_fund_page_draws_both_charts_with_a_marker_on_every_cross(site, page):
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{site['url']}/index.html")
+    page.get_by_role("link", name="沪深300ETF").click()
+    page.wait_for_function("window.alchemyCharts && window.alchemyCharts.equity")
+    assert page.url.endswith(f"/funds/{FUND}.html")
+    data = json.loads((site["dir"] / "funds" / f"{FUND}.json").read_text())
+    states = data["series"]["state"]
+    markers = page.evaluate("window.alchemyCharts.priceMarkers.markers().map(m => m.text)")
+    assert markers.count("买") == states.count("BUY") > 0 and markers.count("卖") == states.count("SELL") > 0
+    for chart in ("#price-chart", "#equity-chart"):
+        assert page.locator(f"{chart} canvas").count() > 0
+        assert page.locator(chart).bounding_box()["height"] > 200
+    visible = "window.alchemyCharts.price.timeScale().getVisibleRange()"
+    assert page.evaluate(visible)["from"] > data["series"]["dates"][0]  # the last year first
+    page.get_by_role("button", name="全部").click()
+    assert page.evaluate(visible)["from"] == data["series"]["dates"][0]
+    shoot(page, "fund-desktop.png")
+    page.goto(f"{site['url']}/rules.html")
+    shoot(page, "rules-desktop.png")
+
+
+def test_pages_read_without_javascript(site, page):
+    context = page.context.browser.new_context(java_script_enabled=False, viewport={"width": 390, "height": 844})
+    quiet = context.new_page()
+    quiet.goto(f"{site['url']}/funds/{FUND}.html")
+    trades = json.loads((site["dir"] / "backtests" / "trades" / f"{FUND}.json").read_text())
+    assert quiet.locator("table.trades tbody tr").count() == len(trades) > 0
+    assert "累计收益" in quiet.locator("table.metrics").inner_text()
+    assert quiet.locator("table.crosses tbody tr").count() > 0
+    assert quiet.locator("noscript p", has_text="图表需要 JavaScript").is_visible()
+    quiet.goto(f"{site['url']}/index.html")
+    assert quiet.locator("table.signals tbody tr").count() == 3
+    context.close()
 
 
 def test_subscribe_form_shows_the_pending_confirmation_without_leaving_the_page(site, page):
@@ -156,8 +226,9 @@ def test_subscribe_form_shows_the_error_for_an_address_the_service_refuses(site,
     assert boto3.client("sns").list_subscriptions_by_topic(TopicArn=site["topic"])["Subscriptions"] == []
 
 
-def test_pages_are_self_contained(site):
+def test_pages_load_only_the_sites_own_scripts(site):
     for path in site["dir"].rglob("*.html"):
-        html = path.read_text("utf-8")
-        assert "<script src=" not in html and "<link " not in html and "cdn" not in html.lower()
-    assert json.loads((site["dir"] / "history.json").read_text())["days"] == list(reversed(DAYS))
+        page = path.read_text("utf-8")
+        for source in re.findall(r'src="([^"]+)"', page):
+            assert not re.match(r"[a-z]+:|//", source), f"{path} loads {source} from elsewhere"
+            assert (path.parent / source).resolve().is_file(), f"{path} loads {source}, which is not on the site"

@@ -1,9 +1,11 @@
 """Publishing reports to a site store: one key layout wherever the store lives.
 
-Layout: ``reports/YYYY-MM-DD.json|.txt|.html``, ``index.html`` and ``history.json``; the backtest's
-``backtests/YYYY-MM-DD.json`` and ``backtests/trades/<ts_code>.json``. A day's report JSON is written
-last, and the history lists only days whose JSON exists, so a day appears on the site only once all
-three of its files are there.
+Layout: ``reports/YYYY-MM-DD.json|.txt|.html``; ``index.html``, ``history.html``, ``history.json`` and
+``rules.html``; ``funds/<ts_code>.json|.html`` (and ``funds/PORTFOLIO.*``); ``static/`` (the pages' script
+and charting library); the backtest's ``backtests/YYYY-MM-DD.json`` and ``backtests/trades/<ts_code>.json``.
+A day's report JSON is written last, and the history lists only days whose JSON exists, so a day appears
+on the site only once all three of its files are there; the fund pages, the history and the front page
+are refreshed after every day's files are written.
 """
 
 from __future__ import annotations
@@ -15,15 +17,32 @@ from pathlib import Path
 
 import pandas as pd
 
+from alchemy_pipeline.domain.fund_pages import (
+    document_bytes,
+    fund_data_key,
+    fund_document,
+    fund_page_key,
+    merge_series,
+    render_fund_page,
+    run_series,
+)
 from alchemy_pipeline.domain.report import (
+    STRATEGY_NAME,
     backtest_summaries,
     build_reports,
     day_batches,
     document_json,
-    history_json,
     list_json,
+)
+from alchemy_pipeline.domain.site import (
+    history_entry,
+    history_json,
+    render_day_page,
     render_files,
+    render_history,
     render_index,
+    render_rules,
+    static_files,
 )
 from alchemy_pipeline.domain.storage import IN_FLIGHT, BlobStore, in_parallel
 from alchemy_pipeline.domain.strategy import StrategyParams
@@ -33,8 +52,9 @@ CONTENT_TYPES = {
     ".json": "application/json; charset=utf-8",
     ".txt": "text/plain; charset=utf-8",
     ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
 }
-# The front page and the history change every day; a dated report changes only if it is re-run.
+# The front page, the history and the fund pages change every day; a dated report only if it is re-run.
 SHORT_CACHE = "public, max-age=300"
 REPORT_CACHE = "public, max-age=3600"
 
@@ -53,11 +73,12 @@ def published_days(store: BlobStore) -> list[str]:
     )
 
 
-RenderedDay = tuple[str, dict[str, bytes]]  # a day, and its files' bytes by suffix
+# A day, its files' bytes by suffix, and its line in the history.
+RenderedDay = tuple[str, dict[str, bytes], dict]
 
 
 def _write_day(store: BlobStore, rendered: RenderedDay) -> list[str]:
-    day, files = rendered
+    day, files, _ = rendered
     keys = []
     for suffix, data in files.items():  # the JSON last: it marks the day as published
         _put(store, report_key(day, suffix), data, REPORT_CACHE)
@@ -65,32 +86,14 @@ def _write_day(store: BlobStore, rendered: RenderedDay) -> list[str]:
     return keys
 
 
-def _write_days(store: BlobStore, rendered: Iterable[RenderedDay], subscribe_url: str | None) -> list[str]:
-    """Writes each day's files (several days at once), then refreshes the front page and the history once,
-    after every day's files are written."""
-    written, rendered = [], iter(rendered)
-    with store.batch():
-        # In batches: the days may be rendered lazily, and only a batch of them need exist at once.
-        while batch := list(itertools.islice(rendered, IN_FLIGHT * 4)):
-            written += [key for keys in in_parallel(lambda day: _write_day(store, day), batch) for key in keys]
-    written += refresh_index(store, subscribe_url)  # once every day's files are durable
-    return written
-
-
-def publish_reports(store: BlobStore, reports: Iterable[dict], subscribe_url: str | None = None) -> list[str]:
-    """Publishes report documents: each day's three files, then the front page and the history."""
-    rendered = ((report["trade_date"], render_files(report)) for report in reports)
-    return _write_days(store, rendered, subscribe_url)
-
-
 def render_batch(
-    batch: tuple[pd.DataFrame, dict[str, dict]], params: StrategyParams, notice: str | None
+    batch: tuple[pd.DataFrame, dict[str, dict]], params: StrategyParams, notice: str | None, days: list[str]
 ) -> list[RenderedDay]:
-    """The files of each day of a slice of signals, with those days' backtest summaries (run in a worker
-    process)."""
+    """The files of each day of a slice of signals, with those days' backtest summaries, each page linked to
+    the published days around it in ``days`` (run in a worker process)."""
     signals, backtests = batch
     reports = build_reports(signals, params, notice, backtests)
-    return [(report["trade_date"], render_files(report)) for report in reports]
+    return [(r["trade_date"], render_files(r, days), history_entry(r)) for r in reports]
 
 
 def publish_signals(
@@ -100,10 +103,13 @@ def publish_signals(
     notice: str | None = None,
     subscribe_url: str | None = None,
     backtests: pd.DataFrame | None = None,
+    factors: pd.DataFrame | None = None,
 ) -> list[str]:
     """Publishes the report of every day in ``signals``, with its backtest summary from the figures table
-    ``backtests``. Rendering is pure Python: a long range is rendered in worker processes, a batch of days
-    each, while this process writes the files."""
+    ``backtests``; then each fund's page with these days added (their adjustment factors from ``factors``,
+    the prices), the pages of the published days on either side, the history and the front page. Rendering
+    is pure Python: a long range is rendered in worker processes, a batch of days each, while this process
+    writes the files."""
 
     def with_backtests(batch: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict]]:
         if backtests is None:
@@ -113,12 +119,62 @@ def publish_signals(
         rows = slice(days.searchsorted(first, "left"), days.searchsorted(last, "right"))
         return batch, backtest_summaries(backtests.iloc[rows])
 
+    run_days = sorted(signals["trade_date"].dt.strftime("%Y-%m-%d").unique())
+    days = sorted(set(published_days(store)) | set(run_days))
     batches = (with_backtests(batch) for batch in day_batches(signals))
     if worth_workers(len(signals)):
-        rendered_batches = map_in_processes(render_batch, batches, params, notice)
+        rendered_batches = map_in_processes(render_batch, batches, params, notice, days)
     else:
-        rendered_batches = (render_batch(batch, params, notice) for batch in batches)
-    return _write_days(store, itertools.chain.from_iterable(rendered_batches), subscribe_url)
+        rendered_batches = (render_batch(batch, params, notice, days) for batch in batches)
+    entries: list[dict] = []
+    written = []
+    with store.batch():
+        rendered = itertools.chain.from_iterable(rendered_batches)
+        # In batches: the days are rendered lazily, and only a batch of them need exist at once.
+        while batch := list(itertools.islice(rendered, IN_FLIGHT * 4)):
+            written += [key for keys in in_parallel(lambda day: _write_day(store, day), batch) for key in keys]
+            entries += [entry for _, _, entry in batch]
+    # Once every day's files are durable: the pages that link to them.
+    written += _relink_neighbours(store, run_days, days)
+    strategy = {"name": STRATEGY_NAME, "short": params.short, "long": params.long}
+    written += publish_fund_pages(store, run_series(signals, factors, backtests), strategy)
+    return written + refresh_site(store, subscribe_url, entries, days)
+
+
+def _relink_neighbours(store: BlobStore, run_days: list[str], days: list[str]) -> list[str]:
+    """Re-renders the pages of the published days just before and after the run's: their links to the
+    previous and next day may now lead into the run."""
+    first, last = days.index(run_days[0]), days.index(run_days[-1])
+    outside = [d for d in (days[first - 1] if first else None, days[last + 1] if last + 1 < len(days) else None) if d]
+    for day in outside:
+        page = render_day_page(json.loads(store.get(report_key(day, ".json"))), days)
+        _put(store, report_key(day, ".html"), page.encode("utf-8"), REPORT_CACHE)
+    return [report_key(day, ".html") for day in outside]
+
+
+def publish_fund_pages(store: BlobStore, new_days: dict[str, dict], strategy: dict) -> list[str]:
+    """Adds each fund's new days (``run_series``) to its stored data and re-renders its page, with the
+    backtest's figures of its last day and its trades as the backtest published them."""
+    if not new_days:
+        return []
+    as_of = max(fund["series"]["dates"][-1] for fund in new_days.values())
+    stored_backtest = store.get(backtest_key(as_of))
+    backtest = json.loads(stored_backtest) if stored_backtest is not None else None
+
+    def publish(code: str) -> list[str]:
+        stored = store.get(fund_data_key(code))
+        series = merge_series(json.loads(stored)["series"] if stored else None, new_days[code]["series"])
+        trades = store.get(trades_key(code))
+        document = fund_document(
+            code, new_days[code]["name"], series, strategy, backtest, json.loads(trades) if trades else []
+        )
+        data = document_bytes(document)
+        _put(store, fund_data_key(code), data, SHORT_CACHE)
+        _put(store, fund_page_key(code), render_fund_page(document, data).encode("utf-8"), SHORT_CACHE)
+        return [fund_data_key(code), fund_page_key(code)]
+
+    with store.batch():
+        return [key for keys in in_parallel(publish, list(new_days)) for key in keys]
 
 
 def backtest_key(day: str) -> str:
@@ -144,11 +200,37 @@ def publish_backtests(
     return written
 
 
-def refresh_index(store: BlobStore, subscribe_url: str | None = None) -> list[str]:
-    days = published_days(store)
+def _history(store: BlobStore, days: list[str], new_entries: list[dict]) -> list[dict]:
+    """Every published day's line in the history: the stored lines, the run's, and for a day without one
+    (published before the history kept them) its line from its report."""
+    stored = store.get("history.json")
+    entries = {e["trade_date"]: e for e in (json.loads(stored).get("crosses", []) if stored else [])}
+    entries.update((e["trade_date"], e) for e in new_entries)
+    missing = [d for d in days if d not in entries]
+    reports = in_parallel(lambda day: json.loads(store.get(report_key(day, ".json"))), missing)
+    entries.update((r["trade_date"], history_entry(r)) for r in reports)
+    return [entries[d] for d in days]
+
+
+def refresh_site(
+    store: BlobStore, subscribe_url: str | None = None, new_entries: Iterable[dict] = (), days: list[str] | None = None
+) -> list[str]:
+    """The pages about every day (``days``, the published days, when the caller knows them): the history
+    (with ``new_entries``, the run's days), the rules, the static files and, last, the front page."""
+    days = published_days(store) if days is None else days
     if not days:
         return []
     latest = json.loads(store.get(report_key(days[-1], ".json")))
-    _put(store, "history.json", history_json(days), SHORT_CACHE)
+    backtest = store.get(backtest_key(days[-1]))
+    entries = _history(store, days, list(new_entries))
+    files = [(f"static/{name}", data) for name, data in static_files().items()]
+    files += [
+        ("history.json", history_json(entries)),
+        ("history.html", render_history(entries).encode("utf-8")),
+        ("rules.html", render_rules(latest["strategy"], json.loads(backtest) if backtest else None).encode("utf-8")),
+    ]
+    with store.batch():
+        for key, data in files:
+            _put(store, key, data, SHORT_CACHE)
     _put(store, "index.html", render_index(latest, days, subscribe_url).encode("utf-8"), SHORT_CACHE)
-    return ["history.json", "index.html"]
+    return [key for key, _ in files] + ["index.html"]

@@ -1,15 +1,14 @@
-"""The published report: its JSON contract and its text and HTML renderings.
+"""The published report: its JSON contract and its text (and the email's version of it).
 
-The JSON document is the source of truth; the text (the seed's wording, in Chinese) and the pages are
-rendered from it, so a notification or a page never disagrees with the data.
+The JSON document is the source of truth; the text (the seed's wording, in Chinese), the email and the
+pages (``site.py``) are rendered from it, so a notification or a page never disagrees with the data.
 """
 
 from __future__ import annotations
 
-import html
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -38,14 +37,14 @@ STATE_LABELS = {
 }
 
 
-def _dates(values: pd.Series) -> list[str | None]:
+def date_texts(values: pd.Series) -> list[str | None]:
     days = pd.to_datetime(values).to_numpy("datetime64[D]")
     text = np.datetime_as_string(days, unit="D").astype(object)
     text[np.isnat(days)] = None
     return text.tolist()
 
 
-def _texts(values: pd.Series) -> list:
+def texts(values: pd.Series) -> list:
     # Through a NumPy object array: iterating an Arrow-backed string column value by value is far slower.
     return values.to_numpy(dtype=object).tolist()
 
@@ -58,7 +57,7 @@ def _none_where(values: np.ndarray, missing: np.ndarray) -> list:
     return listed
 
 
-def _numbers(values: pd.Series, digits: int) -> list[float | None]:
+def rounded(values: pd.Series, digits: int) -> list[float | None]:
     """Python's round of each value, as the report has always been rounded; a missing value None."""
     numbers = values.to_numpy(dtype="float64", na_value=np.nan)
     return _none_where(python_round(numbers, digits), np.isnan(numbers))
@@ -96,20 +95,20 @@ def _batch_reports(
     signals: pd.DataFrame, params: StrategyParams, notice: str | None, backtests: dict[str, dict]
 ) -> Iterator[dict]:
     columns = {
-        "ts_code": _texts(signals["ts_code"]),
-        "name": _texts(signals["name"]),
-        "state": _texts(signals["state"]),
-        "close": _numbers(signals["close"], 3),
-        "ma_short": _numbers(signals["ma_short"], 3),
-        "ma_long": _numbers(signals["ma_long"], 3),
-        "since": _dates(signals["since"]),
+        "ts_code": texts(signals["ts_code"]),
+        "name": texts(signals["name"]),
+        "state": texts(signals["state"]),
+        "close": rounded(signals["close"], 3),
+        "ma_short": rounded(signals["ma_short"], 3),
+        "ma_long": rounded(signals["ma_long"], 3),
+        "since": date_texts(signals["since"]),
         "days": _integers(signals["days"]),
-        "pct": _numbers(signals["pct"], 2),
-        "note": [v if isinstance(v, str) else None for v in _texts(signals["note"])],
+        "pct": rounded(signals["pct"], 2),
+        "note": [v if isinstance(v, str) else None for v in texts(signals["note"])],
     }
     entries = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
     start = 0
-    for day, count in pd.Series(_dates(signals["trade_date"])).value_counts(sort=False).sort_index().items():
+    for day, count in pd.Series(date_texts(signals["trade_date"])).value_counts(sort=False).sort_index().items():
         report = {
             "trade_date": day,
             "strategy": {"name": STRATEGY_NAME, "short": params.short, "long": params.long},
@@ -184,7 +183,7 @@ def signal_line(entry: dict, params: dict) -> str:
     return f"{who}当日无行情数据"
 
 
-def _sections(report: dict) -> list[tuple[State, str, list[tuple[str, str]]]]:
+def report_sections(report: dict) -> list[tuple[State, str, list[tuple[str, str]]]]:
     """The report's sections in order, each with its (state, line) entries; the last gathers the funds
     without a signal. Each fund's line is formatted once, for every rendering."""
     params = report["strategy"]
@@ -222,146 +221,31 @@ def backtest_lines(summary: dict) -> list[str]:
     return [f"{title}:", *lines]
 
 
-def render_text(report: dict, sections: list | None = None) -> str:
+def render_text(report: dict, sections: list | None = None, fund_url: Callable[[str], str] | None = None) -> str:
+    """The text report; with ``fund_url``, the email's version: each BUY and SELL fund followed by the link to
+    its page, and of the backtest only the portfolio's line."""
     params = report["strategy"]
     lines = [f"双均线策略交易信号 {report['trade_date']} ({params['short']}日/{params['long']}日均线)"]
     if report.get("notice"):
         lines.append(report["notice"])
     lines.append("")
-    *signalled, (_, no_data_title, others) = sections or _sections(report)
+    *signalled, (_, no_data_title, others) = sections or report_sections(report)
     blocks = [[f"{title}:", *(line for _, line in entries)] for _, title, entries in signalled]
+    if fund_url is not None:
+        for block, (state, _, _) in zip(blocks, signalled, strict=True):
+            if state in (State.BUY, State.SELL):
+                codes = [e["ts_code"] for e in report["signals"] if e["state"] == state]
+                block[1:] = [f"{line}\n  {fund_url(code)}" for line, code in zip(block[1:], codes, strict=True)]
     if others:
         blocks.append([f"{no_data_title}:", *(line for _, line in others)])
     if report.get("backtest"):
-        blocks.append(backtest_lines(report["backtest"]))
+        backtest = backtest_lines(report["backtest"])
+        blocks.append(backtest if fund_url is None else [f"{backtest[0]} {backtest[1]}"])
     for i, block in enumerate(blocks):
         if i:
             lines.append(SECTION_RULE)
         lines.extend(block)
     return "\n".join(lines) + "\n"
-
-
-_STYLE = """
-body{font-family:-apple-system,"PingFang SC","Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:0;
-padding:1rem;max-width:48rem;margin-inline:auto;color:#1b1f24;background:#fff;line-height:1.5}
-h1{font-size:1.3rem}h2{font-size:1.1rem;margin-top:1.5rem;border-bottom:1px solid #d0d7de}
-.notice{background:#fff3cd;border:1px solid #e0c36a;padding:.5rem;border-radius:4px;font-weight:bold}
-ul{padding-left:1.1rem}li{margin:.3rem 0}
-.BUY{color:#b00020}.SELL{color:#0a7d32}.HOLD{color:#8a4b00}.EMPTY{color:#444}
-table{border-collapse:collapse;width:100%;font-size:.9rem}td,th{padding:.3rem;border-bottom:1px solid #eee;
-text-align:left}
-form{display:flex;flex-wrap:wrap;gap:.5rem;align-items:center}input[type=email]{flex:1 1 12rem;padding:.5rem;
-font-size:1rem}button{padding:.5rem 1rem;font-size:1rem}
-#subscribe-status[data-state=ok]{color:#0a7d32}#subscribe-status[data-state=error]{color:#b00020}
-@media (max-width:30rem){body{padding:.6rem}table{font-size:.8rem}}
-"""
-
-
-def _page(title: str, body: str) -> str:
-    return (
-        '<!doctype html>\n<html lang="zh-CN">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
-    )
-
-
-def _signals_html(report: dict, sections: list | None = None) -> str:
-    parts = []
-    if report.get("notice"):
-        parts.append(f'<p class="notice" role="alert">{html.escape(report["notice"])}</p>')
-    for state, title, entries in sections or _sections(report):
-        lines = [html.escape(line) for _, line in entries]
-        items = "".join(
-            f'<li class="{state_of}">{line}</li>' for (state_of, _), line in zip(entries, lines, strict=True)
-        )
-        items = items or "<li>无</li>"
-        parts.append(f'<section><h2 id="{state.value.lower()}">{title}</h2><ul>{items}</ul></section>')
-    if report.get("backtest"):
-        title, *lines = backtest_lines(report["backtest"])
-        items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
-        parts.append(f'<section><h2 id="backtest">{html.escape(title.rstrip(":"))}</h2><ul>{items}</ul></section>')
-    return "\n".join(parts)
-
-
-def render_html(report: dict, sections: list | None = None) -> str:
-    params = report["strategy"]
-    title = f"双均线策略交易信号 {report['trade_date']}"
-    body = (
-        f"<main><h1>{html.escape(title)}</h1>"
-        f"<p>{params['short']}日与{params['long']}日均线, 前复权收盘价</p>\n{_signals_html(report, sections)}\n"
-        '<p><a href="../index.html">全部历史</a></p></main>'
-    )
-    return _page(title, body)
-
-
-def render_files(report: dict) -> dict[str, bytes]:
-    """A day's published files by suffix: text, page and JSON, each fund's line formatted once."""
-    sections = _sections(report)
-    return {
-        ".txt": render_text(report, sections).encode("utf-8"),
-        ".html": render_html(report, sections).encode("utf-8"),
-        ".json": report_json(report),
-    }
-
-
-_SUBSCRIBE_SCRIPT = """
-(function () {
-  var form = document.getElementById("subscribe-form");
-  var email = document.getElementById("subscribe-email");
-  var status = document.getElementById("subscribe-status");
-  form.addEventListener("submit", function (event) {
-    event.preventDefault();
-    status.dataset.state = "busy";
-    status.textContent = "正在提交…";
-    fetch(form.action, {
-      method: "POST",
-      headers: {"Content-Type": "application/json"},
-      body: JSON.stringify({email: email.value.trim()})
-    }).then(function (response) {
-      return response.json().catch(function () { return {}; }).then(function (body) {
-        status.dataset.state = response.ok ? "ok" : "error";
-        status.textContent = body.message || (response.ok ? "确认邮件已发送，请查收。" : "订阅失败，请稍后再试。");
-      });
-    }).catch(function () {
-      status.dataset.state = "error";
-      status.textContent = "网络错误，请稍后再试。";
-    });
-  });
-})();
-"""
-
-
-def _subscribe_html(subscribe_url: str) -> str:
-    return (
-        '<section aria-labelledby="subscribe-title"><h2 id="subscribe-title">邮件订阅</h2>'
-        f'<form id="subscribe-form" action="{html.escape(subscribe_url)}" method="post">'
-        '<label for="subscribe-email">电子邮箱</label> '
-        '<input id="subscribe-email" name="email" type="email" required maxlength="254" autocomplete="email" '
-        'placeholder="name@example.com"> <button type="submit">订阅</button></form>'
-        '<p id="subscribe-status" role="status" aria-live="polite"></p>'
-        "<p>每个交易日收盘后发送一封邮件；订阅后请点击确认邮件中的链接。</p></section>"
-        f"<script>{_SUBSCRIBE_SCRIPT}</script>"
-    )
-
-
-def render_index(latest: dict, days: list[str], subscribe_url: str | None = None) -> str:
-    """The site's front page: the latest day's signals, every published day (newest first) and, where a
-    subscription endpoint exists, the form that subscribes an email address without leaving the page."""
-    title = "双均线策略交易信号"
-    history = "".join(f'<li><a href="reports/{d}.html">{d}</a></li>' for d in sorted(days, reverse=True))
-    day = latest["trade_date"]
-    body = (
-        f"<main><h1>{title}</h1>"
-        f'<h2 id="latest">最新: <a href="reports/{day}.html">{day}</a></h2>\n'
-        f"{_signals_html(latest)}\n"
-        f"{_subscribe_html(subscribe_url) if subscribe_url else ''}\n"
-        f'<section><h2 id="history">历史</h2><ul class="history">{history}</ul></section></main>'
-    )
-    return _page(title, body)
-
-
-def history_json(days: list[str]) -> bytes:
-    return (json.dumps({"days": sorted(days, reverse=True)}, indent=2) + "\n").encode("utf-8")
 
 
 def backtest_summaries(figures: pd.DataFrame) -> dict[str, dict]:
@@ -373,11 +257,11 @@ def backtest_summaries(figures: pd.DataFrame) -> dict[str, dict]:
         for metric in ("total_return", "cagr")
     }
     columns = zip(
-        _texts(figures["ts_code"]),
-        _texts(figures["name"]),
-        _dates(figures["trade_date"]),
-        _texts(figures["start"]),
-        _texts(figures["execution"]),
+        texts(figures["ts_code"]),
+        texts(figures["name"]),
+        date_texts(figures["trade_date"]),
+        texts(figures["start"]),
+        texts(figures["execution"]),
         (figures["strategy_trades"].to_numpy(float) > 0).tolist(),
         *pairs.values(),
         strict=True,

@@ -103,7 +103,9 @@ class LocalBlobStore:
         base = self.root / prefix
         if not base.is_dir():
             return set()
-        return {f"{prefix}{p.name}" for p in base.iterdir() if p.is_file() and not p.name.startswith(".")}
+        # scandir: each entry's type comes with the listing, not from a stat per file (a decade is 15,000).
+        with os.scandir(base) as entries:
+            return {f"{prefix}{e.name}" for e in entries if e.is_file() and not e.name.startswith(".")}
 
 
 class S3BlobStore:

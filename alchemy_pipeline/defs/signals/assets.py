@@ -1,10 +1,12 @@
 """The four assets: etf_daily_prices -> etf_indicators -> trade_signals -> signal_report."""
 
+import json
+
 import dagster as dg
 import pandas as pd
 
 from alchemy_pipeline.defs.checks import check_result
-from alchemy_pipeline.defs.partitions import history_mapping, range_days, to_day
+from alchemy_pipeline.defs.partitions import REPORT_ASSET, backfill_command, history_mapping, range_days, to_day
 from alchemy_pipeline.defs.resources import (
     PriceSourceResource,
     SiteResource,
@@ -12,8 +14,11 @@ from alchemy_pipeline.defs.resources import (
     UniverseResource,
 )
 from alchemy_pipeline.defs.trading_days import trading_days_partitions
+from alchemy_pipeline.domain.backtest import PORTFOLIO
+from alchemy_pipeline.domain.charts import equity_png, markdown_image
+from alchemy_pipeline.domain.fund_pages import fund_data_key
 from alchemy_pipeline.domain.prices import fetch_prices
-from alchemy_pipeline.domain.publish import publish_signals
+from alchemy_pipeline.domain.publish import publish_signals, published_days
 from alchemy_pipeline.domain.quality import (
     QUALITY_COLUMNS,
     bars_are_valid,
@@ -51,6 +56,13 @@ def _head(text: str, lines: int) -> str:
     return "".join(kept[:lines]) + f"... {len(kept) - lines} more lines: see latest_page\n"
 
 
+def _as_dates(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its timestamps written as days: a preview of daily data reads 2026-12-04, not
+    2026-12-04 00:00:00."""
+    stamps = frame.select_dtypes("datetime").columns
+    return frame.assign(**{c: frame[c].dt.strftime("%Y-%m-%d").fillna("") for c in stamps})
+
+
 def _table_metadata(table: pd.DataFrame, preview: pd.DataFrame | None = None) -> dict:
     dates = table["trade_date"]
     shown = (table if preview is None else preview).head(PREVIEW_ROWS)
@@ -59,7 +71,7 @@ def _table_metadata(table: pd.DataFrame, preview: pd.DataFrame | None = None) ->
         "funds": int(table["ts_code"].nunique()),
         "first_day": dates.min().strftime("%Y-%m-%d") if len(table) else "",
         "last_day": dates.max().strftime("%Y-%m-%d") if len(table) else "",
-        "preview": dg.MetadataValue.md(shown.to_markdown(index=False)),
+        "preview": dg.MetadataValue.md(_as_dates(shown).to_markdown(index=False)),
     }
 
 
@@ -215,7 +227,9 @@ def trade_signals(
     },
     description=(
         "The published report of each day (reports/YYYY-MM-DD.json, .txt and .html), with the backtest's "
-        "summary of that day, and the refreshed site front page (index.html) and history (history.json). A "
+        "summary of that day; each fund's page and chart data with the run's days added (funds/<ts_code>.html "
+        "and .json), and the refreshed front page, history and rules (index.html, history.html, history.json, "
+        "rules.html). Shows the portfolio's equity against holding as a chart. A "
         "day with a bar that breaks the rules of bars_are_valid, or with too many funds without data, is held "
         "back: not published, not materialized, named in the run's log and tags."
     ),
@@ -231,6 +245,7 @@ def signal_report(
     site: SiteResource,
 ):
     held_back = held_back_days(etf_daily_prices, trade_signals, universe.max_funds_without_data)
+    factors = etf_daily_prices[["ts_code", "trade_date", "adj_factor"]]
     del etf_daily_prices
     if held_back:
         context.log.warning(f"{len(held_back)} days held back, not published: {_reasons(held_back)}")
@@ -242,7 +257,10 @@ def signal_report(
             description=f"Nothing published: every day is held back. {_reasons(held_back)}", allow_retries=False
         )
     params = strategy.params()
-    written = publish_signals(site.store(), kept, params, prices.notice, site.subscribe_url, etf_backtest)
+    store = site.store()
+    if gap := _fund_pages_gap(store, kept["trade_date"].min().strftime("%Y-%m-%d")):
+        context.log.warning(gap)
+    written = publish_signals(store, kept, params, prices.notice, site.subscribe_url, etf_backtest, factors)
     days = kept["trade_date"].drop_duplicates()
     newest = backtest_summaries(etf_backtest[etf_backtest["trade_date"] == days.max()])
     del etf_backtest
@@ -257,6 +275,14 @@ def signal_report(
         "latest_report": dg.MetadataValue.md(f"```\n{_head(render_text(latest), REPORT_PREVIEW_LINES)}```"),
         "days_held_back": len(held_back),
     }
+    portfolio = store.get(fund_data_key(PORTFOLIO))
+    if portfolio is not None:
+        series = json.loads(portfolio)["series"]
+        png = equity_png(series["dates"], series["strategy_equity"], series["hold_equity"])
+        metadata["portfolio_equity"] = dg.MetadataValue.md(markdown_image(png, "portfolio equity"))
+    if len(days) == 1:
+        # A range run's metadata is copied to each of its days: its last day's numbers would plot wrongly.
+        metadata.update(_day_numbers(latest))
     if not held_back:
         # Every day of the run: one result, whose per-day records Dagster writes in batches.
         yield dg.MaterializeResult(metadata=metadata)
@@ -264,6 +290,30 @@ def signal_report(
     metadata["held_back"] = dg.MetadataValue.json(held_back)
     for day in days.dt.strftime("%Y-%m-%d"):
         yield dg.AssetMaterialization(asset_key=context.asset_key, partition=day, metadata=metadata)
+
+
+def _fund_pages_gap(store, first_day: str) -> str | None:
+    """What to run when days were published before the site had fund pages: the pages hold only the days
+    published since, until those days are published again (the same bytes for every report)."""
+    before = [d for d in published_days(store) if d < first_day]
+    if not before or store.keys("funds/"):
+        return None
+    command = backfill_command(REPORT_ASSET, [(before[0], before[-1])], upstream=False)
+    return (
+        f"The fund pages start with this run: the {len(before)} days published before {first_day} (from a "
+        f"version without fund pages) are not in them. To add them, publish those days again: {command}"
+    )
+
+
+def _day_numbers(report: dict) -> dict[str, float]:
+    """A day's counts of BUY and SELL and the portfolio's returns, which the UI plots over days."""
+    states = [entry["state"] for entry in report["signals"]]
+    numbers = {"buy_count": states.count(State.BUY), "sell_count": states.count(State.SELL)}
+    if report.get("backtest"):
+        portfolio = report["backtest"]["portfolio"]
+        numbers["portfolio_strategy_return"] = portfolio["strategy"]["total_return"]
+        numbers["portfolio_buy_and_hold_return"] = portfolio["buy_and_hold"]["total_return"]
+    return numbers
 
 
 signal_assets = [etf_daily_prices, etf_indicators, trade_signals, signal_report]

@@ -1,6 +1,7 @@
 """The daily job, its schedule, and the notification job with the sensor that starts it."""
 
 import datetime as dt
+import json
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -20,8 +21,10 @@ from alchemy_pipeline.defs.partitions import (
 from alchemy_pipeline.defs.resources import NotifierResource, SiteResource, TradingCalendarResource
 from alchemy_pipeline.defs.trading_days import trading_days_partitions
 from alchemy_pipeline.domain import calendar
+from alchemy_pipeline.domain.fund_pages import fund_page_key
 from alchemy_pipeline.domain.notify import build_message, choose_day_to_notify, must_send
 from alchemy_pipeline.domain.publish import report_key
+from alchemy_pipeline.domain.report import render_text
 
 daily_signals_job = dg.define_asset_job(
     name="daily_signals_job",
@@ -47,7 +50,10 @@ def scheduled_requests(
 
 
 @dg.op(
-    description="Sends the day's published text report, with the link to its page, to subscribers.",
+    description=(
+        "Sends the day's published report to subscribers as text: each BUY and SELL fund with the link to its "
+        "page, the portfolio's backtest line, and the link to the day's page."
+    ),
     # SNS hiccups are retried; a retry re-reads the durable record first, so it never sends twice.
     retry_policy=dg.RetryPolicy(max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
 )
@@ -61,10 +67,11 @@ def send_signal_notification(
     if not must_send(record):
         context.log.info(f"{day} was already notified ({record['message_id']}); nothing sent")
         return dg.Output(None, metadata={"sent": False, "message_id": record["message_id"]})
-    text = site.store().get(report_key(day, ".txt"))
-    if text is None:
+    published = site.store().get(report_key(day, ".json"))
+    if published is None:
         raise dg.Failure(description=f"No published report for {day}: nothing to notify")
-    message = build_message(day, text.decode("utf-8"), site.page_url(day))
+    text = render_text(json.loads(published), fund_url=lambda code: site.url(fund_page_key(code)))
+    message = build_message(day, text, site.page_url(day))
     record, sent = outbox.send(message)
     return dg.Output(
         None,

@@ -1,0 +1,281 @@
+"""Each fund's page (``funds/<ts_code>.html``) and its charts' data (``funds/<ts_code>.json``), and the same
+for the backtest's equal-weight portfolio (``funds/PORTFOLIO.*``, equity only).
+
+A fund's data is its published days as columns: each day's close, adjustment factor, averages, state and %
+change as its report published them, and the backtest's equity of both sleeves as a growth of 1. A run
+merges its days into the stored data (its days replace the same days), so a page is rendered once per run
+whatever the run's length, and holds exactly the days published.
+"""
+
+from __future__ import annotations
+
+import bisect
+import html
+import json
+
+import pandas as pd
+
+from alchemy_pipeline.domain.backtest import PORTFOLIO, PORTFOLIO_NAME
+from alchemy_pipeline.domain.report import EXECUTION_LABELS, STATE_LABELS, date_texts, rounded, texts
+from alchemy_pipeline.domain.site import CHARTS_LIBRARY, page_html
+from alchemy_pipeline.domain.strategy import State
+
+PRICE_SERIES = ["close", "factor", "ma_short", "ma_long", "state", "pct"]
+EQUITY_SERIES = ["strategy_equity", "hold_equity"]
+EQUITY_DIGITS = 6
+
+
+def _equity(total_return: pd.Series) -> list[float | None]:
+    return rounded(1 + total_return.astype(float), EQUITY_DIGITS)
+
+
+def run_series(
+    signals: pd.DataFrame, factors: pd.DataFrame | None = None, figures: pd.DataFrame | None = None
+) -> dict[str, dict]:
+    """The new days of every fund's data (and the portfolio's, from the backtest's ``figures``), by code:
+    ``{"name", "series": {"dates", <series>: [...]}}``, from a run's published signals, the prices'
+    adjustment factors and the backtest's figures of those days."""
+    keys = ["ts_code", "trade_date"]
+    frame = signals[[*keys, "name", "state", "close", "ma_short", "ma_long", "pct"]]
+    frame = frame.merge(factors[[*keys, "adj_factor"]], on=keys, how="left") if factors is not None else frame
+    equity = None
+    if figures is not None:
+        equity = figures[[*keys, "strategy_total_return", "buy_and_hold_total_return"]]
+        equity = equity[equity["trade_date"].isin(frame["trade_date"].unique())]
+        frame = frame.merge(equity, on=keys, how="left")
+    by_fund = {}
+    for code, rows in frame.sort_values(keys, kind="stable").groupby("ts_code", sort=False):
+        series = {
+            "dates": date_texts(rows["trade_date"]),
+            "close": rounded(rows["close"], 3),
+            "factor": rounded(rows["adj_factor"], 6) if "adj_factor" in rows else [None] * len(rows),
+            "ma_short": rounded(rows["ma_short"], 3),
+            "ma_long": rounded(rows["ma_long"], 3),
+            "state": texts(rows["state"]),
+            "pct": rounded(rows["pct"], 2),
+        }
+        if equity is not None:
+            series["strategy_equity"] = _equity(rows["strategy_total_return"])
+            series["hold_equity"] = _equity(rows["buy_and_hold_total_return"])
+        by_fund[code] = {"name": rows["name"].iloc[-1], "series": series}
+    if equity is not None and (portfolio := equity[equity["ts_code"] == PORTFOLIO]).size:
+        portfolio = portfolio.sort_values("trade_date")
+        by_fund[PORTFOLIO] = {
+            "name": PORTFOLIO_NAME,
+            "series": {
+                "dates": date_texts(portfolio["trade_date"]),
+                "strategy_equity": _equity(portfolio["strategy_total_return"]),
+                "hold_equity": _equity(portfolio["buy_and_hold_total_return"]),
+            },
+        }
+    return by_fund
+
+
+def merge_series(stored: dict | None, new: dict) -> dict:
+    """The stored days with ``new``'s days (consecutive published days) added, a day in both taken from
+    ``new``, in date order. Only the stored days within ``new``'s span are looked at one by one: a daily run
+    adds a day to a decade."""
+    columns = [c for c in new if c != "dates"]
+    if not stored:
+        return {"dates": list(new["dates"]), **{c: list(new[c]) for c in columns}}
+    dates = stored["dates"]
+    kept = {c: stored.get(c, [None] * len(dates)) for c in columns}
+    lo, hi = bisect.bisect_left(dates, new["dates"][0]), bisect.bisect_right(dates, new["dates"][-1])
+    # A stored day inside the span that the run did not publish (held back this time) stays.
+    rows = {dates[i]: [kept[c][i] for c in columns] for i in range(lo, hi)}
+    rows.update((day, [new[c][i] for c in columns]) for i, day in enumerate(new["dates"]))
+    span = sorted(rows)
+    merged = {"dates": dates[:lo] + span + dates[hi:]}
+    for k, c in enumerate(columns):
+        merged[c] = kept[c][:lo] + [rows[d][k] for d in span] + kept[c][hi:]
+    return merged
+
+
+def fund_document(code: str, name: str, series: dict, strategy: dict, backtest: dict | None, trades: list) -> dict:
+    """A fund's published data: its series, and the backtest's figures as of its last day when ``backtest``
+    (that day's published backtest document) is given."""
+    as_of = series["dates"][-1]
+    figures = None
+    if backtest is not None and backtest["as_of"] == as_of:
+        if code == PORTFOLIO:
+            figures = backtest["portfolio"]
+        else:
+            figures = next((f for f in backtest["funds"] if f["ts_code"] == code), None)
+    terms = {"start": backtest["start"], **backtest["settings"]} if figures is not None else None
+    return {
+        "ts_code": code,
+        "name": name,
+        "as_of": as_of,
+        "strategy": strategy,
+        "backtest": terms,
+        "figures": figures,
+        "trades": trades,
+        "series": series,
+    }
+
+
+def document_bytes(document: dict) -> bytes:
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def crosses(series: dict) -> list[dict]:
+    """Every BUY and SELL day, newest first, with the regime it started: its last day, its length in
+    trading days and its % change as the report of its last day published it."""
+    states = series["state"]
+    starts = [i for i, state in enumerate(states) if state in (State.BUY, State.SELL)]
+    regimes = []
+    for k, i in enumerate(starts):
+        end = (starts[k + 1] if k + 1 < len(starts) else len(states)) - 1
+        # The regime's last report: a day without data in it (a suspension) has no % change.
+        last = max((j for j in range(i + 1, end + 1) if states[j] in (State.HOLD, State.EMPTY)), default=i)
+        regimes.append(
+            {
+                "day": series["dates"][i],
+                "state": states[i],
+                "close": series["close"][i],
+                "last_day": series["dates"][last],
+                "days": last - i + 1,
+                "pct": series["pct"][last] if last > i else 0.0,
+            }
+        )
+    return regimes[::-1]
+
+
+FRACTIONS = {"total_return", "cagr", "max_drawdown", "volatility", "win_rate", "exposure"}
+METRIC_LABELS = {
+    "total_return": "累计收益",
+    "cagr": "年化收益",
+    "max_drawdown": "最大回撤",
+    "max_drawdown_peak": "回撤起点",
+    "max_drawdown_trough": "回撤低点",
+    "volatility": "年化波动",
+    "sharpe": "夏普比率",
+    "calmar": "卡玛比率",
+    "trades": "交易次数",
+    "win_rate": "胜率",
+    "exposure": "持仓时间占比",
+    "fees": "费用(元)",
+}
+
+
+def _value(metric: str, value, digits: int = 2) -> str:
+    """A figure as the tables show it: fractions as %, prices (``digits`` 3) as published."""
+    if value is None:
+        return "-"
+    if metric in FRACTIONS:
+        return f"{value * 100:.2f}%"
+    if isinstance(value, str):
+        return value
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _table(css: str, headers: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{h}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f'<div class="scroll"><table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _metrics(figures: dict) -> str:
+    strategy, hold = figures["strategy"] or {}, figures["buy_and_hold"] or {}
+    rows = [
+        [METRIC_LABELS[m], _value(m, strategy.get(m)), _value(m, hold.get(m)) if m in hold else ""]
+        for m in METRIC_LABELS
+        if m in strategy or m in hold
+    ]
+    return _table("metrics", ["指标", "策略", "买入持有"], rows)
+
+
+def _trades(trades: list[dict]) -> str:
+    rows = [
+        [
+            t["signal_day"],
+            t["entry_day"],
+            _value("", t["entry_price"], 3),
+            t["exit_signal_day"] or "-",
+            t["exit_day"] or "持有中",
+            _value("", t["exit_price"], 3),
+            str(t["shares"]),
+            _value("", t["fees"]),
+            f'<span class="{"up" if (t["return"] or 0) > 0 else "down"}">{_value("total_return", t["return"])}</span>',
+        ]
+        for t in reversed(trades)
+    ]
+    headers = ["买入信号", "买入日", "买入价", "卖出信号", "卖出日", "卖出价", "份额", "费用", "收益率"]
+    return _table("trades", headers, rows) if rows else "<p>回测期内没有交易。</p>"
+
+
+def _crosses(series: dict) -> str:
+    rows = [
+        [
+            r["day"],
+            f'<span class="state {r["state"]}">{STATE_LABELS[State(r["state"])]}</span>',
+            _value("", r["close"], 3),
+            r["last_day"],
+            str(r["days"]),
+            _value("", r["pct"]) + "%",
+        ]
+        for r in crosses(series)
+    ]
+    headers = ["信号日", "信号", "收盘", "至", "交易日数", "区间涨跌"]
+    return _table("crosses", headers, rows) if rows else "<p>已发布的交易日里没有出现交叉。</p>"
+
+
+def _embedded(data: bytes) -> str:
+    # "</" would end the script element early: JSON allows it escaped.
+    text = data.decode("utf-8").replace("</", "<\\/")
+    return f'<script type="application/json" id="fund-data">{text}</script>'
+
+
+RANGES = '<p class="ranges">' + "".join(
+    f'<button type="button" data-years="{years}" hidden>{label}</button>'
+    for years, label in ((1, "近1年"), (3, "近3年"), (0, "全部"))
+)
+NO_SCRIPT = "<noscript><p>图表需要 JavaScript; 下方表格不需要。</p></noscript>"
+
+
+def render_fund_page(document: dict, data: bytes) -> str:
+    """A fund's page: the price with its averages and every cross, the strategy's equity against holding and
+    their drawdowns, the backtest's figures and trades, and the signal history; the portfolio's page has
+    the equity and figures only. ``data`` is the document as published (``document_bytes``), which the page
+    carries for its charts: they draw from a page opened from disk too, where a browser fetches nothing."""
+    series, code = document["series"], document["ts_code"]
+    portfolio = code == PORTFOLIO
+    title = f"{PORTFOLIO_NAME}回测" if portfolio else f"{document['name']}({code})"
+    parts = [f"<h1>{html.escape(title)}</h1>", f'<p class="meta">数据截至 {document["as_of"]}</p>']
+    if not portfolio:
+        state = State(series["state"][-1])
+        strategy = document["strategy"]
+        parts.append(
+            f'<p>最新: <span class="state {state}">{STATE_LABELS[state]}</span> '
+            f"收盘 {_value('', series['close'][-1], 3)}"
+            f" · 图中价格与{strategy['short']}日、{strategy['long']}日均线均按最新复权因子前复权; "
+            '<span class="up">▲买</span> <span class="down">▼卖</span> 为信号日。</p>'
+        )
+        parts += ["<h2>价格与均线</h2>", RANGES + "</p>", NO_SCRIPT, '<div id="price-chart" class="chart"></div>']
+    if "strategy_equity" in series:
+        parts += [
+            "<h2>策略净值与买入持有 (下方: 回撤)</h2>",
+            *([RANGES + "</p>", NO_SCRIPT] if portfolio else []),
+            '<div id="equity-chart" class="chart tall"></div>',
+        ]
+    terms = document["backtest"]
+    if document["figures"] is not None:
+        parts.append(
+            f"<h2>回测指标</h2><p>自{terms['start']}起, {EXECUTION_LABELS[terms['execution']]}, "
+            f"佣金{terms['commission']:.4%} (最低{terms['min_commission']:g}元), 滑点{terms['slippage_bps']:g}个基点, "
+            f"每只基金{terms['cash']:,.0f}元; "
+            '<a href="../rules.html#backtest">假设与成本</a></p>'
+        )
+        parts.append(_metrics(document["figures"]))
+    if not portfolio:
+        parts += ["<h2>回测交易</h2>", _trades(document["trades"]), "<h2>信号历史</h2>", _crosses(series)]
+    parts.append(_embedded(data))
+    return page_html(title, "\n".join(parts), "../", (CHARTS_LIBRARY, "site.js"))
+
+
+def fund_data_key(code: str) -> str:
+    return f"funds/{code}.json"
+
+
+def fund_page_key(code: str) -> str:
+    return f"funds/{code}.html"

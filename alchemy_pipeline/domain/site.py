@@ -1,0 +1,339 @@
+"""The published site's pages: each day's page and the front page (a sortable table of every fund), the
+history, the rules, and one page per fund with its charts' data.
+
+Pages are plain HTML that reads well with JavaScript off; ``static/site.js`` sorts the tables, shows when a
+page was published (the file's own Last-Modified time, so that re-running a day rewrites identical bytes)
+and draws the charts with TradingView's Lightweight Charts, served from the site itself.
+"""
+
+from __future__ import annotations
+
+import bisect
+import html
+import json
+from importlib import resources
+
+from alchemy_pipeline.domain.backtest import PORTFOLIO, PORTFOLIO_NAME
+from alchemy_pipeline.domain.report import (
+    EXECUTION_LABELS,
+    STATE_LABELS,
+    backtest_line,
+    render_text,
+    report_json,
+    report_sections,
+)
+from alchemy_pipeline.domain.strategy import State
+
+CHARTS_LIBRARY = "lightweight-charts.standalone.production.js"
+# Served from the site itself, with the library's licence and notice (Apache-2.0).
+STATIC_FILES = [CHARTS_LIBRARY, "lightweight-charts.LICENSE.txt", "site.js"]
+STATE_ORDER = [State.BUY, State.SELL, State.HOLD, State.EMPTY, State.INSUFFICIENT_HISTORY, State.NO_DATA]
+
+_STYLE = """
+:root{--up:#c8102e;--down:#0a7d32;--muted:#59636e;--line:#d8dee4}
+*{box-sizing:border-box}
+body{font-family:-apple-system,"PingFang SC","Noto Sans CJK SC","WenQuanYi Micro Hei","Microsoft YaHei",sans-serif;
+margin:0 auto;padding:1rem;max-width:64rem;color:#1b1f24;background:#fff;line-height:1.5}
+h1{font-size:1.3rem;margin:.5rem 0}h2{font-size:1.1rem;margin-top:1.5rem;border-bottom:1px solid var(--line)}
+nav.site{display:flex;flex-wrap:wrap;gap:.4rem 1rem;font-size:.95rem;border-bottom:1px solid var(--line);
+padding-bottom:.4rem}
+.meta{color:var(--muted);font-size:.9rem}.pager{display:flex;justify-content:space-between;gap:1rem}
+.notice{background:#fff3cd;border:1px solid #e0c36a;padding:.5rem;border-radius:4px;font-weight:bold}
+.scroll{overflow-x:auto;max-width:100%}
+table{border-collapse:collapse;width:100%;font-size:.9rem;font-variant-numeric:tabular-nums}
+td,th{padding:.3rem .4rem;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
+td:first-child,th:first-child,td.names{text-align:left;white-space:normal}
+th button{font:inherit;font-weight:bold;background:none;border:0;padding:0;cursor:pointer;color:inherit}
+th[aria-sort=ascending] button::after{content:" ▲"}th[aria-sort=descending] button::after{content:" ▼"}
+.code{color:var(--muted);font-size:.8rem;display:block}
+.BUY{color:#fff;background:var(--up)}.SELL{color:#fff;background:var(--down)}.HOLD{color:var(--up)}
+.EMPTY{color:var(--down)}.NO_DATA,.INSUFFICIENT_HISTORY{color:var(--muted)}
+.state{display:inline-block;padding:0 .35rem;border-radius:3px}
+.up{color:var(--up)}.down{color:var(--down)}
+.chart{height:22rem;margin:.5rem 0}.chart.tall{height:28rem}
+.ranges button{margin-right:.3rem}
+form{display:flex;flex-wrap:wrap;gap:.5rem;align-items:center}input[type=email]{flex:1 1 12rem;padding:.5rem;
+font-size:1rem}button{padding:.3rem .8rem;font-size:1rem}
+#subscribe-status[data-state=ok]{color:#0a7d32}#subscribe-status[data-state=error]{color:#b00020}
+footer{margin-top:2rem;font-size:.8rem;color:var(--muted)}
+@media (max-width:40rem){body{padding:.5rem}table{font-size:.78rem}td,th{padding:.25rem}.wide{display:none}}
+"""
+_DISCLAIMER = "本站信号由公开规则机械生成, 仅供研究参考, 不构成投资建议。过往表现不代表未来收益。"
+
+
+def static_files() -> dict[str, bytes]:
+    """The site's static files (``static/<name>``) as shipped in this package."""
+    folder = resources.files("alchemy_pipeline") / "site_static"
+    return {name: (folder / name).read_bytes() for name in STATIC_FILES}
+
+
+def page_html(title: str, body: str, root: str, scripts: tuple[str, ...] = ("site.js",)) -> str:
+    """A page at ``root`` (the relative path back to the site's top, "" or "../"), with the site's links."""
+    nav = (
+        f'<nav class="site"><a href="{root}index.html">最新信号</a><a href="{root}history.html">历史</a>'
+        f'<a href="{root}funds/{PORTFOLIO}.html">组合回测</a><a href="{root}rules.html">规则与说明</a></nav>'
+    )
+    tags = "".join(f'<script src="{root}static/{name}" defer></script>' for name in scripts)
+    return (
+        '<!doctype html>\n<html lang="zh-CN">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n<link rel="icon" href="data:,">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>\n{tags}\n</head>\n<body>\n{nav}\n"
+        f'<main>{body}</main>\n<footer>{_DISCLAIMER} <a href="{root}rules.html#disclaimer">说明</a></footer>\n'
+        "</body>\n</html>\n"
+    )
+
+
+def _number(value, digits: int, suffix: str = "") -> tuple[str, str]:
+    """A cell's text and its sort key."""
+    if value is None:
+        return "-", ""
+    return f"{value:.{digits}f}{suffix}", repr(value)
+
+
+def _percent_cell(fraction) -> tuple[str, str]:
+    return ("-", "") if fraction is None else (f"{fraction * 100:.1f}%", repr(fraction))
+
+
+def _cell(text: str, key: str, css: str = "") -> str:
+    return f'<td{f" class={css!r}" if css else ""} data-v="{html.escape(key)}">{html.escape(text)}</td>'
+
+
+def _sign_class(value) -> str:
+    return "" if not value else ("up" if value > 0 else "down")
+
+
+def _annual(figures: dict | None) -> tuple[str, str]:
+    """A sleeve's rate a year, or under a year its return marked as not annualised."""
+    if figures is None:
+        return "-", ""
+    if figures["cagr"] is not None:
+        return _percent_cell(figures["cagr"])
+    text, key = _percent_cell(figures["total_return"])
+    return f"{text}(累计)", key
+
+
+def _header(columns: list[tuple[str, str, str]]) -> str:
+    return "".join(
+        f'<th{f" class={css!r}" if css else ""} data-sort="{kind}"><button type="button">{label}</button></th>'
+        for label, kind, css in columns
+    )
+
+
+SLEEVES = ("strategy", "buy_and_hold")
+TABLE_COLUMNS = [
+    ("基金", "text", ""),
+    ("状态", "number", ""),
+    ("收盘", "number", ""),
+    ("短均线", "number", "wide"),
+    ("长均线", "number", "wide"),
+    ("信号日", "text", "wide"),
+    ("天数", "number", ""),
+    ("涨跌", "number", ""),
+    ("策略年化", "number", ""),
+    ("持有年化", "number", ""),
+]
+
+
+def signal_table(report: dict, root: str) -> str:
+    """Every fund of the day in one table: its state, prices, the current signal and its backtest."""
+    backtest = {f["ts_code"]: f for f in (report.get("backtest") or {}).get("funds", [])}
+    rows = []
+    for entry in report["signals"]:
+        code, state = entry["ts_code"], entry["state"]
+        name = html.escape(entry["name"])
+        traded = backtest.get(code)
+        cells = [
+            f'<td data-v="{name}"><a href="{root}funds/{html.escape(code)}.html">{name}</a>'
+            f'<span class="code">{html.escape(code)}</span></td>',
+            f'<td data-v="{STATE_ORDER.index(State(state))}"><span class="state {state}">'
+            f"{STATE_LABELS[State(state)]}</span></td>",
+            _cell(*_number(entry["close"], 3)),
+            _cell(*_number(entry["ma_short"], 3), "wide"),
+            _cell(*_number(entry["ma_long"], 3), "wide"),
+            _cell(entry["since"] or "-", entry["since"] or "", "wide"),
+            _cell(*_number(entry["days"], 0)),
+            _cell(*_number(entry["pct"], 2, "%"), _sign_class(entry["pct"])),
+            *(
+                _cell(*_annual(traded and traded[s]), _sign_class(traded and traded[s]["total_return"]))
+                for s in SLEEVES
+            ),
+        ]
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    return (
+        f'<div class="scroll"><table class="sortable signals"><thead><tr>{_header(TABLE_COLUMNS)}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def _day_summary(report: dict, root: str) -> str:
+    """The day's notice, its counts and the portfolio's backtest line above the table."""
+    params = report["strategy"]
+    counts = {state: 0 for state in STATE_ORDER}
+    for entry in report["signals"]:
+        counts[State(entry["state"])] += 1
+    parts = []
+    if report.get("notice"):
+        parts.append(f'<p class="notice" role="alert">{html.escape(report["notice"])}</p>')
+    parts.append(
+        f"<p>{params['short']}日与{params['long']}日简单均线, 前复权收盘价: "
+        + ", ".join(f"{STATE_LABELS[s]} {counts[s]}" for s in STATE_ORDER if counts[s])
+        + "。点击表头排序。</p>"
+    )
+    if report.get("backtest"):
+        summary = report["backtest"]
+        line = backtest_line(PORTFOLIO_NAME, summary["portfolio"])
+        parts.append(
+            f"<p>回测(自{summary['start']}起, {EXECUTION_LABELS[summary['execution']]}, 扣除佣金) "
+            f'<a href="{root}funds/{PORTFOLIO}.html">{html.escape(line)}</a></p>'
+        )
+    return "\n".join(parts)
+
+
+def _neighbours(day: str, days: list[str]) -> tuple[str | None, str | None]:
+    """The published days before and after ``day`` in ``days`` (sorted)."""
+    i = bisect.bisect_left(days, day)
+    after = i + 1 if i < len(days) and days[i] == day else i
+    return (days[i - 1] if i > 0 else None), (days[after] if after < len(days) else None)
+
+
+def _dated(day: str) -> str:
+    return f'<p class="meta">数据日期 {day} · <span data-published>发布时间见页面文件</span></p>'
+
+
+def render_day_page(report: dict, days: list[str]) -> str:
+    """A day's page (``reports/YYYY-MM-DD.html``), with links to the published days around it in ``days``."""
+    day = report["trade_date"]
+    before, after = _neighbours(day, days)
+    pager = (
+        '<p class="pager">'
+        + (f'<a rel="prev" href="{before}.html">← {before}</a>' if before else "<span></span>")
+        + (f'<a rel="next" href="{after}.html">{after} →</a>' if after else "<span></span>")
+        + "</p>"
+    )
+    title = f"双均线策略交易信号 {day}"
+    body = f"<h1>{title}</h1>{_dated(day)}{pager}\n{_day_summary(report, '../')}\n{signal_table(report, '../')}"
+    return page_html(title, body, "../")
+
+
+def render_files(report: dict, days: list[str]) -> dict[str, bytes]:
+    """A day's published files by suffix: text, page and JSON (the JSON last: it marks the day as
+    published), each fund's line formatted once."""
+    return {
+        ".txt": render_text(report, report_sections(report)).encode("utf-8"),
+        ".html": render_day_page(report, days).encode("utf-8"),
+        ".json": report_json(report),
+    }
+
+
+_SUBSCRIBE_FORM = """<section aria-labelledby="subscribe-title"><h2 id="subscribe-title">邮件订阅</h2>
+<form id="subscribe-form" action="{url}" method="post"><label for="subscribe-email">电子邮箱</label>
+<input id="subscribe-email" name="email" type="email" required maxlength="254" autocomplete="email"
+placeholder="name@example.com"> <button type="submit">订阅</button></form>
+<p id="subscribe-status" role="status" aria-live="polite"></p>
+<p>每个交易日收盘后发送一封邮件; 订阅后请点击确认邮件中的链接。</p></section>"""
+_SUBSCRIBE_OFF = """<section aria-labelledby="subscribe-title"><h2 id="subscribe-title">邮件订阅</h2>
+<p id="subscribe-off">本站未配置订阅接口。部署到 AWS 时 (ALCHEMY_ENV=aws), 将 ALCHEMY_SUBSCRIBE_URL 设为订阅 API 的地址,
+此处即显示订阅表单; 见 README 的 Deploy 一节。</p></section>"""
+
+
+def render_index(latest: dict, days: list[str], subscribe_url: str | None = None) -> str:
+    """The front page: the newest day's table, and the subscribe form where a subscription endpoint exists
+    (otherwise how to enable it)."""
+    day = latest["trade_date"]
+    before, _ = _neighbours(day, days)
+    title = "双均线策略交易信号"
+    form = _SUBSCRIBE_FORM.format(url=html.escape(subscribe_url)) if subscribe_url else _SUBSCRIBE_OFF
+    body = (
+        f'<h1>{title}</h1><h2 id="latest">最新: <a href="reports/{day}.html">{day}</a></h2>{_dated(day)}'
+        + (f'<p class="pager"><a rel="prev" href="reports/{before}.html">← {before}</a></p>' if before else "")
+        + f"\n{_day_summary(latest, '')}\n{signal_table(latest, '')}\n{form}"
+        + f'\n<p><a href="history.html">全部 {len(days)} 个交易日的历史</a></p>'
+    )
+    return page_html(title, body, "")
+
+
+def history_entry(report: dict) -> dict:
+    """A day's line in the history: the funds that crossed that day."""
+    crossed = {State.BUY: [], State.SELL: []}
+    for entry in report["signals"]:
+        if entry["state"] in crossed:
+            crossed[State(entry["state"])].append({"ts_code": entry["ts_code"], "name": entry["name"]})
+    return {"trade_date": report["trade_date"], "buy": crossed[State.BUY], "sell": crossed[State.SELL]}
+
+
+def history_json(entries: list[dict]) -> bytes:
+    """``{"days": [...], "crosses": [...]}``, both newest first: every published day, and its crosses."""
+    ordered = sorted(entries, key=lambda e: e["trade_date"], reverse=True)
+    days = ",\n".join(f"    {json.dumps(e['trade_date'])}" for e in ordered)
+    crosses = ",\n".join(f"    {json.dumps(e, ensure_ascii=False)}" for e in ordered)
+    return f'{{\n  "days": [\n{days}\n  ],\n  "crosses": [\n{crosses}\n  ]\n}}\n'.encode()
+
+
+def _names(funds: list[dict], state: State) -> str:
+    return "、".join(
+        f'<a class="state {state}" href="funds/{html.escape(f["ts_code"])}.html">{html.escape(f["name"])}</a>'
+        for f in funds
+    )
+
+
+def render_history(entries: list[dict]) -> str:
+    """Every published day, newest first, with its counts of BUY and SELL and the funds that crossed."""
+    rows = "".join(
+        f'<tr><td><a href="reports/{e["trade_date"]}.html">{e["trade_date"]}</a></td>'
+        f'<td data-v="{len(e["buy"])}">{len(e["buy"])}</td><td data-v="{len(e["sell"])}">{len(e["sell"])}</td>'
+        f'<td class="names">{_names(e["buy"], State.BUY)} {_names(e["sell"], State.SELL)}</td></tr>'
+        for e in sorted(entries, key=lambda e: e["trade_date"], reverse=True)
+    )
+    columns = [("交易日", "text", ""), ("可买", "number", ""), ("可卖", "number", ""), ("发生交叉的基金", "text", "")]
+    body = (
+        f"<h1>历史信号</h1><p>{len(entries)} 个交易日, 最新在前。</p>"
+        f'<div class="scroll"><table class="sortable history"><thead><tr>{_header(columns)}</tr></thead>'
+        f"<tbody>{rows}</tbody></table></div>"
+    )
+    return page_html("历史信号", body, "")
+
+
+def render_rules(strategy: dict, backtest: dict | None) -> str:
+    """The rule, the data, the backtest's assumptions and costs (from ``backtest``, the newest published
+    backtest document, when there is one), the charts' credits and the disclaimer."""
+    short, long = strategy["short"], strategy["long"]
+    costs = "<p>尚未发布回测。</p>"
+    if backtest is not None:
+        terms = backtest["settings"]
+        costs = (
+            f"<ul><li>自 {backtest['start']} 起, 每只基金 {terms['cash']:,.0f} 元, 闲置现金不计利息; 等权组合为各基金的"
+            "资金之和, 晚上市的基金在上市前保持现金。</li>"
+            f"<li>成交: {EXECUTION_LABELS[terms['execution']]}; 停牌则顺延至下一根K线。只做多, 全仓进出, 回测开始时已"
+            "在进行的持仓不追入。</li>"
+            f"<li>成本: 佣金 {terms['commission']:.4%}, 每笔最低 {terms['min_commission']:g} 元, 无印花税; 滑点 "
+            f"{terms['slippage_bps']:g} 个基点, 对交易者不利; 每手 {terms['lot']} 份, 只买整手。</li>"
+            "<li>持仓按复权因子跟随拆分、合并与分红; 期末未平仓位按最后收盘价计值, 不计卖出费用。</li>"
+            "<li>买入持有: 在回测期内基金第一根K线的开盘买入并一直持有, 整手与费用相同。</li>"
+            "<li>不足一年不计算年化收益。</li></ul>"
+        )
+    body = f"""<h1>规则与说明</h1>
+<h2 id="rule">交易规则</h2>
+<p>每个交易日收盘后, 对每只基金取截至当日300个交易日的日线, 以当日复权因子前复权收盘价, 计算 {short} 日与 {long} 日简单
+移动平均 (TA-Lib SMA, 保留3位小数)。</p>
+<ul><li><span class="state BUY">可买</span> 金叉: 当日短均线高于长均线, 前一根K线短均线不高于长均线。</li>
+<li><span class="state SELL">可卖</span> 死叉: 当日短均线低于长均线, 前一根K线短均线不低于长均线。</li>
+<li><span class="state HOLD">持仓</span> / <span class="state EMPTY">空仓</span>:
+最近一次交叉为金叉 / 死叉; 两均线相等时沿用上次不相等时的状态。
+表中"信号日"为该次交叉的日期, "天数"为至今的自然日数, "涨跌"为信号日以来前复权收盘价的涨跌幅。</li>
+<li>无数据: 当日无行情 (停牌、未上市、退市) 或复权因子不可用; 数据不足: 上市不足 {long + 1} 根K线。</li></ul>
+<p>颜色按A股习惯: 红色为涨、买, 绿色为跌、卖。</p>
+<h2 id="data">数据来源</h2>
+<p>Tushare Pro 的基金日线 (fund_daily) 与复权因子 (fund_adj), 每个交易日 18:00 (北京时间) 后获取;
+交易日历为上海证券交易所日历 (exchange-calendars, 以 Tushare trade_cal 补充)。
+某日行情不合规则或缺数据的基金过多时, 当日报告暂缓发布。</p>
+<h2 id="backtest">回测的假设与成本</h2>
+{costs}
+<p>回测只使用已发布的信号, 某日的指标只读取当日及以前的数据。</p>
+<h2 id="charts">图表</h2>
+<p>图表由 <a href="https://www.tradingview.com/">TradingView</a> 的 Lightweight Charts™ 绘制 (Apache-2.0,
+<a href="static/lightweight-charts.LICENSE.txt">许可与声明</a>), 由本站提供, 不加载第三方资源。
+关闭 JavaScript 时表格照常可读。</p>
+<h2 id="disclaimer">免责声明</h2>
+<p>{_DISCLAIMER} 数据可能有误或延迟;
+回测忽略了冲击成本、申赎与税费等, 实际交易结果会不同。请独立判断并自行承担风险。</p>"""
+    return page_html("规则与说明", body, "")

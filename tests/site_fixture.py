@@ -1,0 +1,65 @@
+"""A small published site made the way the pipeline makes it, from the demo's synthetic prices: the signals
+(strategy_fast), the backtest and its documents, then the reports and pages, in two runs (a range, then the
+next day) as the daily schedule would publish them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+
+from alchemy_pipeline.domain.backtest import BacktestSettings, FigureTable, backtest_document, run_backtest
+from alchemy_pipeline.domain.demo_prices import _fund_series
+from alchemy_pipeline.domain.publish import publish_backtests, publish_signals
+from alchemy_pipeline.domain.report import STRATEGY_NAME
+from alchemy_pipeline.domain.storage import LocalBlobStore
+from alchemy_pipeline.domain.strategy import StrategyParams
+from alchemy_pipeline.domain.strategy_fast import classify, compute_indicators
+
+FUNDS = pd.DataFrame(
+    {"ts_code": ["510300.SH", "159915.SZ", "512880.SH"], "name": ["沪深300ETF", "创业板ETF", "证券ETF"]}
+)
+PARAMS = StrategyParams()
+
+
+def demo_prices(codes) -> pd.DataFrame:
+    prices = pd.concat([_fund_series(code) for code in codes], ignore_index=True)
+    prices["trade_date"] = pd.to_datetime(prices["trade_date"])
+    return prices
+
+
+def publish_run(store, prices, universe, days: list[dt.date], start: dt.date, subscribe_url=None) -> pd.DataFrame:
+    """One run of the pipeline's steps over ``days`` (the backtest from ``start``): what signal_report and
+    etf_backtest publish. Returns the run's signals."""
+    sessions = sorted(d.date() for d in prices["trade_date"].unique() if d.date() <= days[-1])
+    everything = [d for d in sessions if d >= start]
+    indicators = compute_indicators(prices, sessions, everything, PARAMS)
+    history = classify(indicators, universe, everything, PARAMS)
+    backtest = run_backtest(prices, history, universe, BacktestSettings(start=start), days[-1])
+    table = FigureTable()
+    strategy = {"name": STRATEGY_NAME, "short": PARAMS.short, "long": PARAMS.long}
+    documents = [backtest_document(backtest, day, strategy) for day in days]
+    for document in documents:
+        table.add(document)
+    publish_backtests(store, documents, {fund.ts_code: fund.trades_json() for fund in backtest.funds})
+    signals = history[history["trade_date"].dt.date.isin(days)].reset_index(drop=True)
+    publish_signals(store, signals, PARAMS, None, subscribe_url, table.frame(), prices)
+    return signals
+
+
+def publish_demo_site(
+    root: Path, days: int = 300, subscribe_url: str | None = None, day_by_day: bool = True
+) -> pd.DataFrame:
+    """``days`` trading days of 3 funds to 2024-06-28, the backtest from the first; published as a range then
+    the last day (or, not ``day_by_day``, as one range). Returns every published signal."""
+    prices = demo_prices(FUNDS["ts_code"])
+    sessions = sorted(d.date() for d in prices["trade_date"].unique())
+    last = sessions.index(dt.date(2024, 6, 28))
+    run = sessions[last - days + 1 : last + 1]
+    store = LocalBlobStore(root)
+    if not day_by_day:
+        return publish_run(store, prices, FUNDS, run, run[0], subscribe_url)
+    first = publish_run(store, prices, FUNDS, run[:-1], run[0], subscribe_url)
+    second = publish_run(store, prices, FUNDS, run[-1:], run[0], subscribe_url)
+    return pd.concat([first, second], ignore_index=True)
