@@ -11,7 +11,7 @@ import pandas as pd
 
 from alchemy_pipeline.domain.backtest import BacktestSettings, FigureTable, backtest_document, run_backtest
 from alchemy_pipeline.domain.demo_prices import _fund_series
-from alchemy_pipeline.domain.publish import publish_backtests, publish_signals
+from alchemy_pipeline.domain.publish import publish_backtests, publish_signals, published_days
 from alchemy_pipeline.domain.report import STRATEGY_NAME
 from alchemy_pipeline.domain.storage import LocalBlobStore
 from alchemy_pipeline.domain.strategy import StrategyParams
@@ -42,7 +42,11 @@ def publish_run(store, prices, universe, days: list[dt.date], start: dt.date, su
     documents = [backtest_document(backtest, day, strategy) for day in days]
     for document in documents:
         table.add(document)
-    publish_backtests(store, documents, {fund.ts_code: fund.trades_json() for fund in backtest.funds})
+    # As etf_backtest does: the trades only from a run that reaches the newest published day.
+    newest = published_days(store)
+    reaches_newest = not newest or days[-1].isoformat() >= newest[-1]
+    trades = {fund.ts_code: fund.trades_json() for fund in backtest.funds} if reaches_newest else None
+    publish_backtests(store, documents, trades)
     signals = history[history["trade_date"].dt.date.isin(days)].reset_index(drop=True)
     publish_signals(store, signals, PARAMS, None, subscribe_url, table.frame(), prices)
     return signals

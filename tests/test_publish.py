@@ -14,7 +14,7 @@ from alchemy_pipeline.domain.report import REPORT_BATCH_DAYS, render_text
 from alchemy_pipeline.domain.storage import LocalBlobStore
 from alchemy_pipeline.domain.strategy import State, StrategyParams
 from tests.site_fixture import FUNDS as DEMO_FUNDS
-from tests.site_fixture import publish_demo_site
+from tests.site_fixture import demo_prices, publish_demo_site, publish_run
 
 FUNDS_OF_DEMO = list(DEMO_FUNDS["ts_code"])
 
@@ -118,6 +118,14 @@ def test_a_site_published_day_by_day_is_the_site_published_at_once(tmp_path):
     daily, at_once = published(tmp_path / "daily"), published(tmp_path / "range")
     assert daily.keys() == at_once.keys()
     assert [k for k in daily if daily[k] != at_once[k]] == []
+    # Re-publishing past days (an analyst's backfill) rewrites every file as it was.
+    signals = publish_demo_site(tmp_path / "again", 60)
+    before = published(tmp_path / "again")
+    days = sorted(d.date() for d in signals["trade_date"].unique())
+    prices = demo_prices(DEMO_FUNDS["ts_code"])
+    publish_run(LocalBlobStore(tmp_path / "again"), prices, DEMO_FUNDS, days[10:20], days[0])
+    after = published(tmp_path / "again")
+    assert [k for k in before.keys() | after.keys() if before.get(k) != after.get(k)] == []
 
 
 def test_the_history_of_a_site_published_before_it_kept_crosses_is_rebuilt_from_its_reports(tmp_path):

@@ -10,6 +10,7 @@ are refreshed after every day's files are written.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from collections.abc import Iterable
@@ -155,16 +156,18 @@ def _relink_neighbours(store: BlobStore, run_days: list[str], days: list[str]) -
 def publish_fund_pages(store: BlobStore, new_days: dict[str, dict], strategy: dict) -> list[str]:
     """Adds each fund's new days (``run_series``) to its stored data and re-renders its page, with the
     backtest's figures of its last day and its trades as the backtest published them."""
-    if not new_days:
-        return []
-    as_of = max(fund["series"]["dates"][-1] for fund in new_days.values())
-    stored_backtest = store.get(backtest_key(as_of))
-    backtest = json.loads(stored_backtest) if stored_backtest is not None else None
+
+    @functools.cache
+    def backtest_as_of(day: str) -> dict | None:
+        # The pages' last day, the newest published: a run of past days leaves it as it was.
+        stored = store.get(backtest_key(day))
+        return json.loads(stored) if stored is not None else None
 
     def publish(code: str) -> list[str]:
         stored = store.get(fund_data_key(code))
         series = merge_series(json.loads(stored)["series"] if stored else None, new_days[code]["series"])
         trades = store.get(trades_key(code))
+        backtest = backtest_as_of(series["dates"][-1])
         document = fund_document(
             code, new_days[code]["name"], series, strategy, backtest, json.loads(trades) if trades else []
         )
