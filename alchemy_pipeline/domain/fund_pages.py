@@ -20,8 +20,6 @@ from alchemy_pipeline.domain.report import EXECUTION_LABELS, STATE_LABELS, date_
 from alchemy_pipeline.domain.site import CHARTS_LIBRARY, page_html
 from alchemy_pipeline.domain.strategy import State
 
-PRICE_SERIES = ["close", "factor", "ma_short", "ma_long", "state", "pct"]
-EQUITY_SERIES = ["strategy_equity", "hold_equity"]
 EQUITY_DIGITS = 6
 
 
