@@ -6,6 +6,7 @@ Loading it reads the settings and this machine's trading calendar, and makes no 
 import dagster as dg
 
 from alchemy_pipeline.defs.backtest.assets import build_backtest_asset
+from alchemy_pipeline.defs.backtest.lab import build_sweep_asset
 from alchemy_pipeline.defs.calendar.assets import build_calendar_schedule, trading_calendar, trading_calendar_job
 from alchemy_pipeline.defs.resources import automation_runs_by_default, build_resources
 from alchemy_pipeline.defs.signals.assets import signal_assets
@@ -20,7 +21,12 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         running, settings.backtest_start
     )
     return dg.Definitions(
-        assets=[*signal_assets, build_backtest_asset(settings.backtest_start), trading_calendar],
+        assets=[
+            *signal_assets,
+            build_backtest_asset(settings.backtest_start),
+            build_sweep_asset(settings.backtest_start),
+            trading_calendar,
+        ],
         jobs=[daily_signals_job, notify_subscribers, trading_calendar_job],
         schedules=[daily_signals_schedule, build_calendar_schedule(running)],
         sensors=[notify_subscribers_sensor],

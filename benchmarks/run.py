@@ -467,6 +467,12 @@ def main() -> None:
 
         print("site: publishing the pages of the default universe over 10 years ...", flush=True)
         site_lines, site_rows = site_publishing()
+    lab_lines, lab_rows = [], []
+    if not args.only or "lab" in args.only:
+        from benchmarks.lab import lab_sweep
+
+        print("lab: the parameter sweep of the default grid, and vectorbt side by side ...", flush=True)
+        lab_lines, lab_rows = lab_sweep(args.repeat)
 
     lines = [
         "# Benchmark results",
@@ -501,11 +507,12 @@ def main() -> None:
     lines += ["", f"Import time of `alchemy_pipeline.definitions`: {import_time()} s. Machine speed probe (a fixed "
               f"pure-Python loop; lower is faster): {probes}.", "", "## Targets", "",
               "| target | measured | met |", "|---|---:|---|"]  # fmt: skip
-    for target, measured, met in [*targets(results, funds), *site_rows]:
+    for target, measured, met in [*targets(results, funds), *site_rows, *lab_rows]:
         lines.append(f"| {target} | {measured} | {'-' if met is None else 'yes' if met else 'NO'} |")
     if "scale" in results:
         lines += rate_limit_note(args.calls_per_minute)
     lines += site_lines
+    lines += lab_lines
     if not args.only or "backtest_growth" in args.only:
         print("backtest_growth: the backtest over more days and funds ...", flush=True)
         lines += backtest_growth()

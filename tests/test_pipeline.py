@@ -370,3 +370,58 @@ def test_sensor_notifies_the_newest_day_once(scenario):
     again = sensor.evaluate_tick(context)
     assert not again.run_requests
     assert "not newer" in again.skip_message
+
+
+SWEEP_GRID = {"short_from": 9, "short_to": 12, "long_from": 20, "long_to": 24}
+
+
+def test_an_analyst_sweeps_a_grid_from_run_config_and_sees_it_in_the_ui_and_on_the_site(scenario):
+    config = {**SWEEP_GRID, "start": "2024-01-02"}
+    result = (
+        scenario["defs"]
+        .resolve_implicit_global_asset_job_def()
+        .execute_in_process(
+            instance=scenario["instance"],
+            asset_selection=[dg.AssetKey("ma_sweep")],
+            run_config={"ops": {"ma_sweep": {"config": config}}},
+            raise_on_error=False,
+        )
+    )
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    metadata = result.asset_materializations_for_node("ma_sweep")[0].metadata
+    site = scenario["site"]
+    document = json.loads((site / "lab" / "latest" / "sweep.json").read_text("utf-8"))
+    # The period: the config's start to the latest published day (the default end), read from the stored prices.
+    assert (document["start"], document["end"]) == ("2024-01-02", NEXT_DAY)
+    assert [f["ts_code"] for f in document["funds"]] == list(FUNDS)
+    assert (site / "lab" / result.run_id / "sweep.json").read_bytes() == (site / "lab/latest/sweep.json").read_bytes()
+    standing = document["portfolio"]["standing"]
+    assert metadata["pairs"].value == len(document["portfolio"]["pairs"]) == 4 * 5
+    assert metadata["split_day"].value == document["split_day"]
+    assert metadata["production_out_of_sample_rank"].value == standing["production"]["out_of_sample_rank"]
+    assert metadata["robustness"].value == standing["robustness"]["share"]
+    assert metadata["page"].value == f"https://signals.example.com/lab/{result.run_id}/index.html"
+    image = re.fullmatch(r"!\[[^]]+\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", metadata["heatmap"].value)
+    assert base64.b64decode(image.group(1)).startswith(b"\x89PNG")
+    rules = (site / "rules.html").read_text("utf-8")
+    assert 'href="lab/latest/index.html"' in rules and f"{document['start']} 至 {document['end']}" in rules
+    assert "ma_sweep" in {key.to_user_string() for key in scenario["defs"].resolve_asset_graph().get_all_asset_keys()}
+    assert "ma_sweep" not in {
+        key.to_user_string()
+        for key in scenario["defs"].resolve_job_def("daily_signals_job").asset_layer.selected_asset_keys
+    }
+
+
+def test_a_sweep_with_a_bad_grid_fails_from_the_cli_naming_the_problem_and_writes_nothing(scenario, tmp_path):
+    env = {**os.environ, **scenario["env"], "ALCHEMY_PUBLISH_DIR": str(tmp_path / "site")}
+    env.pop("DAGSTER_HOME", None)
+    config = {"ops": {"ma_sweep": {"config": {**SWEEP_GRID, "short_from": 30, "short_to": 40}}}}
+    command = [
+        sys.executable, "-m", "dagster", "asset", "materialize", "-m", "alchemy_pipeline.definitions",
+        "--select", "ma_sweep", "--config-json", json.dumps(config),
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "no pair has short < long: the shorts run 30..40 and the longs 20..24" in done.stderr
+    assert "STEP_UP_FOR_RETRY" not in done.stderr
+    assert not (tmp_path / "site").exists()

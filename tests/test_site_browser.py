@@ -15,7 +15,11 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.site_fixture import publish_demo_site
+from alchemy_pipeline.domain import lab
+from alchemy_pipeline.domain.backtest import BacktestSettings
+from alchemy_pipeline.domain.publish import publish_sweep
+from alchemy_pipeline.domain.storage import LocalBlobStore
+from tests.site_fixture import FUNDS, demo_prices, publish_demo_site
 from tests.test_subscribe_lambda import load_lambda
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -25,6 +29,7 @@ SCREENSHOTS = Path(os.environ.get("ALCHEMY_SCREENSHOTS", Path(__file__).parent.p
 DAYS = 400
 LATEST = "2024-06-28"
 FUND = "510300.SH"
+SWEEP_GRID = lab.Grid(5, 15, 15, 30)
 
 
 def serve(handler_class) -> ThreadingHTTPServer:
@@ -78,6 +83,16 @@ def site(aws, tmp_path, monkeypatch):
     monkeypatch.setenv("ALLOWED_ORIGIN", origin)
     api = serve(lambda_adapter(load_lambda()))
     signals = publish_demo_site(tmp_path, DAYS, f"http://127.0.0.1:{api.server_address[1]}/subscribe")
+    # An analyst's sweep of the same funds, published into the same site.
+    start = signals["trade_date"].min().date()
+    sweep = lab.run_sweep(
+        demo_prices(FUNDS["ts_code"]),
+        FUNDS,
+        SWEEP_GRID,
+        BacktestSettings(start=start),
+        signals["trade_date"].max().date(),
+    )
+    publish_sweep(LocalBlobStore(tmp_path), sweep, "sweep-1")
     yield {"url": origin, "topic": topic, "dir": tmp_path, "signals": signals}
     files.shutdown()
     api.shutdown()
@@ -117,7 +132,7 @@ def test_every_page_fits_a_phone_draws_without_errors_and_asks_nothing_of_other_
     seen = watch(page, site["url"])
     day = site["signals"]["trade_date"].iloc[0].strftime("%Y-%m-%d")
     for path in ["index.html", f"reports/{day}.html", "history.html", "rules.html", f"funds/{FUND}.html",
-                 "funds/PORTFOLIO.html"]:  # fmt: skip
+                 "funds/PORTFOLIO.html", "lab/latest/index.html"]:  # fmt: skip
         page.goto(f"{site['url']}/{path}")
         page.wait_for_load_state("networkidle")
         width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
@@ -232,3 +247,35 @@ def test_pages_load_only_the_sites_own_scripts(site):
         for source in re.findall(r'src="([^"]+)"', page):
             assert not re.match(r"[a-z]+:|//", source), f"{path} loads {source} from elsewhere"
             assert (path.parent / source).resolve().is_file(), f"{path} loads {source}, which is not on the site"
+
+
+def test_the_rules_page_leads_to_the_sweeps_heatmaps_with_the_production_pair_marked(site, page):
+    seen = watch(page, site["url"])
+    page.goto(f"{site['url']}/rules.html")
+    page.locator("#lab ~ p a", has_text="参数实验室").click()
+    page.wait_for_load_state("networkidle")
+    assert page.url == f"{site['url']}/lab/latest/index.html"
+    heatmaps = page.locator("figure.heatmap svg")
+    assert heatmaps.count() == 2
+    pairs = len(SWEEP_GRID.pairs())
+    for i in range(2):
+        heatmap = heatmaps.nth(i)
+        assert heatmap.locator("rect:not(.production)").count() == pairs
+        marker = heatmap.locator("rect.production").bounding_box()
+        assert marker["width"] > 3 and marker["height"] > 3  # drawn, and big enough to see
+    document = json.loads((site["dir"] / "lab/latest/sweep.json").read_text("utf-8"))
+    production = next(p for p in document["portfolio"]["pairs"] if (p["short"], p["long"]) == (11, 22))
+    tooltip = page.locator("figure.heatmap svg").first.locator("title", has_text="11/22:").text_content()
+    assert tooltip == f"11/22: {production['out_of_sample']['sharpe']:.2f}"
+    # The standing, and each fund's row linking its page.
+    ranked = document["portfolio"]["standing"]["ranked"]["out_of_sample"]
+    rank = document["portfolio"]["standing"]["production"]["out_of_sample_rank"]
+    assert f"排名 第 {rank} / {ranked}" in page.locator("main").inner_text()
+    page.locator(f'a[href="../../funds/{FUND}.html"]').click()
+    page.wait_for_load_state("networkidle")
+    assert page.url == f"{site['url']}/funds/{FUND}.html"
+    assert seen == {"errors": [], "outside": []}
+    page.goto(f"{site['url']}/lab/latest/index.html")
+    shoot(page, "lab-phone.png")
+    page.set_viewport_size({"width": 1280, "height": 900})
+    shoot(page, "lab-desktop.png")

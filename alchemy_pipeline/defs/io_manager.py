@@ -134,16 +134,20 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             # Dagster seconds to resolve.
             span = dg.PartitionKeyRange(since, keys[-1])
             keys = context.asset_partitions_def.get_partition_keys_in_range(span) if since <= keys[-1] else []
-        store = self.store()
+        frame = self.read(asset_key, keys, context.definition_metadata.get("columns"))
+        context.log.info(f"{asset_key.to_user_string()}: {len(keys)} partitions read, {len(frame)} rows")
+        return frame
+
+    def read(self, asset_key: dg.AssetKey, keys: list[str], columns: list[str] | None = None) -> pd.DataFrame:
+        """The partitions ``keys`` of an asset as one frame (only ``columns``, when given); a
+        ``MissingPartitionsError`` naming the commands that make them if any is missing."""
         missing = self.missing_partitions(asset_key, keys)
         if missing:
             raise MissingPartitionsError(missing_message(asset_key.to_user_string(), missing, keys))
-        columns = context.definition_metadata.get("columns")  # an input may ask for some columns only
-        frame = self._read(store, asset_key, keys, columns)
+        frame = self._read(self.store(), asset_key, keys, columns)
         if frame.empty and columns:
             frame = pd.DataFrame(columns=columns)
         release_free_memory()  # the Arrow buffers, before the step computes
-        context.log.info(f"{asset_key.to_user_string()}: {len(keys)} partitions read, {len(frame)} rows")
         return frame
 
     def _read(self, store: BlobStore, asset_key: dg.AssetKey, keys: list[str], columns: list[str] | None):

@@ -2,7 +2,8 @@
 
 Layout: ``reports/YYYY-MM-DD.json|.txt|.html``; ``index.html``, ``history.html``, ``history.json`` and
 ``rules.html``; ``funds/<ts_code>.json|.html`` (and ``funds/PORTFOLIO.*``); ``static/`` (the pages' script
-and charting library); the backtest's ``backtests/YYYY-MM-DD.json`` and ``backtests/trades/<ts_code>.json``.
+and charting library); the backtest's ``backtests/YYYY-MM-DD.json`` and ``backtests/trades/<ts_code>.json``;
+the parameter lab's sweeps, ``lab/<run id>/`` and ``lab/latest/``.
 A day's report JSON is written last, and the history lists only days whose JSON exists, so a day appears
 on the site only once all three of its files are there; the fund pages, the history and the front page
 are refreshed after every day's files are written.
@@ -27,6 +28,8 @@ from alchemy_pipeline.domain.fund_pages import (
     render_fund_page,
     run_series,
 )
+from alchemy_pipeline.domain.lab import Sweep, headline, sweep_document
+from alchemy_pipeline.domain.lab_page import portfolio_rows, render_lab_page
 from alchemy_pipeline.domain.report import (
     STRATEGY_NAME,
     backtest_summaries,
@@ -54,6 +57,7 @@ CONTENT_TYPES = {
     ".txt": "text/plain; charset=utf-8",
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
+    ".parquet": "application/vnd.apache.parquet",
 }
 # The front page, the history and the fund pages change every day; a dated report only if it is re-run.
 SHORT_CACHE = "public, max-age=300"
@@ -224,16 +228,50 @@ def refresh_site(
     if not days:
         return []
     latest = json.loads(store.get(report_key(days[-1], ".json")))
-    backtest = store.get(backtest_key(days[-1]))
     entries = _history(store, days, list(new_entries))
     files = [(f"static/{name}", data) for name, data in static_files().items()]
     files += [
         ("history.json", history_json(entries)),
         ("history.html", render_history(entries).encode("utf-8")),
-        ("rules.html", render_rules(latest["strategy"], json.loads(backtest) if backtest else None).encode("utf-8")),
+        ("rules.html", _rules_page(store, latest["strategy"], days[-1])),
     ]
     with store.batch():
         for key, data in files:
             _put(store, key, data, SHORT_CACHE)
     _put(store, "index.html", render_index(latest, days, subscribe_url).encode("utf-8"), SHORT_CACHE)
     return [key for key, _ in files] + ["index.html"]
+
+
+def _rules_page(store: BlobStore, strategy: dict, newest: str) -> bytes:
+    backtest, lab = store.get(backtest_key(newest)), store.get(LAB_HEADLINE)
+    return render_rules(strategy, *(json.loads(d) if d else None for d in (backtest, lab))).encode("utf-8")
+
+
+LAB_LATEST = "lab/latest"
+LAB_HEADLINE = f"{LAB_LATEST}/headline.json"
+
+
+def publish_sweep(store: BlobStore, sweep: Sweep, run: str) -> list[str]:
+    """A sweep under ``lab/<run>/`` and, as the newest, ``lab/latest/``: the grid as Parquet and as
+    ``sweep.json``, its headline (``headline.json``) and its page; then the rules page, which links it."""
+    document = sweep_document(sweep)
+    files = {
+        "sweep.parquet": sweep.table.to_parquet(index=False),
+        "sweep.json": json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
+        "headline.json": json.dumps(headline(sweep), ensure_ascii=False, indent=1).encode("utf-8"),
+        # The page last: once it is there, so is what it links.
+        "index.html": render_lab_page(document, portfolio_rows(sweep.table)).encode("utf-8"),
+    }
+    written = []
+    with store.batch():
+        for name, data in static_files().items():
+            _put(store, f"static/{name}", data, SHORT_CACHE)
+    for folder in (f"lab/{run}", LAB_LATEST):
+        for name, data in files.items():
+            _put(store, f"{folder}/{name}", data, SHORT_CACHE)
+            written.append(f"{folder}/{name}")
+    if days := published_days(store):
+        latest = json.loads(store.get(report_key(days[-1], ".json")))
+        _put(store, "rules.html", _rules_page(store, latest["strategy"], days[-1]), SHORT_CACHE)
+        written.append("rules.html")
+    return written

@@ -51,6 +51,7 @@ th[aria-sort=ascending] button::after{content:" ▲"}th[aria-sort=descending] bu
 .state{display:inline-block;padding:0 .35rem;border-radius:3px}
 .up{color:var(--up)}.down{color:var(--down)}
 .chart{height:22rem;margin:.5rem 0}.chart.tall{height:28rem}
+figure.heatmap{margin:1rem 0}figcaption{font-size:.85rem;color:var(--muted)}
 .ranges button{margin-right:.3rem}
 form{display:flex;flex-wrap:wrap;gap:.5rem;align-items:center}input[type=email]{flex:1 1 12rem;padding:.5rem;
 font-size:1rem}button{padding:.3rem .8rem;font-size:1rem}
@@ -83,18 +84,18 @@ def page_html(title: str, body: str, root: str, scripts: tuple[str, ...] = ("sit
     )
 
 
-def _number(value, digits: int, suffix: str = "") -> tuple[str, str]:
+def number_cell(value, digits: int, suffix: str = "") -> tuple[str, str]:
     """A cell's text and its sort key."""
     if value is None:
         return "-", ""
     return f"{value:.{digits}f}{suffix}", repr(value)
 
 
-def _percent_cell(fraction) -> tuple[str, str]:
+def percent_cell(fraction) -> tuple[str, str]:
     return ("-", "") if fraction is None else (f"{fraction * 100:.1f}%", repr(fraction))
 
 
-def _cell(text: str, key: str, css: str = "") -> str:
+def cell(text: str, key: str, css: str = "") -> str:
     return f'<td{f" class={css!r}" if css else ""} data-v="{html.escape(key)}">{html.escape(text)}</td>'
 
 
@@ -107,12 +108,12 @@ def _annual(figures: dict | None) -> tuple[str, str]:
     if figures is None:
         return "-", ""
     if figures["cagr"] is not None:
-        return _percent_cell(figures["cagr"])
-    text, key = _percent_cell(figures["total_return"])
+        return percent_cell(figures["cagr"])
+    text, key = percent_cell(figures["total_return"])
     return f"{text}(累计)", key
 
 
-def _header(columns: list[tuple[str, str, str]]) -> str:
+def header_cells(columns: list[tuple[str, str, str]]) -> str:
     return "".join(
         f'<th{f" class={css!r}" if css else ""} data-sort="{kind}"><button type="button">{label}</button></th>'
         for label, kind, css in columns
@@ -147,20 +148,17 @@ def signal_table(report: dict, root: str) -> str:
             f'<span class="code">{html.escape(code)}</span></td>',
             f'<td data-v="{STATE_ORDER.index(State(state))}"><span class="state {state}">'
             f"{STATE_LABELS[State(state)]}</span></td>",
-            _cell(*_number(entry["close"], 3)),
-            _cell(*_number(entry["ma_short"], 3), "wide"),
-            _cell(*_number(entry["ma_long"], 3), "wide"),
-            _cell(entry["since"] or "-", entry["since"] or "", "wide"),
-            _cell(*_number(entry["days"], 0)),
-            _cell(*_number(entry["pct"], 2, "%"), _sign_class(entry["pct"])),
-            *(
-                _cell(*_annual(traded and traded[s]), _sign_class(traded and traded[s]["total_return"]))
-                for s in SLEEVES
-            ),
+            cell(*number_cell(entry["close"], 3)),
+            cell(*number_cell(entry["ma_short"], 3), "wide"),
+            cell(*number_cell(entry["ma_long"], 3), "wide"),
+            cell(entry["since"] or "-", entry["since"] or "", "wide"),
+            cell(*number_cell(entry["days"], 0)),
+            cell(*number_cell(entry["pct"], 2, "%"), _sign_class(entry["pct"])),
+            *(cell(*_annual(traded and traded[s]), _sign_class(traded and traded[s]["total_return"])) for s in SLEEVES),
         ]
         rows.append(f"<tr>{''.join(cells)}</tr>")
     return (
-        f'<div class="scroll"><table class="sortable signals"><thead><tr>{_header(TABLE_COLUMNS)}</tr></thead>'
+        f'<div class="scroll"><table class="sortable signals"><thead><tr>{header_cells(TABLE_COLUMNS)}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
 
@@ -287,15 +285,36 @@ def render_history(entries: list[dict]) -> str:
     columns = [("交易日", "text", ""), ("可买", "number", ""), ("可卖", "number", ""), ("发生交叉的基金", "text", "")]
     body = (
         f"<h1>历史信号</h1><p>{len(entries)} 个交易日, 最新在前。</p>"
-        f'<div class="scroll"><table class="sortable history"><thead><tr>{_header(columns)}</tr></thead>'
+        f'<div class="scroll"><table class="sortable history"><thead><tr>{header_cells(columns)}</tr></thead>'
         f"<tbody>{rows}</tbody></table></div>"
     )
     return page_html("历史信号", body, "")
 
 
-def render_rules(strategy: dict, backtest: dict | None) -> str:
+def _lab_section(lab: dict | None) -> str:
+    if lab is None:
+        return "<p>尚未发布参数扫描: 在 Dagster 中物化 <code>ma_sweep</code> 资产后, 这里链接它的结果。</p>"
+    standing = lab["portfolio"]
+    production, robust = standing["production"], standing["robustness"]
+    pairs = lab["settings"]["grid"]["pairs"]
+    lines = [f"{lab['start']} 至 {lab['end']}, 样本外自 {lab['split_day']} 起, 共 {pairs} 组长度。"]
+    if production is not None:
+        lines.append(
+            f"等权组合中当前参数 {production['short']}/{production['long']} 的样本外夏普排名第 "
+            f"{production['out_of_sample_rank'] or '-'} / {standing['ranked']['out_of_sample']}"
+            + (f", 稳健度 {robust['share']:.0%}" if robust and robust["share"] is not None else "")
+            + "。"
+        )
+    return (
+        '<p>均线长度是否只是拟合了过去? <a href="lab/latest/index.html">参数实验室</a>'
+        f"对一组长度逐一回测, 分样本内与样本外, 并以热力图展示。最近一次: {' '.join(lines)}</p>"
+    )
+
+
+def render_rules(strategy: dict, backtest: dict | None, lab: dict | None = None) -> str:
     """The rule, the data, the backtest's assumptions and costs (from ``backtest``, the newest published
-    backtest document, when there is one), the charts' credits and the disclaimer."""
+    backtest document, when there is one), the newest parameter sweep (``lab``, its headline), the charts'
+    credits and the disclaimer."""
     short, long = strategy["short"], strategy["long"]
     costs = "<p>尚未发布回测。</p>"
     if backtest is not None:
@@ -329,6 +348,8 @@ def render_rules(strategy: dict, backtest: dict | None) -> str:
 <h2 id="backtest">回测的假设与成本</h2>
 {costs}
 <p>回测只使用已发布的信号, 某日的指标只读取当日及以前的数据。</p>
+<h2 id="lab">参数实验室</h2>
+{_lab_section(lab)}
 <h2 id="charts">图表</h2>
 <p>图表由 <a href="https://www.tradingview.com/">TradingView</a> 的 Lightweight Charts™ 绘制 (Apache-2.0,
 <a href="static/lightweight-charts.LICENSE.txt">许可与声明</a>), 由本站提供, 不加载第三方资源。

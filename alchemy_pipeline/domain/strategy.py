@@ -15,6 +15,8 @@ import numpy as np
 import talib
 
 MIN_SEARCH_DAYS = 250
+# The averages are rounded to this many decimals, as the reports show them, before they are compared.
+AVERAGE_DECIMALS = 3
 MISSING_BAR = "no bar on this day (suspended, or missing from the vendor)"
 NOT_TRADING = "no bar in the history window (not listed yet, or delisted)"
 
@@ -80,8 +82,8 @@ def fund_signal(
     if unusable := [d for d, f in zip(dates, factors, strict=True) if not f > 0]:
         return Signal(State.NO_DATA, close=close, note=no_usable_factor(unusable))
     adjusted = closes * factors / factors[-1]  # forward-adjusted to the day's factor
-    short = np.round(talib.SMA(adjusted, params.short), 3)
-    long = np.round(talib.SMA(adjusted, params.long), 3)
+    short = np.round(talib.SMA(adjusted, params.short), AVERAGE_DECIMALS)
+    long = np.round(talib.SMA(adjusted, params.long), AVERAGE_DECIMALS)
     shown = {"close": close, "ma_short": _number(short[-1]), "ma_long": _number(long[-1])}
     if len(dates) < params.long + 1:
         return Signal(State.INSUFFICIENT_HISTORY, **shown, note=too_few_bars(len(dates), params))

@@ -43,6 +43,7 @@ from alchemy_pipeline.domain.frames import by_trade_date, object_column
 from alchemy_pipeline.domain.memory import release_free_memory
 from alchemy_pipeline.domain.numbers import python_round
 from alchemy_pipeline.domain.strategy import (
+    AVERAGE_DECIMALS,
     MISSING_BAR,
     NOT_TRADING,
     State,
@@ -217,7 +218,7 @@ def _latest_crosses(short: np.ndarray, long: np.ndarray) -> tuple[np.ndarray, np
     """Per row of the averages (rounded to 3 decimals here), the columns of the latest golden cross and
     death cross (0: none, as a cross needs the column before it) and of the latest column on which the
     two averages differ (-1: none)."""
-    short, long = np.round(short, 3), np.round(long, 3)
+    short, long = np.round(short, AVERAGE_DECIMALS), np.round(long, AVERAGE_DECIMALS)
     above, below = short > long, short < long  # False wherever an average is not defined yet
     defined = ~(np.isnan(short) | np.isnan(long))
     buy = _last(above[:, 1:] & ~above[:, :-1] & defined[:, :-1]) + 1  # columns of the pairs are shifted by one
@@ -255,7 +256,7 @@ def _fund_days(ts_code, dates, closes, factors, lo: np.ndarray, hi: np.ndarray, 
     ma_short = _moving_average(adjusted, params.short, first)
     ma_long = _moving_average(adjusted, params.long, first)
     buy, sell, apart = _latest_crosses(ma_short, ma_long)
-    last_short, last_long = np.round(ma_short[:, -1], 3), np.round(ma_long[:, -1], 3)
+    last_short, last_long = np.round(ma_short[:, -1], AVERAGE_DECIMALS), np.round(ma_long[:, -1], AVERAGE_DECIMALS)
     rows = np.arange(len(lo))
     part = {
         "ts_code": ts_code,
@@ -264,8 +265,8 @@ def _fund_days(ts_code, dates, closes, factors, lo: np.ndarray, hi: np.ndarray, 
         "adj_factor": day_factor,
         "ma_short": last_short,
         "ma_long": last_long,
-        "prev_ma_short": np.round(ma_short[:, -2], 3) if width > 1 else np.nan,
-        "prev_ma_long": np.round(ma_long[:, -2], 3) if width > 1 else np.nan,
+        "prev_ma_short": np.round(ma_short[:, -2], AVERAGE_DECIMALS) if width > 1 else np.nan,
+        "prev_ma_long": np.round(ma_long[:, -2], AVERAGE_DECIMALS) if width > 1 else np.nan,
         "bars": bars,
     }
     for name, at in (("buy", buy), ("sell", sell)):
@@ -274,7 +275,7 @@ def _fund_days(ts_code, dates, closes, factors, lo: np.ndarray, hi: np.ndarray, 
             found, dates[np.where(found, lo + at - first, 0)], np.datetime64("NaT", "D")
         )
         part[f"last_{name}_close"] = np.where(found, adjusted[rows, at], np.nan)
-    above = np.round(ma_short[rows, apart], 3) > np.round(ma_long[rows, apart], 3)
+    above = np.round(ma_short[rows, apart], AVERAGE_DECIMALS) > np.round(ma_long[rows, apart], AVERAGE_DECIMALS)
     part["trend"] = np.where(apart < 0, 0, np.where(above, 1, -1))
     if bad.any():
         for name in ("ma_short", "ma_long", "prev_ma_short", "prev_ma_long", "last_buy_close", "last_sell_close"):
