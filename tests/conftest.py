@@ -58,6 +58,18 @@ def tick_schedule(defs: dg.Definitions, instance: dg.DagsterInstance, name: str,
         return defs.resolve_schedule_def(name).evaluate_tick(ctx)
 
 
+def materialize_sweep(defs: dg.Definitions, instance: dg.DagsterInstance, config: dict):
+    """``ma_sweep`` materialized with ``config`` as its run config, as an analyst launches it; it must succeed."""
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance,
+        asset_selection=[dg.AssetKey("ma_sweep")],
+        run_config={"ops": {"ma_sweep": {"config": config}}},
+        raise_on_error=False,
+    )
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    return result
+
+
 def write_universe(path: Path, funds: dict[str, str]) -> Path:
     pd.DataFrame({"ts_code": list(funds), "name": list(funds.values())}).to_csv(path, index=False)
     return path

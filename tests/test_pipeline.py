@@ -26,7 +26,7 @@ from alchemy_pipeline.domain.report import build_report
 from alchemy_pipeline.domain.strategy import StrategyParams
 from alchemy_pipeline.domain.strategy_fast import classify, compute_indicators
 from alchemy_pipeline.settings import load_settings
-from tests.conftest import history_keys, tick_schedule, use_env, vendor_tables, write_universe
+from tests.conftest import history_keys, materialize_sweep, tick_schedule, use_env, vendor_tables, write_universe
 from tests.tushare_server import VALID_TOKEN, TushareTestServer
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -377,17 +377,7 @@ SWEEP_GRID = {"short_from": 9, "short_to": 12, "long_from": 20, "long_to": 24}
 
 def test_an_analyst_sweeps_a_grid_from_run_config_and_sees_it_in_the_ui_and_on_the_site(scenario):
     config = {**SWEEP_GRID, "start": "2024-01-02"}
-    result = (
-        scenario["defs"]
-        .resolve_implicit_global_asset_job_def()
-        .execute_in_process(
-            instance=scenario["instance"],
-            asset_selection=[dg.AssetKey("ma_sweep")],
-            run_config={"ops": {"ma_sweep": {"config": config}}},
-            raise_on_error=False,
-        )
-    )
-    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    result = materialize_sweep(scenario["defs"], scenario["instance"], config)
     metadata = result.asset_materializations_for_node("ma_sweep")[0].metadata
     site = scenario["site"]
     document = json.loads((site / "lab" / "latest" / "sweep.json").read_text("utf-8"))

@@ -26,7 +26,7 @@ from alchemy_pipeline.domain.backtest import BacktestSettings
 from alchemy_pipeline.domain.report import render_text, report_json
 from alchemy_pipeline.settings import load_settings
 from tests.backtest_reference import reference, trade_return
-from tests.conftest import BUNDLED_DAYS, tick_schedule
+from tests.conftest import BUNDLED_DAYS, materialize_sweep, tick_schedule
 from tests.tushare_server import VALID_TOKEN, TushareTestServer
 
 FIRST, LAST_BACKFILLED, DAILY = "2018-12-03", "2023-06-07", "2023-06-08"
@@ -383,17 +383,7 @@ def test_the_sweeps_production_cell_reproduces_the_production_backtests_trades(r
     halfway between two thousandths: production sums each day's 300-day window, the sweep the whole history,
     and the two sums' last bits send np.round to different sides. The README lists them."""
     config = {"short_from": SHORT, "short_to": SHORT, "long_from": LONG, "long_to": LONG}
-    result = (
-        real_run["defs"]
-        .resolve_implicit_global_asset_job_def()
-        .execute_in_process(
-            instance=real_run["instance"],
-            asset_selection=[dg.AssetKey("ma_sweep")],
-            run_config={"ops": {"ma_sweep": {"config": config}}},
-            raise_on_error=False,
-        )
-    )
-    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    materialize_sweep(real_run["defs"], real_run["instance"], config)
     document = json.loads((real_run["site"] / "lab" / "latest" / "sweep.json").read_text("utf-8"))
     assert (document["start"], document["end"]) == (BACKTEST_START.isoformat(), DAILY)
 
