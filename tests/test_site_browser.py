@@ -199,7 +199,10 @@ def test_a_fund_page_draws_both_charts_with_a_marker_on_every_cross(site, page):
     visible = "window.alchemyCharts.price.timeScale().getVisibleRange()"
     assert page.evaluate(visible)["from"] > data["series"]["dates"][0]  # the last year first
     page.get_by_role("button", name="全部").click()
-    assert page.evaluate(visible)["from"] == data["series"]["dates"][0]
+    # The chart redraws on its next animation frame: wait for it, then read the range.
+    first = data["series"]["dates"][0]
+    page.wait_for_function(f"{visible}.from === '{first}'", timeout=5000)
+    assert page.evaluate(visible)["from"] == first
     shoot(page, "fund-desktop.png")
     page.goto(f"{site['url']}/rules.html")
     shoot(page, "rules-desktop.png")

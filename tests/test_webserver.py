@@ -58,8 +58,10 @@ def test_webserver_serves_the_asset_lineage(tmp_path):
         # Publication reads the day's bars too: a day whose bars break the rules is held back.
         "signal_report": ["etf_backtest", "etf_daily_prices", "trade_signals"],
         "trading_calendar": [],
+        # The parameter lab reads the stored prices only, and is not in the daily job.
+        "ma_sweep": ["etf_daily_prices"],
     }
     groups = {n["assetKey"]["path"][0]: n["groupName"] for n in nodes}
     assert groups.pop("trading_calendar") == "reference_data"
-    assert groups.pop("etf_backtest") == "etf_backtest"
+    assert groups.pop("etf_backtest") == groups.pop("ma_sweep") == "etf_backtest"
     assert set(groups.values()) == {"etf_signals"} and all(n["description"] for n in nodes)
