@@ -182,7 +182,7 @@ def render_lab_page(document: dict, portfolio_rows: pd.DataFrame, root: str = ".
 <tbody>{_fund_rows(document["funds"], root)}</tbody></table></div>
 <h2>方法</h2>
 <p>每组参数的信号与生产规则相同 (前复权收盘价的 TA-Lib 简单移动平均, 金叉买、死叉卖, 相等时沿用前状态),
-但均线不保留3位小数, 且取基金全部历史而非300日窗口; 因此与已发布的信号在均线几乎相等的日子可能不同。
+均线也保留3位小数, 但按基金全部历史而非300日窗口求和; 因此在均线恰在两个千分位之间的日子可能与已发布的信号不同。
 每组参数按回测的规则与成本交易, 指标名称与回测相同。排名按夏普比率, 1 为最好。</p>
 <p>数据: <a href="sweep.json">sweep.json</a> (每组参数的全部指标), <a href="sweep.parquet">sweep.parquet</a>。</p>"""
     return page_html("参数实验室", body, root)
