@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from zoneinfo import ZoneInfo
 
 import boto3
@@ -20,6 +19,7 @@ import pytest
 from alchemy_pipeline.definitions import build_definitions
 from alchemy_pipeline.domain.report import render_text
 from alchemy_pipeline.settings import SettingsError, load_settings
+from tests.aws import aws_mode_env, make_buckets_and_topic
 from tests.conftest import history_keys, tick_schedule, use_env, vendor_tables, write_universe
 from tests.tushare_server import VALID_TOKEN, TushareTestServer
 
@@ -59,23 +59,10 @@ def drain(queue_url):
 
 @pytest.fixture
 def aws_world(aws, tmp_path, monkeypatch):
-    suffix = uuid.uuid4().hex[:8]
-    s3, sns, sqs = boto3.client("s3"), boto3.client("sns"), boto3.client("sqs")
-    data_bucket, site_bucket = f"alchemy-data-{suffix}", f"alchemy-site-{suffix}"
-    for bucket in (data_bucket, site_bucket):
-        s3.create_bucket(Bucket=bucket)
-    topic = sns.create_topic(Name=f"signals-{suffix}")["TopicArn"]
-    queue_url = sqs.create_queue(QueueName=f"inbox-{suffix}")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    world = make_buckets_and_topic()
     server = TushareTestServer(vendor_tables(list(FUNDS), "2022-06-01", "2024-07-05")).start()
     env = {
-        "ALCHEMY_ENV": "aws",
-        "ALCHEMY_DATA_BUCKET": data_bucket,
-        "ALCHEMY_SITE_BUCKET": site_bucket,
-        "ALCHEMY_SNS_TOPIC_ARN": topic,
-        "ALCHEMY_SITE_URL": SITE_URL,
-        "ALCHEMY_SUBSCRIBE_URL": "https://api.example.com/subscribe",
+        **aws_mode_env(world, SITE_URL),
         "ALCHEMY_UNIVERSE": str(write_universe(tmp_path / "universe.csv", FUNDS)),
         "ALCHEMY_NOTIFY_MAX_AGE_DAYS": "100000",  # the scenario's days are in 2024
         "ALCHEMY_BACKTEST_START": "2024-06-24",  # the first day the scenario publishes
@@ -83,7 +70,7 @@ def aws_world(aws, tmp_path, monkeypatch):
         "TUSHARE_API_URL": server.url,
     }
     use_env(monkeypatch, env)
-    yield {"data": data_bucket, "site": site_bucket, "topic": topic, "queue": queue_url, "server": server}
+    yield {**world, "server": server}
     server.stop()
 
 

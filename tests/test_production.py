@@ -1,11 +1,14 @@
 """The production deployment: templates, the instance configuration on real PostgreSQL, and run launches
 through EcsRunLauncher against ECS in moto's server mode."""
 
+import io
 import json
+import os
 import subprocess
 import sys
 import threading
 import uuid
+import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -24,10 +27,46 @@ DEPLOY = REPO_ROOT / "deploy"
 TEMPLATES = sorted((DEPLOY / "cloudformation").glob("*.yaml"))
 
 
-def template() -> dict:
+PROFILES = ("small", "always-on")
+
+
+def resolve(node, conditions: dict[str, bool]):
+    """``node`` with each Fn::If decided by ``conditions``; a branch of AWS::NoValue drops its key."""
+    if isinstance(node, list):
+        return [resolve(item, conditions) for item in node if not _no_value(item, conditions)]
+    if isinstance(node, dict):
+        if set(node) == {"Fn::If"}:
+            name, yes, no = node["Fn::If"]
+            return resolve(yes if conditions[name] else no, conditions)
+        return {k: resolve(v, conditions) for k, v in node.items() if not _no_value(v, conditions)}
+    return node
+
+
+def _no_value(node, conditions) -> bool:
+    if isinstance(node, dict) and set(node) == {"Fn::If"}:
+        name, yes, no = node["Fn::If"]
+        return _no_value(yes if conditions[name] else no, conditions)
+    return node == {"Ref": "AWS::NoValue"}
+
+
+def template(profile: str = "always-on") -> dict:
+    """The stack as deployed with ``Profile=profile`` and no custom domain: conditions decided, the
+    resources and outputs of the other profile gone."""
     parsed, errors = decode_str((DEPLOY / "cloudformation" / "alchemy.yaml").read_text())
     assert not errors
-    return parsed
+    conditions = {"HasDomain": False, "IsSmall": profile == "small", "IsAlwaysOn": profile == "always-on"}
+    assert set(parsed["Conditions"]) == set(conditions)
+    resolved = {}
+    for section in ("Resources", "Outputs"):
+        kept = {k: v for k, v in parsed[section].items() if conditions.get(v.get("Condition"), True)}
+        resolved[section] = {k: resolve({f: x for f, x in v.items() if f != "Condition"}, conditions)
+                             for k, v in kept.items()}  # fmt: skip
+    # The parameters the conditions read are decided too.
+    text = json.dumps(resolved)
+    resolved["Parameters"] = {
+        name: p for name, p in parsed["Parameters"].items() if f'"Ref": "{name}"' in text or f"${{{name}}}" in text
+    }
+    return {**{k: v for k, v in parsed.items() if k != "Conditions"}, **resolved}
 
 
 def statements(role: dict) -> list[dict]:
@@ -38,10 +77,14 @@ def as_list(value) -> list:
     return value if isinstance(value, list) else [value]
 
 
-def test_templates_lint_clean():
+def test_templates_lint_clean(tmp_path):
     assert TEMPLATES
+    # The template as written, and each profile's stack on its own (what CloudFormation deploys).
+    profiles = [tmp_path / f"{profile}.json" for profile in PROFILES]
+    for profile, path in zip(PROFILES, profiles, strict=True):
+        path.write_text(json.dumps(template(profile)))
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "cfn-lint"), *map(str, TEMPLATES)],
+        [str(Path(sys.executable).parent / "cfn-lint"), *map(str, TEMPLATES), *map(str, profiles)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -49,8 +92,9 @@ def test_templates_lint_clean():
     assert done.returncode == 0 and not done.stdout.strip(), done.stdout + done.stderr
 
 
-def test_roles_hold_least_privilege():
-    resources = template()["Resources"]
+@pytest.mark.parametrize("profile", PROFILES)
+def test_roles_hold_least_privilege(profile):
+    resources = template(profile)["Resources"]
     roles = {name: r for name, r in resources.items() if r["Type"] == "AWS::IAM::Role"}
     assert len(roles) >= 4
     for name, role in roles.items():
@@ -64,9 +108,14 @@ def test_roles_hold_least_privilege():
     pass_role = [
         (name, s) for name, r in roles.items() for s in statements(r) if "iam:PassRole" in as_list(s["Action"])
     ]
-    assert [name for name, _ in pass_role] == ["DaemonTaskRole"]
-    passed = {ref["Fn::GetAtt"][0] for ref in pass_role[0][1]["Resource"]}
-    assert passed == {"RunTaskRole", "TaskExecutionRole"}
+    passed = {name: {ref["Fn::GetAtt"][0] for ref in s["Resource"]} for name, s in pass_role}
+    # The daemon passes the runs' roles; in the small profile the scheduler passes the control plane's.
+    assert passed == {"DaemonTaskRole": {"RunTaskRole", "TaskExecutionRole"}} | (
+        {"ControlPlaneSchedulerRole": {"DaemonTaskRole", "TaskExecutionRole"}} if profile == "small" else {}
+    )
+    if profile == "small":
+        assert "CodeServerTaskRole" not in roles  # the code location loads inside the control plane's task
+        return
     # The code server evaluates the schedules, which read the cached trading calendar: that, and no write.
     code_server = statements(roles["CodeServerTaskRole"])
     assert {a for s in code_server for a in as_list(s["Action"])} == {"s3:GetObject", "s3:ListBucket"}
@@ -82,18 +131,52 @@ def test_roles_hold_least_privilege():
         } in readable, name
 
 
-def test_nothing_private_is_reachable_from_the_internet():
-    resources = template()["Resources"]
+@pytest.mark.parametrize("profile", PROFILES)
+def test_nothing_private_is_reachable_from_the_internet(profile):
+    resources = template(profile)["Resources"]
     task_sg = resources["TaskSecurityGroup"]["Properties"]["SecurityGroupIngress"]
     assert [(r["FromPort"], r["CidrIp"]) for r in task_sg] == [(3000, {"Ref": "AdminCidr"})]
     db_sg = resources["DatabaseSecurityGroup"]["Properties"]["SecurityGroupIngress"]
     assert [r["SourceSecurityGroupId"] for r in db_sg] == [{"Ref": "TaskSecurityGroup"}]
-    database = resources["Database"]["Properties"]
-    assert database["PubliclyAccessible"] is False and database["StorageEncrypted"] is True
-    assert database["ManageMasterUserPassword"] is True
+    if profile == "small":
+        database = resources["DatabaseCluster"]["Properties"]
+        assert database["VpcSecurityGroupIds"] == [{"Ref": "DatabaseSecurityGroup"}]
+        assert resources["DatabaseClusterInstance"]["Properties"]["PubliclyAccessible"] is False
+    else:
+        database = resources["Database"]["Properties"]
+        assert database["VPCSecurityGroups"] == [{"Ref": "DatabaseSecurityGroup"}]
+        assert database["PubliclyAccessible"] is False
+    assert database["StorageEncrypted"] is True and database["ManageMasterUserPassword"] is True
     for bucket in ("DataBucket", "SiteBucket"):
         block = resources[bucket]["Properties"]["PublicAccessBlockConfiguration"]
         assert all(block.values())
+
+
+def test_the_small_profile_sleeps_between_wake_ups():
+    resources = template("small")["Resources"]
+    services = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::ECS::Service"}
+    assert services == {"WebserverService": services["WebserverService"]}  # no daemon or code server service
+    assert services["WebserverService"]["DesiredCount"] == 0  # deploy/ui up starts it
+    scaling = resources["DatabaseCluster"]["Properties"]["ServerlessV2ScalingConfiguration"]
+    assert scaling["MinCapacity"] == 0 and scaling["SecondsUntilAutoPause"] <= 600
+    assert resources["DatabaseClusterInstance"]["Properties"]["DBInstanceClass"] == "db.serverless"
+    wake_ups = {r["Properties"]["ScheduleExpression"]: r["Properties"] for r in resources.values()
+                if r["Type"] == "AWS::Scheduler::Schedule"}  # fmt: skip
+    # Five minutes before daily_signals_schedule (0 18 * * 1-5) and trading_calendar_schedule (0 8 * * *).
+    assert set(wake_ups) == {"cron(55 17 ? * MON-FRI *)", "cron(55 7 ? * MON-FRI *)"}
+    for wake_up in wake_ups.values():
+        assert wake_up["ScheduleExpressionTimezone"] == "Asia/Shanghai"
+        ecs = wake_up["Target"]["EcsParameters"]
+        assert ecs["TaskDefinitionArn"] == {"Ref": "ServicesTaskDefinition"} and ecs["TaskCount"] == 1
+        assert ecs["CapacityProviderStrategy"] == [{"CapacityProvider": "FARGATE_SPOT", "Weight": 1}]
+    daemon = resources["ServicesTaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+    assert daemon["Command"][:3] == ["python", "-m", "alchemy_pipeline.control_plane"]
+    workspace = daemon["Command"][daemon["Command"].index("--workspace") + 1]
+    webserver = resources["WebserverTaskDefinition"]["Properties"]["ContainerDefinitions"][0]["Command"]
+    assert webserver[webserver.index("-w") + 1] == workspace == "/opt/dagster/home/workspace-small.yaml"
+    assert (DEPLOY / "workspace-small.yaml").exists() and "deploy/workspace-small.yaml" in (
+        DEPLOY / "Dockerfile"
+    ).read_text()
 
 
 def production_env(postgres, database: str, task_definition: str, bucket: str) -> dict[str, str]:
@@ -294,3 +377,84 @@ def test_dockerfile_is_slim_non_root_and_compiler_free():
     assert "--only-binary=:all:" in dockerfile  # no compiler step, TA-Lib included
     for toolchain in ("build-essential", "gcc", "make ", "ta-lib-0.4"):
         assert toolchain not in dockerfile
+
+
+def test_deploy_ui_starts_and_stops_the_ui_and_the_control_plane(aws, tmp_path):
+    suffix = uuid.uuid4().hex[:8]
+    ec2, ecs = boto3.client("ec2"), boto3.client("ecs")
+    vpc = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})  # as the stack's VPC
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.40.{i}.0/24")["Subnet"]["SubnetId"] for i in (0, 1)]
+    group = ec2.create_security_group(GroupName=f"tasks-{suffix}", Description="tasks", VpcId=vpc)["GroupId"]
+    cluster = ecs.create_cluster(clusterName=f"alchemy-{suffix}", capacityProviders=["FARGATE", "FARGATE_SPOT"])[
+        "cluster"
+    ]["clusterName"]
+    definitions = {}
+    for name in ("daemon", "webserver"):
+        definitions[name] = ecs.register_task_definition(
+            family=f"alchemy-{suffix}-{name}", requiresCompatibilities=["FARGATE"], networkMode="awsvpc",
+            cpu="512", memory="1024", containerDefinitions=[{"name": name, "image": "alchemy:1", "memory": 1024}],
+        )["taskDefinition"]["taskDefinitionArn"]  # fmt: skip
+    network = {"awsvpcConfiguration": {"subnets": subnets, "securityGroups": [group], "assignPublicIp": "ENABLED"}}
+    ecs.create_service(cluster=cluster, serviceName="webserver", taskDefinition=definitions["webserver"],
+                       desiredCount=0, launchType="FARGATE", networkConfiguration=network)  # fmt: skip
+    # The stack's outputs that deploy/ui reads (the stack itself cannot be created in moto: a stand-in).
+    values = {"ClusterName": cluster, "WebserverServiceName": "webserver",
+              "ControlPlaneTaskDefinition": definitions["daemon"], "TaskSubnets": ",".join(subnets),
+              "TaskSecurityGroup": group}  # fmt: skip
+    stand_in = {"Resources": {"Handle": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+                "Outputs": {key: {"Value": value} for key, value in values.items()}}  # fmt: skip
+    stack = f"alchemy-{suffix}"
+    boto3.client("cloudformation").create_stack(StackName=stack, TemplateBody=json.dumps(stand_in))
+    env = {**os.environ, "STACK": stack}
+
+    def ui(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(DEPLOY / "ui"), *args], env=env, capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+
+    def desired() -> int:
+        return ecs.describe_services(cluster=cluster, services=["webserver"])["services"][0]["desiredCount"]
+
+    started = ui("up", "30")
+    assert started.returncode == 0, started.stderr
+    assert desired() == 1
+    tasks = ecs.describe_tasks(cluster=cluster, tasks=ecs.list_tasks(cluster=cluster)["taskArns"])["tasks"]
+    control_plane = [t for t in tasks if t["taskDefinitionArn"] == definitions["daemon"]]
+    assert len(control_plane) == 1
+    command = control_plane[0]["overrides"]["containerOverrides"][0]["command"]
+    assert command[:3] == ["python", "-m", "alchemy_pipeline.control_plane"]
+    assert command[command.index("--stay-minutes") + 1] == "30"
+    shown = ui("status").stdout  # moto moves a task through ECS's states as it is described
+    assert shown.count("webserver: ") == shown.count("control plane: ") == 1 and "not running" not in shown
+    assert ui("down").returncode == 0 and desired() == 0
+    refused = ui("up", "soon")
+    assert refused.returncode == 2 and "MINUTES is a whole number from 1 to 720" in refused.stderr
+    elsewhere = subprocess.run([sys.executable, str(DEPLOY / "ui"), "up"], env={**env, "STACK": "nope"},
+                               capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert elsewhere.returncode != 0 and "nope" in elsewhere.stderr
+
+
+def test_cloudformation_package_uploads_the_lambda_and_the_packaged_stack_lints_clean(aws, tmp_path):
+    """`aws cloudformation package` as deploy/README.md runs it (the AWS CLI, its S3 upload to moto)."""
+    bucket = f"artifacts-{uuid.uuid4().hex[:8]}"
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    packaged = tmp_path / "alchemy.packaged.yaml"
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "aws"), "cloudformation", "package", "--template-file",
+         str(DEPLOY / "cloudformation" / "alchemy.yaml"), "--s3-bucket", bucket, "--output-template-file",
+         str(packaged)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    parsed, errors = decode_str(packaged.read_text())
+    assert not errors
+    code = parsed["Resources"]["SubscribeFunction"]["Properties"]["Code"]
+    assert code["S3Bucket"] == bucket
+    archive = zipfile.ZipFile(io.BytesIO(s3.get_object(Bucket=bucket, Key=code["S3Key"])["Body"].read()))
+    assert archive.namelist() == ["app.py"]
+    assert archive.read("app.py") == (DEPLOY / "lambda" / "subscribe" / "app.py").read_bytes()
+    assert parsed["Parameters"]["Profile"]["AllowedValues"] == list(PROFILES)  # one package, both profiles
+    lint = subprocess.run([str(Path(sys.executable).parent / "cfn-lint"), str(packaged)], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert lint.returncode == 0 and not lint.stdout.strip(), lint.stdout + lint.stderr

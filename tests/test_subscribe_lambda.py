@@ -4,6 +4,7 @@ import base64
 import importlib.util
 import json
 import logging
+import sys
 import uuid
 
 import boto3
@@ -22,7 +23,12 @@ def load_lambda():
         f"subscribe_app_{uuid.uuid4().hex}", REPO_ROOT / "deploy" / "lambda" / "subscribe" / "app.py"
     )
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    # No __pycache__ next to it: `aws cloudformation package` zips the whole folder.
+    writes, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = writes
     return module
 
 

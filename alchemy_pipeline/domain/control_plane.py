@@ -19,10 +19,20 @@ class Limits:
     awaited (the task is started a little before it); ``ceiling``: the longest the task stays, whatever
     is pending; ``stay``: a minimum stay, for a person at the UI who may queue runs."""
 
-    settle: dt.timedelta = dt.timedelta(minutes=5)
-    lead: dt.timedelta = dt.timedelta(minutes=15)
+    settle: dt.timedelta = dt.timedelta(minutes=3)
+    lead: dt.timedelta = dt.timedelta(minutes=10)
     ceiling: dt.timedelta = dt.timedelta(minutes=300)
     stay: dt.timedelta = dt.timedelta(0)
+
+
+# After the vendor-late retries' last try: time for that run, the notification run and the sensor's ticks.
+AFTER_LAST_TRY = dt.timedelta(hours=1)
+
+
+def ceiling_after_late_data(retries: int, retry_seconds: int) -> dt.timedelta:
+    """The ceiling that lets a day the vendor publishes late be retried to the last try (the defaults, 8 tries
+    30 minutes apart, give 5 hours)."""
+    return dt.timedelta(seconds=retries * retry_seconds) + AFTER_LAST_TRY
 
 
 @dataclass(frozen=True)
