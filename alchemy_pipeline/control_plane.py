@@ -25,9 +25,8 @@ from dagster._core.definitions.run_request import InstigatorType
 from dagster._core.scheduler.instigation import InstigatorStatus, TickStatus
 from dagster._utils.schedules import cron_string_iterator
 
-from alchemy_pipeline.definitions import build_definitions
 from alchemy_pipeline.domain.control_plane import Limits, Watch, ceiling_after_late_data, decide
-from alchemy_pipeline.settings import load_settings
+from alchemy_pipeline.settings import SettingsError, load_settings
 
 ACTIVE_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
@@ -147,7 +146,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    settings = load_settings()
+    try:
+        settings = load_settings()
+        # Imported here: importing the code location loads it, which needs the settings checked first.
+        from alchemy_pipeline.definitions import build_definitions
+    except SettingsError as exc:
+        _log(str(exc))
+        return 1
     ceiling = ceiling_after_late_data(settings.late_data_retries, settings.late_data_retry_seconds)
     limits = Limits(
         settle=dt.timedelta(seconds=args.settle_seconds),

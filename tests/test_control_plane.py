@@ -83,6 +83,15 @@ def test_bad_options_are_refused_naming_the_option(capsys):
     assert "--ceiling-minutes=-5.0 must be positive" in capsys.readouterr().err
 
 
+def test_a_missing_setting_stops_the_control_plane_before_the_daemon_naming_it(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALCHEMY_", "TUSHARE_", "DAGSTER_"))}
+    env.update(ALCHEMY_ENV="aws", ALCHEMY_DATA_DIR=str(tmp_path), DAGSTER_HOME=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "alchemy_pipeline.control_plane"], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 1
+    assert "TUSHARE_TOKEN is not set" in done.stderr and "daemon started" not in done.stderr
+
+
 @pytest.fixture
 def instance(postgres, tmp_path):
     """Dagster's storage on the throwaway PostgreSQL cluster, with the production instance's settings."""
