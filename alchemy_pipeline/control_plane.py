@@ -128,7 +128,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="python -m alchemy_pipeline.control_plane", description=__doc__.split("\n")[0]
     )
     defaults = Limits()
-    parser.add_argument("--workspace", default="/opt/dagster/home/workspace.yaml", help="the daemon's workspace")
+    parser.add_argument(
+        "--workspace", default="/opt/dagster/home/workspace-small.yaml", help="the daemon's workspace (the image's)"
+    )
     parser.add_argument("--poll-seconds", type=float, default=30, help="how often Dagster's storage is read")
     parser.add_argument("--settle-seconds", type=float, default=defaults.settle.total_seconds())
     parser.add_argument("--lead-minutes", type=float, default=defaults.lead.total_seconds() / 60)
@@ -139,8 +141,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     for name in ("poll_seconds", "settle_seconds", "lead_minutes", "ceiling_minutes", "stay_minutes"):
         value = getattr(args, name)
-        if value is not None and (value < 0 or (name == "poll_seconds" and value == 0)):
-            parser.error(f"--{name.replace('_', '-')}={getattr(args, name)} must be positive")
+        if name == "poll_seconds" and value <= 0:
+            parser.error(f"--poll-seconds={value:g} must be more than 0")
+        if value is not None and value < 0:
+            parser.error(f"--{name.replace('_', '-')}={value:g} must not be negative")
     return args
 
 

@@ -80,7 +80,10 @@ def test_decide_leaves_at_the_ceiling_naming_what_was_still_pending():
 def test_bad_options_are_refused_naming_the_option(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--ceiling-minutes", "-5"])
-    assert "--ceiling-minutes=-5.0 must be positive" in capsys.readouterr().err
+    assert "--ceiling-minutes=-5 must not be negative" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--poll-seconds", "0"])
+    assert "--poll-seconds=0 must be more than 0" in capsys.readouterr().err
 
 
 def test_a_missing_setting_stops_the_control_plane_before_the_daemon_naming_it(tmp_path):
