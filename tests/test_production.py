@@ -49,7 +49,7 @@ def _no_value(node, conditions) -> bool:
     return node == {"Ref": "AWS::NoValue"}
 
 
-def template(profile: str = "always-on") -> dict:
+def template(profile: str) -> dict:
     """The stack as deployed with ``Profile=profile`` and no custom domain: conditions decided, the
     resources and outputs of the other profile gone."""
     parsed, errors = decode_str((DEPLOY / "cloudformation" / "alchemy.yaml").read_text())
