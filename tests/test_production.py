@@ -431,7 +431,8 @@ def test_deploy_ui_starts_and_stops_the_ui_and_the_control_plane(aws, tmp_path):
     assert refused.returncode == 2 and "MINUTES is a whole number from 1 to 720" in refused.stderr
     elsewhere = subprocess.run([sys.executable, str(DEPLOY / "ui"), "up"], env={**env, "STACK": "nope"},
                                capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert elsewhere.returncode != 0 and "nope" in elsewhere.stderr
+    assert elsewhere.returncode == 1 and "Traceback" not in elsewhere.stderr
+    assert elsewhere.stderr.startswith("deploy/ui up (stack nope): ") and "does not exist" in elsewhere.stderr
 
 
 def test_cloudformation_package_uploads_the_lambda_and_the_packaged_stack_lints_clean(aws, tmp_path):
