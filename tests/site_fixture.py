@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from alchemy_pipeline.domain.backtest import BacktestSettings, FigureTable, backtest_document, run_backtest
+from alchemy_pipeline.domain.backtest import BacktestSettings, documents, figure_table, run_backtest, trade_lists
 from alchemy_pipeline.domain.demo_prices import _fund_series
 from alchemy_pipeline.domain.publish import publish_backtests, publish_signals, published_days
 from alchemy_pipeline.domain.report import STRATEGY_NAME
@@ -36,19 +36,18 @@ def publish_run(store, prices, universe, days: list[dt.date], start: dt.date, su
     everything = [d for d in sessions if d >= start]
     indicators = compute_indicators(prices, sessions, everything, PARAMS)
     history = classify(indicators, universe, everything, PARAMS)
-    backtest = run_backtest(prices, history, universe, BacktestSettings(start=start), days[-1])
-    table = FigureTable()
+    settings = BacktestSettings(start=start)
+    backtest = run_backtest(prices, history, universe, settings, everything)
     strategy = {"name": STRATEGY_NAME, "short": PARAMS.short, "long": PARAMS.long}
-    documents = [backtest_document(backtest, day, strategy) for day in days]
-    for document in documents:
-        table.add(document)
-    # As etf_backtest does: the trades only from a run that reaches the newest published day.
+    # As etf_backtest does: the documents of the run's days, the trades only from a run that reaches the newest
+    # published day.
     newest = published_days(store)
     reaches_newest = not newest or days[-1].isoformat() >= newest[-1]
-    trades = {fund.ts_code: fund.trades_json() for fund in backtest.funds} if reaches_newest else None
-    publish_backtests(store, documents, trades)
+    trades = trade_lists(backtest, {}) if reaches_newest else None
+    publish_backtests(store, documents(backtest, strategy, only=set(days)), trades)
     signals = history[history["trade_date"].dt.date.isin(days)].reset_index(drop=True)
-    publish_signals(store, signals, PARAMS, None, subscribe_url, table.frame(), prices)
+    figures = figure_table(backtest.frame[backtest.frame["trade_date"].dt.date.isin(days)], settings)
+    publish_signals(store, signals, PARAMS, None, subscribe_url, figures, prices)
     return signals
 
 

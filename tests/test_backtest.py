@@ -14,30 +14,45 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alchemy_pipeline.domain.backtest import BacktestSettings, FigureTable, backtest_document, run_backtest
+from alchemy_pipeline.domain.backtest import BacktestSettings, documents, figure_table, run_backtest, trade_lists
 from alchemy_pipeline.domain.report import backtest_lines, backtest_summaries
 
 DAYS = [d.date() for d in pd.bdate_range("2024-01-01", periods=60)]
 STRATEGY = {"name": "double_ma", "short": 11, "long": 22}
+FUND = "510300.SH"
 
 
-def run(bars: list[tuple], settings: BacktestSettings | None = None, universe=("510300.SH",)):
-    """``bars``: (day index, open, close, factor, signal) of fund 510300.SH."""
+def run(bars: list[tuple], settings: BacktestSettings | None = None, universe=(FUND,)):
+    """``bars``: (day index, open, close, factor, signal) of fund 510300.SH; the backtest through the day of
+    the last bar."""
     prices = pd.DataFrame(
-        [("510300.SH", pd.Timestamp(DAYS[i]), o, c, f) for i, o, c, f, _ in bars],
+        [(FUND, pd.Timestamp(DAYS[i]), o, c, f) for i, o, c, f, _ in bars],
         columns=["ts_code", "trade_date", "open", "close", "adj_factor"],
     )
     signals = pd.DataFrame(
-        [("510300.SH", pd.Timestamp(DAYS[i]), s) for i, *_, s in bars], columns=["ts_code", "trade_date", "state"]
+        [(FUND, pd.Timestamp(DAYS[i]), s) for i, *_, s in bars], columns=["ts_code", "trade_date", "state"]
     )
     funds = pd.DataFrame({"ts_code": list(universe), "name": [f"fund {c}" for c in universe]})
     settings = settings or BacktestSettings(start=DAYS[0], cash=10_000)
-    end = DAYS[bars[-1][0]]
-    return run_backtest(prices, signals, funds, settings, end)
+    return run_backtest(prices, signals, funds, settings, DAYS[: bars[-1][0] + 1])
 
 
 def doc(backtest, day=None):
-    return backtest_document(backtest, day or backtest.days[-1], STRATEGY)
+    """The published document of ``day`` (a day with a bar; the last one by default)."""
+    published = {d["as_of"]: d for d in documents(backtest, STRATEGY)}
+    return published[(day or backtest.traded_days[-1]).isoformat()]
+
+
+def trades(backtest, code=FUND):
+    return trade_lists(backtest, {})[code]
+
+
+def equity(backtest, sleeve, code=FUND):
+    """The fund's equity at the close of each of its bars."""
+    rows = backtest.frame[
+        (backtest.frame["ts_code"] == code) & (backtest.frame["last_day"] == backtest.frame["trade_date"])
+    ]
+    return rows[f"{sleeve}_previous"].tolist()
 
 
 def test_one_round_trip_pays_the_minimum_commission_on_both_fills():
@@ -52,7 +67,7 @@ def test_one_round_trip_pays_the_minimum_commission_on_both_fills():
     )
     # 10,000 CNY buys 99 lots at 1.00: 9,900 + max(0.025% x 9,900 = 2.475, 5) = 9,905; 100 lots would cost 10,005.
     # Sold at 1.10: 10,890 - 5 = 10,885. Cash after: 95 + 10,885 = 10,980.
-    (trade,) = backtest.funds[0].trades_json()
+    (trade,) = trades(backtest)
     assert trade == {
         "signal_day": "2024-01-02",
         "entry_day": "2024-01-03",
@@ -97,9 +112,8 @@ def test_a_split_and_a_distribution_while_holding_are_neither_gain_nor_loss():
             (5, 0.95, 0.95, 2.0 * 1.00 / 0.95, "EMPTY"),  # sold at this open
         ]
     )
-    fund = backtest.funds[0]
-    assert fund.strategy.equity.tolist() == pytest.approx([10_000, 9_995, 9_995, 9_995, 9_995, 9_995 - 5])
-    (trade,) = fund.trades_json()
+    assert equity(backtest, "strategy") == pytest.approx([10_000, 9_995, 9_995, 9_995, 9_995, 9_995 - 5])
+    (trade,) = trades(backtest)
     # The shares bought are the shares reported; the exit price is the real traded one.
     assert trade["shares"] == 4900 and trade["exit_price"] == 0.95
     assert trade["return"] == pytest.approx((9_800 - 5) / 9_805 - 1, abs=1e-6)
@@ -120,7 +134,7 @@ def test_a_suspended_fund_fills_at_its_next_bar():
             (3, 1.2, 1.3, 1.0, "HOLD"),
         ]
     )
-    (trade,) = backtest.funds[0].trades_json()
+    (trade,) = trades(backtest)
     assert (trade["signal_day"], trade["entry_day"], trade["entry_price"]) == ("2024-01-01", "2024-01-04", 1.2)
     assert trade["exit_day"] is None  # open: marked at the last close, without an exit fee
     assert trade["return"] == pytest.approx(8_300 * 1.3 / (8_300 * 1.2 + 5) - 1, abs=1e-6)
@@ -132,15 +146,15 @@ def test_the_lots_left_unbought_stay_as_idle_cash():
         BacktestSettings(start=DAYS[0], cash=10_000, lot=100),
     )
     # 33 lots at 3.00 cost 9,900 + 5: 95 CNY idle, earning nothing while the 9,900 gain 10%.
-    assert backtest.funds[0].strategy.equity[-1] == pytest.approx(95 + 3_300 * 3.3)
+    assert equity(backtest, "strategy")[-1] == pytest.approx(95 + 3_300 * 3.3)
 
 
 def test_close_execution_fills_at_the_signal_days_close_and_is_named():
     bars = [(0, 1.0, 1.1, 1.0, "BUY"), (1, 1.3, 1.4, 1.0, "SELL"), (2, 1.2, 1.2, 1.0, "EMPTY")]
     at_close = run(bars, BacktestSettings(start=DAYS[0], cash=10_000, execution="close"))
     next_open = run(bars, BacktestSettings(start=DAYS[0], cash=10_000))
-    (optimistic,) = at_close.funds[0].trades_json()
-    (realistic,) = next_open.funds[0].trades_json()
+    (optimistic,) = trades(at_close)
+    (realistic,) = trades(next_open)
     assert (optimistic["entry_day"], optimistic["entry_price"], optimistic["exit_price"]) == ("2024-01-01", 1.1, 1.4)
     assert (realistic["entry_day"], realistic["entry_price"], realistic["exit_price"]) == ("2024-01-02", 1.3, 1.2)
     assert doc(at_close)["settings"]["execution"] == "close"
@@ -148,14 +162,14 @@ def test_close_execution_fills_at_the_signal_days_close_and_is_named():
 
 def test_slippage_moves_both_fills_against_the_trader():
     bars = [(0, 1.0, 1.0, 1.0, "BUY"), (1, 1.0, 1.0, 1.0, "SELL"), (2, 1.0, 1.0, 1.0, "EMPTY")]
-    (trade,) = run(bars, BacktestSettings(start=DAYS[0], cash=10_000, slippage_bps=10)).funds[0].trades_json()
+    (trade,) = trades(run(bars, BacktestSettings(start=DAYS[0], cash=10_000, slippage_bps=10)))
     assert (trade["entry_price"], trade["exit_price"]) == (1.001, 0.999)
 
 
 def test_a_regime_running_at_the_start_is_not_entered():
     # A SELL while out does nothing; the HOLD days of a regime begun before the start are not a BUY.
     backtest = run([(0, 1.0, 1.0, 1.0, "HOLD"), (1, 1.0, 1.0, 1.0, "SELL"), (2, 1.0, 1.0, 1.0, "HOLD")])
-    assert backtest.funds[0].trades_json() == []
+    assert trades(backtest) == []
 
 
 def test_volatility_and_sharpe_are_annualised_sample_figures():
@@ -163,8 +177,8 @@ def test_volatility_and_sharpe_are_annualised_sample_figures():
     backtest = run(
         [(i, c, c, 1.0, "EMPTY") for i, c in enumerate(closes)], BacktestSettings(start=DAYS[0], cash=1_000_000)
     )
-    equity = backtest.funds[0].hold.equity.tolist()
-    returns = [b / a - 1 for a, b in itertools.pairwise([1_000_000, *equity])]
+    held = equity(backtest, "buy_and_hold")
+    returns = [b / a - 1 for a, b in itertools.pairwise([1_000_000, *held])]
     hold = doc(backtest)["funds"][0]["buy_and_hold"]
     sd = statistics.stdev(returns)
     assert hold["volatility"] == pytest.approx(sd * math.sqrt(244), abs=1e-6)
@@ -183,7 +197,7 @@ def test_a_fund_without_a_bar_has_null_figures_and_an_idle_sleeve_in_the_portfol
         "open_trade": None,
     }
     # Two sleeves of 10,000; the absent fund's stays cash.
-    hold = backtest.funds[0].hold.equity[-1]
+    hold = equity(backtest, "buy_and_hold")[-1]
     assert doc(backtest)["portfolio"]["buy_and_hold"]["total_return"] == pytest.approx((hold + 10_000) / 20_000 - 1)
 
 
@@ -194,8 +208,8 @@ def test_a_year_and_more_is_annualised_over_calendar_days():
     )
     signals = pd.DataFrame({"ts_code": "A", "trade_date": pd.to_datetime(days), "state": "EMPTY"})
     settings = BacktestSettings(start=days[0], cash=1_000_000, min_commission=0, commission=0)
-    backtest = run_backtest(prices, signals, pd.DataFrame({"ts_code": ["A"], "name": ["a"]}), settings, days[-1])
-    hold = backtest_document(backtest, days[-1], STRATEGY)["funds"][0]["buy_and_hold"]
+    backtest = run_backtest(prices, signals, pd.DataFrame({"ts_code": ["A"], "name": ["a"]}), settings, days)
+    hold = doc(backtest)["funds"][0]["buy_and_hold"]
     assert hold["cagr"] == pytest.approx(1.21 ** (365.25 / 730) - 1, abs=1e-6)
 
 
@@ -218,15 +232,28 @@ def walks(draw):
 @settings(max_examples=40, deadline=None)
 @given(walks(), st.sampled_from(["next_open", "close"]), st.integers(0, 59))
 def test_a_days_backtest_does_not_change_when_later_prices_are_added(bars, execution, cut):
-    """No look-ahead: the document as of a day is the same from a run that ends there and from a longer one."""
-    day = DAYS[cut]
-    early = [b for b in bars if DAYS[b[0]] <= day]
+    """No look-ahead: every document up to a day is the same from a run that ends there and from a longer one."""
+    early = [b for b in bars if b[0] <= cut]
     if not early:
         return
     settings = BacktestSettings(start=DAYS[0], cash=50_000, execution=execution)
-    assert backtest_document(run(bars, settings), day, STRATEGY) == backtest_document(
-        run(early, settings), day, STRATEGY
-    )
+    longer = {d["as_of"]: d for d in documents(run(bars, settings), STRATEGY)}
+    for document in documents(run(early, settings), STRATEGY):
+        assert longer[document["as_of"]] == document
+
+
+def test_a_fund_suspended_to_the_end_is_annualised_to_its_last_bar():
+    days = [dt.date(2022, 1, 4), dt.date(2023, 1, 4), dt.date(2024, 1, 4)]
+    prices = pd.DataFrame(
+        {"ts_code": ["A", "A", "B"], "trade_date": pd.to_datetime([days[0], days[1], days[2]]), "open": 1.0,
+         "close": [1.0, 1.21, 1.0], "adj_factor": 1.0}
+    )  # fmt: skip
+    signals = pd.DataFrame({"ts_code": prices["ts_code"], "trade_date": prices["trade_date"], "state": "EMPTY"})
+    settings = BacktestSettings(start=days[0], cash=1_000_000, min_commission=0, commission=0)
+    funds = pd.DataFrame({"ts_code": ["A", "B"], "name": ["a", "b"]})
+    backtest = run_backtest(prices, signals, funds, settings, days)
+    # A's last bar is a year after its first: 21% in 365 days, whatever day the document is of.
+    assert doc(backtest, days[2])["funds"][0]["buy_and_hold"]["cagr"] == pytest.approx(1.21 ** (365.25 / 365) - 1)
 
 
 def test_the_reports_summary_is_the_backtests_figures_of_the_day():
@@ -234,10 +261,7 @@ def test_the_reports_summary_is_the_backtests_figures_of_the_day():
         [(0, 1.0, 1.0, 1.0, "BUY"), (1, 1.0, 1.1, 1.0, "HOLD"), (2, 1.1, 1.2, 1.0, "HOLD")],
         universe=("510300.SH", "159915.SZ"),
     )
-    table = FigureTable()
-    for day in DAYS[:3]:
-        table.add(doc(backtest, day))
-    summaries = backtest_summaries(table.frame())
+    summaries = backtest_summaries(figure_table(backtest.frame, backtest.state.settings))
     first, last = summaries["2024-01-01"], summaries["2024-01-03"]
     assert first["funds"] == []  # the BUY has not filled yet
     figures = doc(backtest, DAYS[2])

@@ -61,10 +61,16 @@ def plain_signals(prices: pd.DataFrame, short: int, long: int) -> pd.DataFrame:
 def engine_figures(prices, signals, settings, first: dt.date, as_of: dt.date) -> dict[str, dict | None]:
     """The backtest engine's strategy figures of each fund and the portfolio, for one pair's signals and one
     part of the period."""
-    run = bt.run_backtest(prices, signals, UNIVERSE, settings_from(settings, first), as_of)
-    figures = {fund.ts_code: fund.figures(as_of)["strategy"] for fund in run.funds}
-    figures[bt.PORTFOLIO] = run.portfolio(as_of)["strategy"]
+    run = bt.run_backtest(prices, signals, UNIVERSE, settings_from(settings, first), trading_days(prices, first, as_of))
+    (document,) = bt.documents(run, {}, only={as_of})
+    figures = {fund["ts_code"]: fund["strategy"] for fund in document["funds"]}
+    figures[bt.PORTFOLIO] = document["portfolio"]["strategy"]
     return figures
+
+
+def trading_days(prices: pd.DataFrame, first: dt.date, last: dt.date) -> list[dt.date]:
+    days = sorted(d.date() for d in prices["trade_date"].unique())
+    return [d for d in days if first <= d <= last]
 
 
 def settings_from(settings: bt.BacktestSettings, start: dt.date) -> bt.BacktestSettings:
@@ -127,13 +133,14 @@ def test_a_row_whose_cash_cannot_buy_a_lot_is_traded_as_the_engine_trades_it():
     unaffordable = 0
     for short, long in GRID.pairs().tolist():
         signals = plain_signals(fund, short, long)
-        run = bt.run_backtest(fund, signals, universe, settings, END)
-        unaffordable += len(run.funds[0].strategy.trades) < openings(
+        run = bt.run_backtest(fund, signals, universe, settings, trading_days(fund, START, END))
+        unaffordable += len(bt.trade_lists(run, {})[CODES[0]]) < openings(
             signals[signals["trade_date"] >= pd.Timestamp(START)]
         )
         cell = sweep.table[(sweep.table["short"] == short) & (sweep.table["long"] == long)].set_index("ts_code")
         got = cell.at[CODES[0], "full_total_return"]
-        assert got == pytest.approx(run.funds[0].figures(END)["strategy"]["total_return"], abs=5e-7)
+        (document,) = bt.documents(run, {}, only={END})
+        assert got == pytest.approx(document["funds"][0]["strategy"]["total_return"], abs=5e-7)
     assert unaffordable  # the case was reached
 
 

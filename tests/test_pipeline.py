@@ -292,19 +292,35 @@ def test_two_concurrent_runs_of_one_day_leave_a_whole_identical_site(scenario, t
     assert not list(site.rglob("*.tmp"))
 
 
-def test_a_range_without_its_history_fails_at_the_indicators_naming_the_commands(scenario, tmp_path):
+def test_a_range_without_its_history_fails_once_before_any_fetch_naming_every_stretch_and_one_command(
+    scenario, tmp_path
+):
+    # A backtest from earlier than the range, on an instance with nothing stored: the range's indicators need
+    # the window of prices before it, and the backtest the signals since its start and the prices behind them.
+    start = "2024-06-03"
     command, env = materialize_cli(
-        scenario, ["--partition-range", f"{DAY}...{NEXT_DAY}"], ALCHEMY_DATA_DIR=str(tmp_path / "empty")
+        scenario,
+        ["--partition-range", f"{DAY}...{NEXT_DAY}"],
+        ALCHEMY_DATA_DIR=str(tmp_path / "empty"),
+        ALCHEMY_BACKTEST_START=start,
     )
+    calls = len(scenario["server"].calls)
     done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
-    window = history_keys(DAY)
-    assert "scripts/backfill START END" in done.stderr
-    history = f"--select '*etf_daily_prices' --partition-range {window[0]}...{window[-1]}"
-    assert f".venv/bin/dagster asset materialize -m alchemy_pipeline.definitions {history}" in done.stderr
-    assert "etf_indicators" in done.stderr and "STEP_UP_FOR_RETRY" not in done.stderr
-    # The range's own prices were fetched and are kept: nothing is lost.
-    assert sorted(p.stem for p in (tmp_path / "empty" / "etf_daily_prices").iterdir()) == [DAY, NEXT_DAY]
+    assert len(scenario["server"].calls) == calls  # nothing fetched
+    assert not (tmp_path / "empty" / "etf_daily_prices").exists()
+    (failure,) = {line for line in done.stderr.splitlines() if "This run reads history that is not stored" in line}
+    window, before = history_keys(DAY), history_keys(DAY)[-(len(history_keys(DAY)) - history_keys(DAY).index(start)) :]
+    assert f"etf_daily_prices {window[0]}...{window[-1]} ({len(window)} days; for the 300-day window" in failure
+    assert (
+        f"trade_signals {start}...{before[-1]} ({len(before)} days; for the backtest from its start, {start}" in failure
+    )
+    behind = history_keys(start)
+    assert f"etf_daily_prices {behind[0]}...{before[-1]} ({len(behind) + len(before)} days;" in failure
+    assert failure.rstrip().endswith(
+        f"one command makes it all and then runs this range: scripts/backfill {DAY} {NEXT_DAY}"
+    )
+    assert "STEP_UP_FOR_RETRY" not in done.stderr
 
 
 def test_a_daily_report_shows_the_portfolio_chart_and_plottable_numbers_in_the_ui(scenario):

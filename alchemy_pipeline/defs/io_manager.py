@@ -23,6 +23,8 @@ from alchemy_pipeline.domain.frames import by_trade_date, shared_strings
 from alchemy_pipeline.domain.memory import release_free_memory
 from alchemy_pipeline.domain.storage import BlobStore, LocalBlobStore, S3BlobStore, in_parallel
 
+# An input's metadata flag: of the upstream partitions, read only the first, and none if it is missing.
+DAY_BEFORE_ONLY = "day_before_only"
 # Days converted to Arrow at a time when a range is written.
 DAYS_PER_ARROW_CHUNK = 64
 
@@ -91,8 +93,11 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | None) -> None:
         if obj is None:
             return
+        self.write(context.asset_key, obj, context.asset_partition_keys)
+
+    def write(self, asset_key: dg.AssetKey, obj: pd.DataFrame, keys: list[str]) -> None:
+        """Stores ``obj`` as one object per partition of ``keys`` (by its ``trade_date``)."""
         release_free_memory()  # what the step computed and dropped, before the output is converted
-        keys = context.asset_partition_keys
         obj = by_trade_date(obj)
         day_of_row = obj["trade_date"].to_numpy("datetime64[D]")
         partition_days = np.array(keys, dtype="datetime64[D]")
@@ -100,7 +105,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         ends = day_of_row.searchsorted(partition_days, side="right")
         if int((ends - starts).sum()) != len(obj):
             stray = sorted(str(d) for d in set(np.unique(day_of_row)) - set(partition_days))
-            raise ValueError(f"{context.asset_key.to_user_string()} has rows for days outside its partitions: {stray}")
+            raise ValueError(f"{asset_key.to_user_string()} has rows for days outside its partitions: {stray}")
         store = self.store()
         schema = arrow_schema(obj)
         days = list(zip(keys, starts, ends, strict=True))
@@ -114,7 +119,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 def write(day: tuple[str, int, int], table=table, offset=offset) -> None:
                     key, start, end = day
                     data = to_parquet_bytes(table.slice(start - offset, end - start))
-                    store.put(self._key(context.asset_key, key), data, content_type="application/vnd.apache.parquet")
+                    store.put(self._key(asset_key, key), data, content_type="application/vnd.apache.parquet")
 
                 in_parallel(write, chunk)
 
@@ -127,16 +132,17 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         release_free_memory()  # what the previous step held, before this one reads
         asset_key = context.asset_key
         keys = list(context.asset_partition_keys)
-        since = context.definition_metadata.get("since")
-        if since is not None:
-            # Every day from ``since`` (a partition) to the range's end: a history as long as the backtest's.
-            # A partition mapping cannot say "from a fixed day", and one reaching back 2,000 days takes
-            # Dagster seconds to resolve.
-            span = dg.PartitionKeyRange(since, keys[-1])
-            keys = context.asset_partitions_def.get_partition_keys_in_range(span) if since <= keys[-1] else []
+        if context.definition_metadata.get(DAY_BEFORE_ONLY):
+            # An asset's input of itself, the day before each of the run's days: only the day before the
+            # first is read (the run computes the others), and its absence is for the asset to handle.
+            return self.read_if_stored(asset_key, keys[0]) if keys else pd.DataFrame()
         frame = self.read(asset_key, keys, context.definition_metadata.get("columns"))
         context.log.info(f"{asset_key.to_user_string()}: {len(keys)} partitions read, {len(frame)} rows")
         return frame
+
+    def read_if_stored(self, asset_key: dg.AssetKey, key: str) -> pd.DataFrame:
+        """One partition of an asset, or an empty frame if it was never written."""
+        return pd.DataFrame() if self.missing_partitions(asset_key, [key]) else self.read(asset_key, [key])
 
     def read(self, asset_key: dg.AssetKey, keys: list[str], columns: list[str] | None = None) -> pd.DataFrame:
         """The partitions ``keys`` of an asset as one frame (only ``columns``, when given); a

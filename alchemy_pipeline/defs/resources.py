@@ -15,6 +15,7 @@ from alchemy_pipeline.domain.backtest import BacktestSettings
 from alchemy_pipeline.domain.calendar import TRADE_CAL_CACHE_KEY, TradingCalendar, cached_calendar
 from alchemy_pipeline.domain.demo_prices import DEMO_NOTICE, DemoTushareApi
 from alchemy_pipeline.domain.notify import LocalOutbox, Notifier, SnsNotifier
+from alchemy_pipeline.domain.report import STRATEGY_NAME
 from alchemy_pipeline.domain.storage import BlobStore, LocalBlobStore, S3BlobStore
 from alchemy_pipeline.domain.strategy import StrategyParams
 from alchemy_pipeline.domain.tushare_api import RetryPolicy, TushareClient, shared_rate_limiter
@@ -42,11 +43,15 @@ class StrategyResource(dg.ConfigurableResource):
     def params(self) -> StrategyParams:
         return StrategyParams(short=self.short, long=self.long, window=HISTORY_WINDOW)
 
+    def rule(self) -> dict:
+        """The rule as the backtest's documents name it."""
+        return {"name": STRATEGY_NAME, "short": self.short, "long": self.long}
+
 
 class BacktestResource(dg.ConfigurableResource):
-    """How the backtest trades the signals: with what cash, costs, lots and fills. Its first day is part of
-    the code location (the ``etf_backtest`` asset's inputs reach back to it)."""
+    """How the backtest trades the signals: from what day, with what cash, costs, lots and fills."""
 
+    start: str
     execution: str
     cash: float
     commission: float
@@ -54,9 +59,9 @@ class BacktestResource(dg.ConfigurableResource):
     slippage_bps: float
     lot: int
 
-    def settings(self, start: dt.date) -> BacktestSettings:
+    def settings(self) -> BacktestSettings:
         return BacktestSettings(
-            start=start,
+            start=dt.date.fromisoformat(self.start),
             execution=self.execution,
             cash=self.cash,
             commission=self.commission,
@@ -244,6 +249,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         ),
         "strategy": StrategyResource(short=settings.ma_short, long=settings.ma_long),
         "backtest": BacktestResource(
+            start=settings.backtest_start.isoformat(),
             execution=settings.backtest_execution,
             cash=settings.backtest_cash,
             commission=settings.backtest_commission,

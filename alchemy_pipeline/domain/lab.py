@@ -367,7 +367,7 @@ def equity_stats(equity: np.ndarray, start_value: float, points: list[int]) -> l
 
 def _growth(total_return: np.ndarray, first_day: dt.date, as_of: dt.date) -> np.ndarray:
     """The CAGR of each row, by the backtest's own function."""
-    return np.array([np.nan if (g := bt.cagr(t, first_day, as_of)) is None else g for t in total_return.tolist()])
+    return bt.cagr_of(total_return, np.full(len(total_return), (as_of - first_day).days))
 
 
 @dataclass
@@ -500,7 +500,6 @@ def sweep_funds(
     funds add to the portfolio."""
     days, oos_days = period.days, period.days[period.split :]
     n_pairs, cash = len(pairs), settings.cash
-    as_of = {"full": period.end, "in_sample": period.last_in_sample, "out_of_sample": period.end}
     sums = _Sums(np.zeros((n_pairs, len(days))), np.zeros((n_pairs, len(oos_days))), np.zeros((1, len(days))),
                  np.zeros((1, len(oos_days))))  # fmt: skip
     tables, holds = [], []
@@ -532,7 +531,9 @@ def sweep_funds(
                 equity_stats(hold, cash, list(ends.values())),
                 strict=True,
             ):
-                parts[name] = (stats, hold_stats, TradeCounts.of(run, n - 1), fund_days[first].item())
+                # A year's rate is measured from the fund's first bar of the part to its last, as the backtest's.
+                span = (fund_days[first].item(), fund_days[first + n - 1].item())
+                parts[name] = (stats, hold_stats, TradeCounts.of(run, n - 1), span)
         table = {"ts_code": h.ts_code, "name": h.name, "short": pairs[:, 0], "long": pairs[:, 1]}
         hold_row = {"ts_code": h.ts_code, "name": h.name}
         for name in PERIODS:
@@ -540,10 +541,10 @@ def sweep_funds(
                 table.update({f"{name}_{m}": np.full(n_pairs, np.nan) for m in PAIR_METRICS})
                 hold_row.update({f"{name}_{m}": np.nan for m in EQUITY_METRICS})
                 continue
-            stats, hold_stats, counts, first_day = parts[name]
-            got = figures(stats, first_day, as_of[name], counts)
+            stats, hold_stats, counts, (first_day, last_day) = parts[name]
+            got = figures(stats, first_day, last_day, counts)
             table.update({f"{name}_{m}": got[m] for m in PAIR_METRICS})
-            held = figures(hold_stats, first_day, as_of[name], None)
+            held = figures(hold_stats, first_day, last_day, None)
             hold_row.update({f"{name}_{m}": float(held[m][0]) for m in EQUITY_METRICS})
             sums.add_counts(name, counts)
         tables.append(table)
@@ -729,7 +730,7 @@ def sweep_settings(sweep: Sweep) -> dict:
         "in_sample": sweep.in_sample,
         "grid": sweep.grid.as_json(),
         "production": {"short": sweep.production[0], "long": sweep.production[1]},
-        "averages": "TA-Lib SMA of the forward-adjusted close, not rounded",
+        "averages": "TA-Lib SMA of the forward-adjusted close, rounded to 3 decimals as production rounds them",
     }
 
 

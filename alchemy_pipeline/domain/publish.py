@@ -109,20 +109,23 @@ def publish_signals(
     subscribe_url: str | None = None,
     backtests: pd.DataFrame | None = None,
     factors: pd.DataFrame | None = None,
+    unavailable: Iterable[str] = (),
 ) -> list[str]:
     """Publishes the report of every day in ``signals``, with its backtest summary from the figures table
-    ``backtests``; then each fund's page with these days added (their adjustment factors from ``factors``,
-    the prices), the pages of the published days on either side, the history and the front page. Rendering
-    is pure Python: a long range is rendered in worker processes, a batch of days each, while this process
-    writes the files."""
+    ``backtests`` (on the days ``unavailable``, a report that says the backtest is unavailable); then each
+    fund's page with these days added (their adjustment factors from ``factors``, the prices), the pages of
+    the published days on either side, the history and the front page. Rendering is pure Python: a long
+    range is rendered in worker processes, a batch of days each, while this process writes the files."""
 
-    def with_backtests(batch: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict]]:
+    missing = dict.fromkeys(unavailable)
+
+    def with_backtests(batch: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict | None]]:
         if backtests is None:
             return batch, {}
         days = backtests["trade_date"].to_numpy()
         first, last = batch["trade_date"].iloc[0].to_datetime64(), batch["trade_date"].iloc[-1].to_datetime64()
         rows = slice(days.searchsorted(first, "left"), days.searchsorted(last, "right"))
-        return batch, backtest_summaries(backtests.iloc[rows])
+        return batch, {**missing, **backtest_summaries(backtests.iloc[rows])}
 
     run_days = sorted(signals["trade_date"].dt.strftime("%Y-%m-%d").unique())
     days = sorted(set(published_days(store)) | set(run_days))

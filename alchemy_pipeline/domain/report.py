@@ -195,6 +195,8 @@ def report_sections(report: dict) -> list[tuple[State, str, list[tuple[str, str]
 
 
 EXECUTION_LABELS = {"next_open": "信号次日开盘成交", "close": "信号当日收盘成交(偏乐观)"}
+# A day whose backtest failed is published all the same (its JSON's backtest is null), saying so.
+BACKTEST_UNAVAILABLE = "回测: 今日暂不可用(计算失败, 信号不受影响)"
 
 
 def _percent(fraction: float) -> str:
@@ -241,6 +243,8 @@ def render_text(report: dict, sections: list | None = None, fund_url: Callable[[
     if report.get("backtest"):
         backtest = backtest_lines(report["backtest"])
         blocks.append(backtest if fund_url is None else [f"{backtest[0]} {backtest[1]}"])
+    elif "backtest" in report:
+        blocks.append([BACKTEST_UNAVAILABLE])
     for i, block in enumerate(blocks):
         if i:
             lines.append(SECTION_RULE)

@@ -15,6 +15,7 @@ from importlib import resources
 
 from alchemy_pipeline.domain.backtest import PORTFOLIO, PORTFOLIO_NAME
 from alchemy_pipeline.domain.report import (
+    BACKTEST_UNAVAILABLE,
     EXECUTION_LABELS,
     STATE_LABELS,
     backtest_line,
@@ -184,6 +185,8 @@ def _day_summary(report: dict, root: str) -> str:
             f"<p>回测(自{summary['start']}起, {EXECUTION_LABELS[summary['execution']]}, 扣除佣金) "
             f'<a href="{root}funds/{PORTFOLIO}.html">{html.escape(line)}</a></p>'
         )
+    elif "backtest" in report:
+        parts.append(f"<p>{html.escape(BACKTEST_UNAVAILABLE)}</p>")
     return "\n".join(parts)
 
 

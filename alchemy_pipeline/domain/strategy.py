@@ -14,6 +14,9 @@ from enum import StrEnum
 import numpy as np
 import talib
 
+# The version of the rule's definition: raised whenever a change to this module changes what it publishes,
+# so that the backtest's fingerprint tells figures of the old rule from the new.
+RULE_VERSION = 1
 MIN_SEARCH_DAYS = 250
 # The averages are rounded to this many decimals, as the reports show them, before they are compared.
 AVERAGE_DECIMALS = 3

@@ -1,16 +1,20 @@
-"""The backtest asset: every fund's published signals traded with China ETF costs, against holding it."""
+"""The backtest asset: every fund's published signals traded with China ETF costs, against holding it, carried
+from each trading day to the next."""
 
 import datetime as dt
+import traceback
 
 import dagster as dg
 import pandas as pd
 
+from alchemy_pipeline.defs.backtest.chain import BacktestChain
+from alchemy_pipeline.defs.io_manager import DAY_BEFORE_ONLY, PartitionedParquetIOManager
 from alchemy_pipeline.defs.partitions import BACKTEST_ASSET, range_days
 from alchemy_pipeline.defs.resources import BacktestResource, SiteResource, StrategyResource, UniverseResource
 from alchemy_pipeline.defs.trading_days import TRADING_DAYS, trading_days_partitions
 from alchemy_pipeline.domain import backtest as bt
-from alchemy_pipeline.domain.publish import backtest_key, publish_backtests, published_days
-from alchemy_pipeline.domain.report import STRATEGY_NAME
+from alchemy_pipeline.domain.publish import backtest_key
+from alchemy_pipeline.domain.quality import QUALITY_COLUMNS
 from alchemy_pipeline.settings import SettingsError
 
 GROUP = "etf_backtest"
@@ -32,6 +36,13 @@ PREVIEW_COLUMNS = [
 ]
 # The portfolio's figures a single day's run records as numbers, which the UI plots over days.
 PLOTTED = ["total_return", "cagr", "max_drawdown", "sharpe"]
+# The columns the held-back rule reads, with those the backtest trades on.
+PRICE_INPUT_COLUMNS = QUALITY_COLUMNS
+SIGNAL_INPUT_COLUMNS = [*bt.SIGNAL_COLUMNS, "note"]
+# Each day's state follows from the day before's: Dagster's lineage shows it, and a run reads only the state
+# before its first day (the IO manager is told to read no other).
+PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)
+COMPUTED_CHECK = "backtest_computed"
 
 
 def _figures_metadata(table: pd.DataFrame, as_of: str, one_day: bool, page: str) -> dict:
@@ -56,7 +67,7 @@ def _figures_metadata(table: pd.DataFrame, as_of: str, one_day: bool, page: str)
 
 def build_backtest_asset(start: dt.date) -> dg.AssetsDefinition:
     """The ``etf_backtest`` asset of a backtest starting on ``start`` (ALCHEMY_BACKTEST_START), which must be a
-    trading day: the asset reads the prices and signals of every day from it."""
+    trading day."""
     if not TRADING_DAYS.calendar.is_trading_day(start):
         following = TRADING_DAYS.calendar.sessions(start, start + dt.timedelta(days=30))
         raise SettingsError(
@@ -72,53 +83,87 @@ def build_backtest_asset(start: dt.date) -> dg.AssetsDefinition:
         group_name=GROUP,
         kinds={"pandas", "parquet", "json"},
         ins={
-            "etf_daily_prices": dg.AssetIn(metadata={"columns": bt.PRICE_COLUMNS, "since": since}),
-            "trade_signals": dg.AssetIn(metadata={"columns": bt.SIGNAL_COLUMNS, "since": since}),
+            "etf_daily_prices": dg.AssetIn(metadata={"columns": PRICE_INPUT_COLUMNS}),
+            "trade_signals": dg.AssetIn(metadata={"columns": SIGNAL_INPUT_COLUMNS}),
+            "previous_state": dg.AssetIn(
+                key=BACKTEST_ASSET, partition_mapping=PREVIOUS_DAY, metadata={DAY_BEFORE_ONLY: True}
+            ),
         },
+        check_specs=[
+            dg.AssetCheckSpec(
+                COMPUTED_CHECK,
+                asset=BACKTEST_ASSET,
+                description=(
+                    "The backtest of every day of the run was computed. When it was not, the reports still go out, "
+                    "without their backtest block, and the next run recomputes the backtest from its start."
+                ),
+            )
+        ],
         description=(
-            f"The backtest as of each day, from {since} (ALCHEMY_BACKTEST_START): every fund's published BUY and "
-            "SELL days traded at the next bar's open (or the day's close) in whole lots with commission, "
-            "against buying and holding it, and the equal-weight portfolio of both (ts_code PORTFOLIO). One "
-            "row per fund and day with the figures. Publishes backtests/YYYY-MM-DD.json for each day, and each "
-            "fund's trades (backtests/trades/<ts_code>.json) when the run reaches the newest published day. "
-            "Reads the prices and signals of every day from the start: they must exist."
+            f"The backtest's state after each day, from {since} (ALCHEMY_BACKTEST_START), carried from the day "
+            "before: every fund's published BUY and SELL days traded at the next bar's open (or the day's close) "
+            "in whole lots with commission, against buying and holding it, and the equal-weight portfolio of both "
+            "(ts_code PORTFOLIO). One row per fund and day with what its figures need to go on (cash, position, "
+            "pending order, running peak and drawdown, the sums of the daily returns) and the fingerprint of the "
+            "settings, rule and universe they were made with. A day held back from publication is not traded. "
+            "Publishes backtests/YYYY-MM-DD.json for each day traded, and each fund's trades "
+            "(backtests/trades/<ts_code>.json) when the run reaches the newest published day. A stored state of "
+            "other settings is recomputed from the start; a run that changes a day's state carries it on through "
+            "the later stored days."
         ),
     )
     def etf_backtest(
         context: dg.AssetExecutionContext,
         etf_daily_prices: pd.DataFrame,
         trade_signals: pd.DataFrame,
+        previous_state: pd.DataFrame,
+        io_manager: dg.ResourceParam[PartitionedParquetIOManager],
         universe: UniverseResource,
         strategy: StrategyResource,
         backtest: BacktestResource,
         site: SiteResource,
-    ) -> dg.Output[pd.DataFrame]:
+    ):
         days = [d for d in range_days(context) if d >= start]
-        settings = backtest.settings(start)
         if not days:
             context.log.info(f"Every day of the run is before the backtest's start, {since}: nothing to backtest")
-            return dg.Output(bt.FigureTable().frame())
-        params = strategy.params()
-        result = bt.run_backtest(etf_daily_prices, trade_signals, universe.load(), settings, days[-1])
-        described = {"name": STRATEGY_NAME, "short": params.short, "long": params.long}
-        table = bt.FigureTable()
-
-        def documents():
-            for day in days:
-                document = bt.backtest_document(result, day, described)
-                table.add(document)
-                yield document
-
-        store = site.store()
-        newest = published_days(store)
-        # Trades only from a run that reaches the newest day: a backfill of the past leaves them as they are.
-        reaches_newest = not newest or days[-1].isoformat() >= newest[-1]
-        trades = {fund.ts_code: fund.trades_json() for fund in result.funds} if reaches_newest else None
-        written = publish_backtests(store, documents(), trades)
-        figures = table.frame()
-        context.log.info(f"{len(written)} files published; trades {'rewritten' if trades else 'left as they were'}")
+            yield dg.Output(bt.state_frame_empty())
+            yield dg.AssetCheckResult(check_name=COMPUTED_CHECK, passed=True, description="nothing to backtest")
+            return
+        chain = BacktestChain(
+            io_manager=io_manager,
+            store=site.store(),
+            settings=backtest.settings(),
+            universe=universe.load(),
+            rule=strategy.rule(),
+            max_funds_without_data=universe.max_funds_without_data,
+            log=context.log,
+        )
+        try:
+            result = chain.run(days, etf_daily_prices, trade_signals, previous_state)
+        except Exception as exc:
+            context.log.error(f"The backtest failed; the reports go out without it:\n{traceback.format_exc()}")
+            yield dg.Output(bt.state_frame_empty(), metadata={"backtest": "unavailable", "error": str(exc)[:500]})
+            yield dg.AssetCheckResult(
+                check_name=COMPUTED_CHECK, passed=False, description=f"The backtest failed: {str(exc)[:300]}"
+            )
+            return
+        for day in result.other_days:
+            # States the run rewrote outside its own days (recomputed or carried on): Dagster records them too.
+            yield dg.AssetMaterialization(
+                asset_key=context.asset_key, partition=day, metadata={"rewritten_by_run": context.run.run_id}
+            )
+        figures = bt.figure_table(result.frame, chain.settings)
         last = days[-1].isoformat()
         metadata = _figures_metadata(figures, last, len(days) == 1, site.url(backtest_key(last)))
-        return dg.Output(figures, metadata=metadata)
+        metadata.update(
+            fingerprint=chain.fingerprint,
+            documents_published=result.documents,
+            trades_rewritten=result.trades_rewritten,
+            started_from=result.started_from,
+            days_held_back=len(result.held_back),
+            other_days_rewritten=len(result.other_days),
+        )
+        yield dg.Output(result.frame, metadata=metadata)
+        yield dg.AssetCheckResult(check_name=COMPUTED_CHECK, passed=True, description=result.started_from)
 
     return etf_backtest

@@ -3,6 +3,7 @@
 An analyst's asset: not in the daily job, materialized from the UI's launchpad or the CLI with its grid
 and period as run config (``domain/lab.py`` does the work; README, "The parameter lab")."""
 
+import dataclasses
 import datetime as dt
 
 import dagster as dg
@@ -124,7 +125,7 @@ def build_sweep_asset(backtest_start: dt.date) -> dg.AssetsDefinition:
                 prices,
                 universe.load(),
                 grid,
-                backtest.settings(start),
+                dataclasses.replace(backtest.settings(), start=start),
                 end,
                 config.in_sample,
                 (params.short, params.long),

@@ -1,19 +1,34 @@
 """The four assets: etf_daily_prices -> etf_indicators -> trade_signals -> signal_report."""
 
 import json
+import os
 
 import dagster as dg
 import pandas as pd
 
+from alchemy_pipeline.defs.backtest.chain import REPUBLISH_KEY, missing_history
 from alchemy_pipeline.defs.checks import check_result
-from alchemy_pipeline.defs.partitions import REPORT_ASSET, backfill_command, history_mapping, range_days, to_day
+from alchemy_pipeline.defs.io_manager import PartitionedParquetIOManager
+from alchemy_pipeline.defs.partitions import (
+    BACKTEST_ASSET,
+    DAILY_ASSETS,
+    PRICE_ASSET,
+    REPORT_ASSET,
+    SIGNALS_ASSET,
+    backfill_command,
+    history_mapping,
+    range_days,
+    to_day,
+)
 from alchemy_pipeline.defs.resources import (
+    BacktestResource,
     PriceSourceResource,
     SiteResource,
     StrategyResource,
     UniverseResource,
 )
 from alchemy_pipeline.defs.trading_days import trading_days_partitions
+from alchemy_pipeline.domain import backtest as bt
 from alchemy_pipeline.domain.backtest import PORTFOLIO
 from alchemy_pipeline.domain.charts import equity_png, markdown_image
 from alchemy_pipeline.domain.fund_pages import fund_data_key
@@ -116,9 +131,14 @@ def etf_daily_prices(
     context: dg.AssetExecutionContext,
     prices: PriceSourceResource,
     universe: UniverseResource,
+    io_manager: dg.ResourceParam[PartitionedParquetIOManager],
+    strategy: StrategyResource,
+    backtest: BacktestResource,
 ):
     days = range_days(context)
-    codes = universe.load()["ts_code"].tolist()
+    funds = universe.load()
+    codes = funds["ts_code"].tolist()
+    _require_history(context, days, io_manager, funds, universe, strategy, backtest)
     client = prices.client(codes)
     try:
         table = fetch_prices(client, codes, days)
@@ -149,6 +169,25 @@ def etf_daily_prices(
     yield dg.Output(table, metadata=metadata)
     yield check_result("bars_are_valid", bars_are_valid(table))
     yield check_result("universe_coverage", universe_coverage(table, codes, days), dg.AssetCheckSeverity.WARN)
+
+
+def _require_history(context, days, io_manager, funds, universe, strategy, backtest) -> None:
+    """Fails the run once, before any vendor call, when the history its later steps read is not stored:
+    naming every missing stretch and the one command that makes them all."""
+    selected = {key.to_user_string() for key in (context.run.asset_selection or [])} or set(DAILY_ASSETS)
+    settings = backtest.settings()
+    fingerprint = bt.fingerprint(settings, strategy.rule(), funds["ts_code"].tolist(), universe.max_funds_without_data)
+    missing = missing_history(io_manager, selected, days, settings, funds, fingerprint)
+    if missing:
+        home = os.environ.get("DAGSTER_HOME")
+        command = f"{f'DAGSTER_HOME={home} ' if home else ''}scripts/backfill {days[0]} {days[-1]}"
+        raise dg.Failure(
+            description=(
+                f"This run reads history that is not stored: {'; '.join(missing)}. Nothing was fetched. From the repo "
+                f"root, one command makes it all and then runs this range: {command}"
+            ),
+            allow_retries=False,
+        )
 
 
 @dg.asset(
@@ -239,8 +278,10 @@ def signal_report(
     trade_signals: pd.DataFrame,
     etf_daily_prices: pd.DataFrame,
     etf_backtest: pd.DataFrame,
+    io_manager: dg.ResourceParam[PartitionedParquetIOManager],
     universe: UniverseResource,
     strategy: StrategyResource,
+    backtest: BacktestResource,
     prices: PriceSourceResource,
     site: SiteResource,
 ):
@@ -257,13 +298,22 @@ def signal_report(
             description=f"Nothing published: every day is held back. {_reasons(held_back)}", allow_retries=False
         )
     params = strategy.params()
+    settings = backtest.settings()
     store = site.store()
     if gap := _fund_pages_gap(store, kept["trade_date"].min().strftime("%Y-%m-%d")):
         context.log.warning(gap)
-    written = publish_signals(store, kept, params, prices.notice, site.subscribe_url, etf_backtest, factors)
-    days = kept["trade_date"].drop_duplicates()
-    newest = backtest_summaries(etf_backtest[etf_backtest["trade_date"] == days.max()])
+    run_days = set(kept["trade_date"].dt.strftime("%Y-%m-%d"))
+    republished = _republish(context, io_manager, store, run_days, params, prices.notice, site.subscribe_url, settings)
+    figures = bt.figure_table(etf_backtest, settings)
     del etf_backtest
+    unavailable = _backtest_unavailable(kept, figures, settings)
+    if unavailable:
+        context.log.error(f"The backtest of {', '.join(unavailable)} is unavailable: published without it")
+    written = publish_signals(
+        store, kept, params, prices.notice, site.subscribe_url, figures, factors, unavailable=unavailable
+    )
+    days = kept["trade_date"].drop_duplicates()
+    newest = backtest_summaries(figures[figures["trade_date"] == days.max()])
     latest = build_report(kept[kept["trade_date"] == days.max()], params, prices.notice, newest)
     # Stored with each day the run publishes: a backfill's metadata is kept per partition.
     metadata = {
@@ -274,6 +324,8 @@ def signal_report(
         "latest_page": dg.MetadataValue.url(site.page_url(latest["trade_date"])),
         "latest_report": dg.MetadataValue.md(f"```\n{_head(render_text(latest), REPORT_PREVIEW_LINES)}```"),
         "days_held_back": len(held_back),
+        "days_republished": len(republished),
+        "backtest_unavailable": len(unavailable),
     }
     portfolio = store.get(fund_data_key(PORTFOLIO))
     if portfolio is not None:
@@ -283,6 +335,10 @@ def signal_report(
     if len(days) == 1:
         # A range run's metadata is copied to each of its days: its last day's numbers would plot wrongly.
         metadata.update(_day_numbers(latest))
+    for day in republished:
+        yield dg.AssetMaterialization(
+            asset_key=context.asset_key, partition=day, metadata={"republished_by_run": context.run.run_id}
+        )
     if not held_back:
         # Every day of the run: one result, whose per-day records Dagster writes in batches.
         yield dg.MaterializeResult(metadata=metadata)
@@ -290,6 +346,32 @@ def signal_report(
     metadata["held_back"] = dg.MetadataValue.json(held_back)
     for day in days.dt.strftime("%Y-%m-%d"):
         yield dg.AssetMaterialization(asset_key=context.asset_key, partition=day, metadata=metadata)
+
+
+def _backtest_unavailable(signals: pd.DataFrame, figures: pd.DataFrame, settings) -> list[str]:
+    """The days from the backtest's start that have no backtest figures (its step failed)."""
+    days = set(signals["trade_date"][signals["trade_date"] >= pd.Timestamp(settings.start)].dt.strftime("%Y-%m-%d"))
+    have = set(figures["trade_date"].dt.strftime("%Y-%m-%d"))
+    return sorted(days - have)
+
+
+def _republish(context, io_manager, store, run_days: set[str], params, notice, subscribe_url, settings) -> list[str]:
+    """Publishes again the days outside the run whose backtest changed (listed by etf_backtest), from the stored
+    signals, prices and backtest states; then clears the list."""
+    listed = io_manager.store().get(REPUBLISH_KEY)
+    days = sorted(set(json.loads(listed) if listed else []) - run_days)
+    if not days:
+        return []
+    context.log.warning(
+        f"Publishing again {len(days)} days whose backtest changed ({days[0]}...{days[-1]}): their reports' "
+        "backtest summary, the fund pages' equity, the history"
+    )
+    signals = io_manager.read(dg.AssetKey(SIGNALS_ASSET), days)
+    factors = io_manager.read(dg.AssetKey(PRICE_ASSET), days, ["ts_code", "trade_date", "adj_factor"])
+    states = io_manager.read(dg.AssetKey(BACKTEST_ASSET), days)
+    publish_signals(store, signals, params, notice, subscribe_url, bt.figure_table(states, settings), factors)
+    io_manager.store().put(REPUBLISH_KEY, b"[]")
+    return days
 
 
 def _fund_pages_gap(store, first_day: str) -> str | None:
