@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from alchemy_pipeline.domain.backtest import BacktestSettings, FigureTable, backtest_document, run_backtest
+from alchemy_pipeline.domain.backtest import BacktestSettings, documents, figure_table, run_backtest, trade_lists
 from alchemy_pipeline.domain.publish import publish_backtests, publish_signals
 from alchemy_pipeline.domain.report import STRATEGY_NAME
 from alchemy_pipeline.domain.site import CHARTS_LIBRARY
@@ -49,17 +49,14 @@ def site_publishing() -> tuple[list[str], list[tuple[str, str, bool]]]:
     sessions = sorted(d.date() for d in prices["trade_date"].unique() if str(d.date()) <= END)
     days = [d for d in sessions if d >= dt.date.fromisoformat(START)]
     signals = classify(compute_indicators(prices, sessions, days, params), universe, days, params)
-    backtest = run_backtest(prices, signals, universe, BacktestSettings(start=days[0]), days[-1])
-    table = FigureTable()
+    settings = BacktestSettings(start=days[0])
+    backtest = run_backtest(prices, signals, universe, settings, days)
     strategy = {"name": STRATEGY_NAME, "short": params.short, "long": params.long}
-    documents = [backtest_document(backtest, day, strategy) for day in days]
-    for document in documents:
-        table.add(document)
-    figures = table.frame()
+    figures = figure_table(backtest.frame, settings)
     last = pd.Timestamp(days[-1])
     with tempfile.TemporaryDirectory(prefix="bench-site-") as root:
         store = CountingStore(root)
-        publish_backtests(store, documents, {fund.ts_code: fund.trades_json() for fund in backtest.funds})
+        publish_backtests(store, documents(backtest, strategy), trade_lists(backtest, {}))
         store.writes.clear()
         started = time.perf_counter()
         publish_signals(store, signals[signals["trade_date"] < last], params, None, None, figures, prices)

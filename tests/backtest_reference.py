@@ -82,7 +82,7 @@ def curve_figures(days: list[dt.date], equity: list[float], start_value: float, 
     values = [start_value, *equity]
     returns = [b / a - 1 for a, b in itertools.pairwise(values)]
     total = equity[-1] / start_value - 1
-    span = (as_of - days[0]).days
+    span = (days[-1] - days[0]).days  # to the last bar: a fund suspended since is not growing at a rate
     growth = None if span < 365 else (1 + total) ** (365.25 / span) - 1
     worst, peak, peak_day, worst_days = 0.0, start_value, days[0], (None, None)
     for day, value in zip(days, equity, strict=True):
@@ -154,3 +154,49 @@ def reference(bars_by_fund: dict[str, list[tuple]], codes: list[str], s: dict, a
         fees=sum(f["strategy"]["fees"] for f in traded),
     )
     return {"funds": funds, "portfolio": portfolio}
+
+
+def agree(got, want, where: str, mismatches: list) -> None:
+    """Notes in ``mismatches`` a published figure that is not the reference's, within its rounding."""
+    if isinstance(want, dt.date):
+        want = want.isoformat()
+    if isinstance(want, float) and got is not None:
+        # The published figures are rounded: fractions to 6 places, prices to 4, money (fees) to 2.
+        if abs(got - want) > (0.0051 if where.endswith("fees") else 1e-5 * max(1.0, abs(want))):
+            mismatches.append((where, got, want))
+    elif got != want:
+        mismatches.append((where, got, want))
+
+
+def check_document(document: dict, want: dict, mismatches: list) -> None:
+    """A published backtest document against ``reference`` as of its day."""
+    day = document["as_of"]
+    for sleeve in ("strategy", "buy_and_hold"):
+        for metric, value in want["portfolio"][sleeve].items():
+            agree(document["portfolio"][sleeve][metric], value, f"{day} portfolio {sleeve} {metric}", mismatches)
+    for fund in document["funds"]:
+        expected = want["funds"][fund["ts_code"]]
+        if expected is None:
+            agree(fund["first_day"], None, f"{day} {fund['ts_code']} first_day", mismatches)
+            continue
+        for sleeve in ("strategy", "buy_and_hold"):
+            for metric, value in expected[sleeve].items():
+                agree(fund[sleeve][metric], value, f"{day} {fund['ts_code']} {sleeve} {metric}", mismatches)
+        agree(fund["first_day"], expected["first_day"], f"{day} {fund['ts_code']} first_day", mismatches)
+
+
+def check_trades(code: str, published: list[dict], trades: list[dict], mismatches: list) -> None:
+    """A fund's published trades against the reference's."""
+    if len(published) != len(trades):
+        mismatches.append((f"{code} trades", len(published), len(trades)))
+        return
+    for got, t in zip(published, trades, strict=True):
+        closed = "exit_day" in t
+        want = {
+            "signal_day": t["signal_day"], "entry_day": t["entry_day"], "entry_price": t["entry_price"],
+            "exit_signal_day": t.get("exit_signal_day"), "exit_day": t.get("exit_day"),
+            "exit_price": t.get("exit_price"), "shares": t["shares"],
+            "fees": t["entry_fee"] + (t["exit_fee"] if closed else 0.0), "return": trade_return(t),
+        }  # fmt: skip
+        for key, value in want.items():
+            agree(got[key], value, f"{code} trade {t['entry_day']} {key}", mismatches)

@@ -25,7 +25,7 @@ from alchemy_pipeline.domain import lab
 from alchemy_pipeline.domain.backtest import BacktestSettings
 from alchemy_pipeline.domain.report import render_text, report_json
 from alchemy_pipeline.settings import load_settings
-from tests.backtest_reference import reference, trade_return
+from tests.backtest_reference import agree, check_document, check_trades, reference, trade_return
 from tests.conftest import BUNDLED_DAYS, materialize_sweep, tick_schedule
 from tests.tushare_server import VALID_TOKEN, TushareTestServer
 
@@ -260,17 +260,6 @@ def reference_inputs(run: dict) -> dict[str, list[tuple]]:
     }
 
 
-def _agree(got, want, where: str, mismatches: list) -> None:
-    if isinstance(want, dt.date):
-        want = want.isoformat()
-    if isinstance(want, float) and got is not None:
-        # The published figures are rounded: fractions to 6 places, prices to 4, money (fees) to 2.
-        if abs(got - want) > (0.0051 if where.endswith("fees") else 1e-5 * max(1.0, abs(want))):
-            mismatches.append((where, got, want))
-    elif got != want:
-        mismatches.append((where, got, want))
-
-
 def test_the_backtest_agrees_with_an_independent_reference(real_run):
     bars = reference_inputs(real_run)
     codes = real_run["funds"]["ts_code"].tolist()
@@ -285,17 +274,8 @@ def test_the_backtest_agrees_with_an_independent_reference(real_run):
     # Every figure on the last day and on every 50th day before it.
     for day in [*published[::-50], DAILY]:
         document = json.loads((site / f"{day}.json").read_text("utf-8"))
-        want = reference(bars, codes, model, dt.date.fromisoformat(day))
         assert document["start"] == "2015-01-05" and document["as_of"] == day
-        for sleeve in ("strategy", "buy_and_hold"):
-            for metric, value in want["portfolio"][sleeve].items():
-                _agree(document["portfolio"][sleeve][metric], value, f"{day} portfolio {sleeve} {metric}", mismatches)
-        for fund in document["funds"]:
-            expected = want["funds"][fund["ts_code"]]
-            for sleeve in ("strategy", "buy_and_hold"):
-                for metric, value in expected[sleeve].items():
-                    _agree(fund[sleeve][metric], value, f"{day} {fund['ts_code']} {sleeve} {metric}", mismatches)
-            _agree(fund["first_day"], expected["first_day"], f"{day} {fund['ts_code']} first_day", mismatches)
+        check_document(document, reference(bars, codes, model, dt.date.fromisoformat(day)), mismatches)
     # The equity of every fund on every day: each day's published total return.
     final = reference(bars, codes, model, dt.date.fromisoformat(DAILY))
     for day in published:
@@ -305,22 +285,11 @@ def test_the_backtest_agrees_with_an_independent_reference(real_run):
             i = bisect.bisect_right(expected["days"], dt.date.fromisoformat(day)) - 1
             for sleeve in ("strategy", "buy_and_hold"):
                 total = expected[f"{sleeve}_equity"][i] / 100_000 - 1
-                _agree(fund[sleeve]["total_return"], total, f"{day} {fund['ts_code']} {sleeve} equity", mismatches)
+                agree(fund[sleeve]["total_return"], total, f"{day} {fund['ts_code']} {sleeve} equity", mismatches)
     # Every trade, as the newest day's trades files publish them.
     for code in codes:
         got = json.loads((site / "trades" / f"{code}.json").read_text("utf-8"))
-        trades = final["funds"][code]["trades"]
-        assert len(got) == len(trades), code
-        for g, t in zip(got, trades, strict=True):
-            closed = "exit_day" in t
-            want = {
-                "signal_day": t["signal_day"], "entry_day": t["entry_day"], "entry_price": t["entry_price"],
-                "exit_signal_day": t.get("exit_signal_day"), "exit_day": t.get("exit_day"),
-                "exit_price": t.get("exit_price"), "shares": t["shares"],
-                "fees": t["entry_fee"] + (t["exit_fee"] if closed else 0.0), "return": trade_return(t),
-            }  # fmt: skip
-            for key, value in want.items():
-                _agree(g[key], value, f"{code} trade {t['entry_day']} {key}", mismatches)
+        check_trades(code, got, final["funds"][code]["trades"], mismatches)
     assert not mismatches, mismatches[:10]
     # The figures are worth checking: trades happened, with gains and losses, and the strategy differs from holding.
     last = final["funds"]

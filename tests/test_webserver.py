@@ -54,7 +54,8 @@ def test_webserver_serves_the_asset_lineage(tmp_path):
         "etf_daily_prices": [],
         "etf_indicators": ["etf_daily_prices"],
         "trade_signals": ["etf_indicators"],
-        "etf_backtest": ["etf_daily_prices", "trade_signals"],
+        # Each day's backtest goes on from the day before's state.
+        "etf_backtest": ["etf_backtest", "etf_daily_prices", "trade_signals"],
         # Publication reads the day's bars too: a day whose bars break the rules is held back.
         "signal_report": ["etf_backtest", "etf_daily_prices", "trade_signals"],
         "trading_calendar": [],

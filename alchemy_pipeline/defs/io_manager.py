@@ -135,7 +135,13 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         if context.definition_metadata.get(DAY_BEFORE_ONLY):
             # An asset's input of itself, the day before each of the run's days: only the day before the
             # first is read (the run computes the others), and its absence is for the asset to handle.
-            return self.read_if_stored(asset_key, keys[0]) if keys else pd.DataFrame()
+            if not keys:
+                return pd.DataFrame()
+            try:
+                return self.read_if_stored(asset_key, keys[0])
+            except (OSError, pa.ArrowException) as error:
+                context.log.warning(f"{asset_key.to_user_string()} {keys[0]} cannot be read ({error}): taken as absent")
+                return pd.DataFrame()
         frame = self.read(asset_key, keys, context.definition_metadata.get("columns"))
         context.log.info(f"{asset_key.to_user_string()}: {len(keys)} partitions read, {len(frame)} rows")
         return frame

@@ -108,8 +108,13 @@ def number_day(number: float) -> dt.date:
     return dt.date.fromordinal(int(number) + _EPOCH)
 
 
-def _day_text(number: float) -> str | None:
-    return None if number != number else number_day(number).isoformat()  # number != number: NaN, no day
+def _day_texts(numbers: np.ndarray) -> list[str | None]:
+    """A column of day numbers as ISO dates, None where it has no day (NaN)."""
+    numbers = np.asarray(numbers, float)
+    known = ~np.isnan(numbers)
+    texts = np.full(len(numbers), None, dtype=object)
+    texts[known] = np.datetime_as_string(numbers[known].astype("int64").astype("datetime64[D]"), unit="D")
+    return texts.tolist()
 
 
 @dataclass
@@ -792,7 +797,7 @@ def figure_table(states: pd.DataFrame, settings: BacktestSettings) -> pd.DataFra
             digits = MONEY_DIGITS if metric == "fees" else FRACTION_DIGITS
             values = table[column].to_numpy(float)
             table[column] = np.where(np.isfinite(values), python_round(np.nan_to_num(values), digits), np.nan)
-    table["first_day"] = [_day_text(d) for d in table["first_day"].tolist()]
+    table["first_day"] = _day_texts(table["first_day"])
     table["start"], table["execution"] = settings.start.isoformat(), settings.execution
     return table[FIGURE_COLUMNS]
 
@@ -809,7 +814,7 @@ def _sleeve_json(table: pd.DataFrame, sleeve: str) -> list[dict]:
     for metric in metrics:
         values = table[f"{sleeve}_{metric}"].to_numpy(float)
         if metric.startswith("max_drawdown_"):
-            columns[metric] = [_day_text(x) for x in values.tolist()]
+            columns[metric] = _day_texts(values)
         elif metric == "trades":
             columns[metric] = values.astype("int64").tolist()
         else:
@@ -819,15 +824,15 @@ def _sleeve_json(table: pd.DataFrame, sleeve: str) -> list[dict]:
 
 def _open_trades_json(table: pd.DataFrame) -> list[dict | None]:
     held = table["strategy_shares"].to_numpy() > 0
-    signal, entry = table["strategy_signal_day"].tolist(), table["strategy_entry_day"].tolist()
+    signal, entry = _day_texts(table["strategy_signal_day"]), _day_texts(table["strategy_entry_day"])
     price = _rounded(table["strategy_entry_price"].to_numpy(float), PRICE_DIGITS)
     shares = table["strategy_shares"].tolist()
     fees = _rounded(table["strategy_entry_fee"].to_numpy(float), MONEY_DIGITS)
     returns = _rounded(table["open_return"].to_numpy(float), FRACTION_DIGITS)
     return [
         {
-            "signal_day": _day_text(signal[i]),
-            "entry_day": _day_text(entry[i]),
+            "signal_day": signal[i],
+            "entry_day": entry[i],
             "entry_price": price[i],
             "exit_signal_day": None,
             "exit_day": None,
@@ -856,7 +861,7 @@ def documents(run: CarriedRun, rule: dict, only: set[dt.date] | None = None) -> 
         _sleeve_json(table, "buy_and_hold"),
         _open_trades_json(table),
     )
-    codes, names, firsts = table["ts_code"].tolist(), table["name"].tolist(), table["first_day"].tolist()
+    codes, names, firsts = table["ts_code"].tolist(), table["name"].tolist(), _day_texts(table["first_day"])
     per_day = len(run.state.codes) + 1
     out = []
     for d, day in enumerate(days):
@@ -864,12 +869,12 @@ def documents(run: CarriedRun, rule: dict, only: set[dt.date] | None = None) -> 
         p = rows[0]
         funds = []
         for i in rows[1:]:
-            started = firsts[i] == firsts[i]
+            started = firsts[i] is not None
             funds.append(
                 {
                     "ts_code": codes[i],
                     "name": names[i],
-                    "first_day": _day_text(firsts[i]),
+                    "first_day": firsts[i],
                     "strategy": strategy[i] if started else None,
                     "buy_and_hold": hold[i] if started else None,
                     "open_trade": open_trades[i] if started else None,
@@ -883,7 +888,7 @@ def documents(run: CarriedRun, rule: dict, only: set[dt.date] | None = None) -> 
                 "settings": settings.as_json(),
                 "fingerprint": run.state.fingerprint,
                 "portfolio": {"strategy": strategy[p], "buy_and_hold": hold[p]}
-                if firsts[p] == firsts[p]
+                if firsts[p] is not None
                 else {"strategy": None, "buy_and_hold": None},
                 "funds": funds,
             }

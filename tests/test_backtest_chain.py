@@ -1,0 +1,175 @@
+"""The backtest's chain of days on real Dagster instances, with the tushare SDK talking HTTP to the test
+server: an instance whose backtest setting changes, or whose earlier day is corrected and run again, ends
+with the very site a fresh instance publishes; a backtest that fails does not hold the day's report back.
+
+Scenario: three funds; the backtest from 2024-04-15; an analyst publishes 2024-04-15...2024-06-27 with the
+commands' plans (as scripts/backfill runs them), then the daily runs of 2024-06-28 and 2024-07-01.
+"""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from alchemy_pipeline.definitions import build_definitions
+from alchemy_pipeline.defs.partitions import materialized_partitions, plan_tags
+from alchemy_pipeline.domain.report import BACKTEST_UNAVAILABLE
+from alchemy_pipeline.settings import load_settings
+from tests.conftest import BUNDLED_DAYS, use_env, vendor_tables, write_universe
+from tests.tushare_server import VALID_TOKEN, TushareTestServer
+
+FUNDS = {"510300.SH": "沪深300ETF", "159915.SZ": "创业板ETF", "512880.SH": "证券ETF"}
+START, RANGE_END, DAILY, NEXT = "2024-04-15", "2024-06-27", "2024-06-28", "2024-07-01"
+
+
+def vendor(correct_open: tuple[str, str] | None = None):
+    tables = vendor_tables(list(FUNDS), "2022-06-01", "2024-07-05")
+    if correct_open:
+        code, day = correct_open
+        daily = tables["fund_daily"].copy()
+        row = (daily["ts_code"] == code) & (daily["trade_date"] == day.replace("-", ""))
+        # The vendor's correction: another open within the day's range.
+        high, low, open_ = (daily.loc[row, c] for c in ("high", "low", "open"))
+        daily.loc[row, "open"] = low.where(open_ != low, high)
+        tables = {**tables, "fund_daily": daily}
+    return tables
+
+
+class World:
+    """An instance, its data and site directories, and the environment its runs see."""
+
+    def __init__(self, root: Path, server: TushareTestServer, monkeypatch, instance, **env):
+        self.root, self.server, self.monkeypatch, self.instance = root, server, monkeypatch, instance
+        root.mkdir(parents=True)
+        self.env = {
+            "ALCHEMY_ENV": "local",
+            "ALCHEMY_DATA_DIR": str(root / "data"),
+            "ALCHEMY_PUBLISH_DIR": str(root / "site"),
+            "ALCHEMY_UNIVERSE": str(write_universe(root / "universe.csv", FUNDS)),
+            "ALCHEMY_PRICE_SOURCE": "tushare",
+            "ALCHEMY_BACKTEST_START": START,
+            "TUSHARE_TOKEN": VALID_TOKEN,
+            "TUSHARE_API_URL": server.url,
+            **env,
+        }
+
+    def publish(self, start: str, end: str, **env) -> list[dg.ExecuteInProcessResult]:
+        """The runs scripts/backfill plans for ``start``...``end``, with the environment changed by ``env``."""
+        self.env.update(env)
+        use_env(self.monkeypatch, self.env)
+        settings = load_settings()
+        defs = build_definitions(settings)
+        plans = BUNDLED_DAYS.plan_runs(
+            start, end, materialized_partitions(self.instance), "backfill", settings.backtest_start
+        )
+        results = []
+        for plan in plans:
+            result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+                instance=self.instance,
+                asset_selection=[dg.AssetKey(a) for a in plan.assets],
+                tags=plan_tags(plan, "analyst"),
+                raise_on_error=False,
+            )
+            assert result.success, [e.message for e in result.all_events if e.is_failure]
+            results.append(result)
+        return results
+
+    def site(self) -> dict[str, bytes]:
+        site = self.root / "site"
+        return {str(p.relative_to(site)): p.read_bytes() for p in sorted(site.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    servers, instances = [], []
+
+    def make(name: str, tables=None, **env) -> World:
+        servers.append(TushareTestServer(tables or vendor()).start())
+        instances.append(dg.instance_for_test())
+        return World(tmp_path / name, servers[-1], monkeypatch, instances[-1].__enter__(), **env)
+
+    yield make
+    for instance in instances:
+        instance.__exit__(None, None, None)
+    for server in servers:
+        server.stop()
+
+
+def materializations(result: dg.ExecuteInProcessResult, asset: str) -> list:
+    return [m for m in result.asset_materializations_for_node(asset)]
+
+
+def test_a_changed_setting_recomputes_the_backtest_and_publishes_what_a_fresh_instance_publishes(world):
+    changed = {"ALCHEMY_BACKTEST_COMMISSION": "0.001"}
+    old = world("old")
+    old.publish(START, RANGE_END)
+    old.publish(DAILY, DAILY)
+    before = old.site()
+    (*_, last) = old.publish(NEXT, NEXT, **changed)
+    fresh = world("fresh", **changed)
+    fresh.publish(START, RANGE_END)
+    fresh.publish(DAILY, DAILY)
+    fresh.publish(NEXT, NEXT)
+    assert old.site() == fresh.site()
+    # Every day's backtest and report changed (the fees), and the run says where it started from and why.
+    published = [k for k in before if k.startswith(("backtests/2", "reports/2")) and k.endswith(".json")]
+    assert len(published) > 90 and all(before[k] != fresh.site()[k] for k in published)
+    (state,) = [m for m in materializations(last, "etf_backtest") if m.partition == NEXT]
+    assert state.metadata["started_from"].value.startswith("the backtest's start, 2024-04-15: the state before")
+    assert "other settings" in state.metadata["started_from"].value
+    assert state.metadata["other_days_rewritten"].value == len(BUNDLED_DAYS.calendar.sessions(START, DAILY))
+    republished = [m.partition for m in materializations(last, "signal_report") if m.partition != NEXT]
+    assert sorted(republished) == [d.isoformat() for d in BUNDLED_DAYS.calendar.sessions(START, DAILY)]
+
+
+def test_an_earlier_day_run_again_with_corrected_prices_is_carried_on_through_the_later_days(world):
+    first = world("first")
+    first.publish(START, RANGE_END)
+    first.publish(DAILY, DAILY)
+    first.publish(NEXT, NEXT)
+    # A day on which a trade filled at the open, well before the newest day: the vendor corrects that open.
+    code, day = next(
+        (code, t["entry_day"])
+        for code in FUNDS
+        for t in json.loads((first.root / "site" / "backtests" / "trades" / f"{code}.json").read_text("utf-8"))
+        if "2024-04-22" < t["entry_day"] < "2024-06-20"
+    )
+    corrected = TushareTestServer(vendor((code, day))).start()
+    try:
+        (run,) = first.publish(day, day, TUSHARE_API_URL=corrected.url)
+    finally:
+        corrected.stop()
+    later = [d.isoformat() for d in BUNDLED_DAYS.calendar.sessions(day, NEXT)][1:]
+    rewritten = [m.partition for m in materializations(run, "etf_backtest") if m.partition != day]
+    assert sorted(rewritten) == later
+    fresh = world("fresh", tables=vendor((code, day)))
+    fresh.publish(START, RANGE_END)
+    fresh.publish(DAILY, DAILY)
+    fresh.publish(NEXT, NEXT)
+    assert first.site() == fresh.site()
+
+
+def test_a_backtest_that_fails_leaves_the_days_report_out_without_it_and_the_next_run_mends_it(world):
+    one = world("one")
+    one.publish(START, RANGE_END)
+    site = one.root / "site"
+    # An old day's stored signals, damaged on disk; then a setting changes: the backtest is recomputed from
+    # its start, reads that file, and fails. The day's own signals are fine.
+    damaged = one.root / "data" / "trade_signals" / f"{START}.parquet"
+    kept = damaged.read_bytes()
+    damaged.write_bytes(kept[: len(kept) // 2])
+    (run,) = one.publish(DAILY, DAILY, ALCHEMY_BACKTEST_COMMISSION="0.001")
+    report = json.loads((site / "reports" / f"{DAILY}.json").read_text("utf-8"))
+    assert report["backtest"] is None and len(report["signals"]) == 3
+    assert (site / "reports" / f"{DAILY}.txt").read_text("utf-8").rstrip().endswith(BACKTEST_UNAVAILABLE)
+    assert not (site / "backtests" / f"{DAILY}.json").exists()
+    (check,) = [c for c in run.get_asset_check_evaluations() if c.check_name == "backtest_computed"]
+    assert not check.passed
+    assert check.description.startswith("The backtest failed:")
+    # Repaired, the next day's run recomputes the backtest from its start (no state stored for the day before).
+    damaged.write_bytes(kept)
+    one.publish(NEXT, NEXT)
+    report = json.loads((site / "reports" / f"{NEXT}.json").read_text("utf-8"))
+    assert report["backtest"]["portfolio"]["strategy"]["total_return"] is not None
+    assert json.loads((site / "backtests" / f"{NEXT}.json").read_text("utf-8"))["as_of"] == NEXT
