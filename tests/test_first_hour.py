@@ -15,6 +15,7 @@ import sys
 from zoneinfo import ZoneInfo
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from tests.conftest import BUNDLED_DAYS, REPO_ROOT, history_keys, vendor_tables, write_universe
@@ -142,6 +143,23 @@ def test_the_bad_day_is_held_back_and_named_in_checks_tags_and_metadata(backfill
         newest = instance.get_latest_materialization_event(dg.AssetKey("signal_report")).asset_materialization
         assert newest.partition == END
         assert list(newest.metadata["held_back"].value) == [BAD_DAY]
+
+
+def test_the_held_back_day_leaves_no_trace_in_any_backtest_file(backfilled):
+    root = backfilled["root"]
+    site, states = root / "site", root / "data" / "etf_backtest"
+    assert not (site / "backtests" / f"{BAD_DAY}.json").exists()
+    for trades in (site / "backtests" / "trades").glob("*.json"):
+        for trade in json.loads(trades.read_text("utf-8")):
+            assert BAD_DAY not in (trade["entry_day"], trade["exit_day"], trade["signal_day"], trade["exit_signal_day"])
+    for data in (site / "funds").glob("*.json"):
+        assert BAD_DAY not in json.loads(data.read_text("utf-8"))["series"]["dates"], data.name
+    # Stored for the day after to go on from: the day before's state, unchanged.
+    before = BUNDLED_DAYS.calendar.sessions(START, BAD_DAY)[-2].isoformat()
+    held, previous = (
+        pd.read_parquet(states / f"{day}.parquet").drop(columns="trade_date") for day in (BAD_DAY, before)
+    )
+    pd.testing.assert_frame_equal(held, previous)
 
 
 def latest_closed_day() -> dt.date:

@@ -331,7 +331,9 @@ def render_rules(strategy: dict, backtest: dict | None, lab: dict | None = None)
             f"{terms['slippage_bps']:g} 个基点, 对交易者不利; 每手 {terms['lot']} 份, 只买整手。</li>"
             "<li>持仓按复权因子跟随拆分、合并与分红; 期末未平仓位按最后收盘价计值, 不计卖出费用。</li>"
             "<li>买入持有: 在回测期内基金第一根K线的开盘买入并一直持有, 整手与费用相同。</li>"
-            "<li>不足一年不计算年化收益。</li></ul>"
+            "<li>不足一年不计算年化收益; 年化收益计算至基金最后一根K线。</li>"
+            f"<li>回测逐日延续: 每日在前一交易日的状态上加入当日行情与信号; 参数、规则或基金列表改变时从 {backtest['start']} "
+            f"起全部重算 (指纹 {backtest.get('fingerprint', '-')})。</li></ul>"
         )
     body = f"""<h1>规则与说明</h1>
 <h2 id="rule">交易规则</h2>
@@ -350,7 +352,8 @@ def render_rules(strategy: dict, backtest: dict | None, lab: dict | None = None)
 某日行情不合规则或缺数据的基金过多时, 当日报告暂缓发布。</p>
 <h2 id="backtest">回测的假设与成本</h2>
 {costs}
-<p>回测只使用已发布的信号, 某日的指标只读取当日及以前的数据。</p>
+<p>回测只使用已发布的信号: 暂缓发布的日子 (行情不合规则或缺数据的基金过多) 在回测中视同无K线, 不成交、不计值, 当日的委托顺延至下一个
+已发布的交易日。某日的指标只读取当日及以前的数据。若当日回测计算失败, 报告照常发布, 只是不含回测部分。</p>
 <h2 id="lab">参数实验室</h2>
 {_lab_section(lab)}
 <h2 id="charts">图表</h2>
