@@ -31,6 +31,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+from array import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -599,9 +600,9 @@ def carry(
     """Steps ``state`` through ``days`` (consecutive trading days after the state's), each day's ``bars``
     (``bars_by_day``). A day in ``held_back`` is not traded: its stored state is the day before's."""
     entities = 1 + len(state.funds)
-    # Each fund's state after each of its bars, and before the first day: rows of a day without a bar repeat
-    # the bar before's (found by position, not copied field by field).
-    records: list[list[tuple]] = [[row] for row in state.record()]
+    # Each fund's state after each of its bars, and before the first day, as doubles (a decade of a large
+    # universe is millions of them): rows of a day without a bar repeat the bar before's, found by position.
+    records = [array("d", row) for row in state.record()]
     record_days: list[list[int]] = [[-1] for _ in range(entities)]
     for fund in state.funds:
         fund.strategy.closed_trades = []
@@ -614,17 +615,18 @@ def carry(
         for bar in todays:
             fund = state.funds[bar.fund]
             fund.step(number, bar.open, bar.close, bar.factor, bar.state)
-            records[bar.fund + 1].append(fund.record())
+            records[bar.fund + 1].extend(fund.record())
             record_days[bar.fund + 1].append(i)
         state.portfolio.step(number, state.funds)
-        records[0].append(state.portfolio.record())
+        records[0].extend(state.portfolio.record())
         record_days[0].append(i)
         traded.append(day)
     positions = np.arange(len(days))
     table = np.empty((len(days), entities, len(STATE_FIELDS)))
     for e in range(entities):
         at = np.searchsorted(np.array(record_days[e]), positions, "right") - 1
-        table[:, e, :] = np.array(records[e], dtype=float)[at]
+        table[:, e, :] = np.frombuffer(records[e]).reshape(-1, len(STATE_FIELDS))[at]
+        records[e] = None  # handed back as the table fills
     frame = state_frame(table.reshape(-1, len(STATE_FIELDS)), state, days)
     closed = {code: fund.strategy.closed_trades for code, fund in zip(state.codes, state.funds, strict=True)}
     return CarriedRun(state, frame, closed, list(days), traded)
