@@ -6,6 +6,7 @@ Scenario: three funds; the backtest from 2024-04-15; an analyst publishes 2024-0
 commands' plans (as scripts/backfill runs them), then the daily runs of 2024-06-28 and 2024-07-01.
 """
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -82,18 +83,16 @@ class World:
 
 @pytest.fixture
 def world(tmp_path, monkeypatch):
-    servers, instances = [], []
+    # Closed in reverse order; no instance sets DAGSTER_HOME, which would outlive it if closed out of order.
+    with contextlib.ExitStack() as stack:
 
-    def make(name: str, tables=None, **env) -> World:
-        servers.append(TushareTestServer(tables or vendor()).start())
-        instances.append(dg.instance_for_test())
-        return World(tmp_path / name, servers[-1], monkeypatch, instances[-1].__enter__(), **env)
+        def make(name: str, tables=None, **env) -> World:
+            server = TushareTestServer(tables or vendor()).start()
+            stack.callback(server.stop)
+            instance = stack.enter_context(dg.instance_for_test(set_dagster_home=False))
+            return World(tmp_path / name, server, monkeypatch, instance, **env)
 
-    yield make
-    for instance in instances:
-        instance.__exit__(None, None, None)
-    for server in servers:
-        server.stop()
+        yield make
 
 
 def materializations(result: dg.ExecuteInProcessResult, asset: str) -> list:
