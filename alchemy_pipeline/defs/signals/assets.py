@@ -30,7 +30,7 @@ from alchemy_pipeline.defs.resources import (
 from alchemy_pipeline.defs.trading_days import trading_days_partitions
 from alchemy_pipeline.domain import backtest as bt
 from alchemy_pipeline.domain.backtest import PORTFOLIO
-from alchemy_pipeline.domain.charts import equity_png, markdown_image
+from alchemy_pipeline.domain.charts import equity_svg, markdown_image
 from alchemy_pipeline.domain.fund_pages import fund_data_key
 from alchemy_pipeline.domain.prices import fetch_prices
 from alchemy_pipeline.domain.publish import publish_signals, published_days
@@ -330,8 +330,8 @@ def signal_report(
     portfolio = store.get(fund_data_key(PORTFOLIO))
     if portfolio is not None:
         series = json.loads(portfolio)["series"]
-        png = equity_png(series["dates"], series["strategy_equity"], series["hold_equity"])
-        metadata["portfolio_equity"] = dg.MetadataValue.md(markdown_image(png, "portfolio equity"))
+        svg = equity_svg(series["dates"], series["strategy_equity"], series["hold_equity"])
+        metadata["portfolio_equity"] = dg.MetadataValue.md(markdown_image(svg, "portfolio equity"))
     if len(days) == 1:
         # A range run's metadata is copied to each of its days: its last day's numbers would plot wrongly.
         metadata.update(_day_numbers(latest))
