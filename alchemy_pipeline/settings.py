@@ -1,6 +1,6 @@
 """Every environment variable the pipeline reads, each declared once: its field, default, check and meaning.
 
-A bad or missing setting fails at once with a message that names the variable. The README's configuration
+A bad or missing setting fails at once with a message that names the variable. docs/configuration.md's
 tables are these declarations (``tests/test_settings.py`` holds them to each other).
 """
 
@@ -94,12 +94,12 @@ def day_from_first(name: str, raw: str) -> dt.date:
 
 @dataclass(frozen=True)
 class Variable:
-    """How a field of ``Settings`` is read from the environment, and what the README says of it."""
+    """How a field of ``Settings`` is read from the environment, and what docs/configuration.md says of it."""
 
     name: str
     parse: Callable[[str, str], object]
     meaning: str
-    # How the README shows the default when it is not the field's own (one made from other settings).
+    # How docs/configuration.md shows the default when it is not the field's own (one made from other settings).
     shown_default: str | None = None
     # On AWS: why the variable is required there, and what it means there if that differs.
     aws_need: str | None = None

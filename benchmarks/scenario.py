@@ -98,7 +98,7 @@ def measure(url: str, work) -> dict:
 
 
 ROOT = Path(__file__).resolve().parents[1]
-# What users run, as the README gives it: the Dagster CLI's range command, and scripts/backfill.
+# What users run, as the docs give it (docs/backfills.md): the Dagster CLI's range command, and scripts/backfill.
 USER_COMMANDS = {
     "readme_cli_4_5y": lambda start, end: [
         str(ROOT / ".venv" / "bin" / "dagster"), "asset", "materialize", "-m", "alchemy_pipeline.definitions",
@@ -108,7 +108,7 @@ USER_COMMANDS = {
 }  # fmt: skip
 
 
-# The README exports these before its CLI range command (scripts/run-local sets them too).
+# docs/backfills.md exports these before its CLI range command (scripts/run-local sets them too).
 README_EXPORTS = {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true", "DAGSTER_EVENT_BATCH_SIZE": "1000"}
 
 
@@ -124,7 +124,7 @@ def user_command(name: str, start: str, end: str) -> int:
 def scenario(name: str, start: str, end: str, url: str) -> dict:
     if name in USER_COMMANDS:
         if name == "readme_cli_4_5y":
-            Runner().prepare(start)  # not timed: the README's command runs where the history is present
+            Runner().prepare(start)  # not timed: the documented command runs where the history is present
         return measure(url, lambda: user_command(name, start, end))
     if name == "seed_baseline":
         from benchmarks.seed_way import run_seed_way

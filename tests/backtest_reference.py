@@ -2,7 +2,7 @@
 
 Plain Python, no NumPy, another shape: one pass per fund with a position held as adjusted units that
 grow with the factor day by day, lots counted up one at a time, figures computed at the end from the whole
-equity list with ``statistics``. It reads the README's model, not the pipeline's code.
+equity list with ``statistics``. It reads the documented model (docs/backtest.md), not the pipeline's code.
 """
 
 from __future__ import annotations

@@ -245,11 +245,11 @@ def test_a_run_that_fails_ends_the_command_with_one_line_naming_why(server, tmp_
     assert not (home / "site").exists()
 
 
-def test_the_benchmark_runs_the_readmes_range_command_with_the_readmes_settings():
+def test_the_benchmark_runs_the_documented_range_command_with_its_settings():
     from benchmarks.scenario import README_EXPORTS, USER_COMMANDS
 
-    readme = (REPO_ROOT / "README.md").read_text("utf-8")
-    block = next(b for b in readme.split("```bash\n")[1:] if "--partition-range" in b.split("```")[0]).split("```")[0]
+    page = (REPO_ROOT / "docs" / "backfills.md").read_text("utf-8")
+    block = next(b for b in page.split("```bash\n")[1:] if "--partition-range" in b.split("```")[0]).split("```")[0]
     exports = dict(re.findall(r"^export (DAGSTER_(?!HOME)\w+)=(\S+)", block, re.MULTILINE))
     assert exports == README_EXPORTS
     command = " ".join(block.replace("\\\n", " ").split())

@@ -236,7 +236,7 @@ def test_published_bytes_are_those_published_before(real_run, tmp_path):
         pytest.fail(
             f"{len(differ)} of {len(want)} groups of published files differ ({', '.join(differ[:8])}): a subscriber "
             f"would read other bytes for the same prices. This run's digests are in {actual}; replace "
-            f"{PUBLISHED_DIGESTS.name} with them only if the change is meant, and say so in the README."
+            f"{PUBLISHED_DIGESTS.name} with them only if the change is meant, and say so in docs/strategy.md."
         )
 
 
@@ -306,21 +306,23 @@ def test_a_consolidation_while_holding_is_neither_gain_nor_loss(real_run):
         assert trade["return"] > -0.3, trade
 
 
-def test_the_readmes_backtest_figures_are_those_published(real_run):
-    readme = (Path(__file__).parents[1] / "README.md").read_text("utf-8")
+def test_the_docs_backtest_figures_are_those_published(real_run):
+    root = Path(__file__).parents[1]
+    readme, page = ((root / name).read_text("utf-8") for name in ("README.md", "docs/backtest.md"))
     portfolio = json.loads((real_run["site"] / "backtests" / f"{DAILY}.json").read_text("utf-8"))["portfolio"]
-    for label, sleeve in (("following the signals", "strategy"), ("buying and holding", "buy_and_hold")):
-        row = next(line for line in readme.splitlines() if line.startswith(f"| {label} |"))
-        shown = [cell.strip() for cell in row.strip("|").split("|")[1:]]
-        figures = portfolio[sleeve]
-        want = [f"{figures[k] * 100:.2f}%" for k in ("total_return", "cagr", "max_drawdown", "volatility")]
-        assert shown == [*want, f"{figures['sharpe']:.2f}"], label
+    for text in (readme, page):
+        for label, sleeve in (("following the signals", "strategy"), ("buying and holding", "buy_and_hold")):
+            row = next(line for line in text.splitlines() if line.startswith(f"| {label} |"))
+            shown = [cell.strip() for cell in row.strip("|").split("|")[1:]]
+            figures = portfolio[sleeve]
+            want = [f"{figures[k] * 100:.2f}%" for k in ("total_return", "cagr", "max_drawdown", "volatility")]
+            assert shown == [*want, f"{figures['sharpe']:.2f}"], label
     strategy = portfolio["strategy"]
     sentence = (
         f"made {strategy['trades']} trades ({strategy['win_rate'] * 100:.1f}% of the closed ones gained), was in "
         f"the market {strategy['exposure'] * 100:.1f}% of the\ntime and paid {strategy['fees']:,.2f} CNY in fees"
     )
-    assert sentence in readme
+    assert sentence in page
 
 
 def sweep_trades(prices: pd.DataFrame, funds: pd.DataFrame, start: dt.date, end: dt.date) -> dict[str, list]:
@@ -350,7 +352,7 @@ def test_the_sweeps_production_cell_reproduces_the_production_backtests_trades(r
     """The sweep of the one pair (11, 22), materialized from run config like an analyst's, against the trades
     the pipeline published. Every trade that differs comes from a day whose 22- or 11-day average is exactly
     halfway between two thousandths: production sums each day's 300-day window, the sweep the whole history,
-    and the two sums' last bits send np.round to different sides. The README lists them."""
+    and the two sums' last bits send np.round to different sides. docs/lab.md lists them."""
     config = {"short_from": SHORT, "short_to": SHORT, "long_from": LONG, "long_to": LONG}
     materialize_sweep(real_run["defs"], real_run["instance"], config)
     document = json.loads((real_run["site"] / "lab" / "latest" / "sweep.json").read_text("utf-8"))
@@ -391,8 +393,8 @@ def test_the_sweeps_production_cell_reproduces_the_production_backtests_trades(r
             i = int(np.searchsorted(history.days, np.datetime64(day)))
             averages = [talib.SMA(scaled, n)[j] / history.factors[i] for n in (SHORT, LONG) for j in (i - 1, i)]
             assert any(halfway(a) for a in averages), (code, day, averages, stored.loc[(code, pd.Timestamp(day))])
-    readme = (Path(__file__).parents[1] / "README.md").read_text("utf-8")
-    assert f"{len(differing)} of the {total} trades" in readme, differing
+    page = (Path(__file__).parents[1] / "docs" / "lab.md").read_text("utf-8")
+    assert f"{len(differing)} of the {total} trades" in page, differing
     for code, entry, exit_ in differing:  # each listed
-        assert f"| {code} | {entry}...{exit_} |" in readme, (code, entry, exit_)
+        assert f"| {code} | {entry}...{exit_} |" in page, (code, entry, exit_)
     assert len(differing) < 0.03 * total

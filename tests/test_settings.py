@@ -71,7 +71,7 @@ def test_bad_universe_files_are_refused_with_the_reason(tmp_path, content, messa
 
 
 def configuration_tables() -> list[str]:
-    """The README's two configuration tables, as the settings declare them."""
+    """The two configuration tables of docs/configuration.md, as the settings declare them."""
 
     def default(field: str, variable) -> str:
         value = next(f.default for f in dataclasses.fields(Settings) if f.name == field)
@@ -87,10 +87,10 @@ def configuration_tables() -> list[str]:
     ]
 
 
-def test_the_readmes_configuration_tables_are_the_settings_declarations():
-    readme = (REPO_ROOT / "README.md").read_text("utf-8")
+def test_the_documented_configuration_tables_are_the_settings_declarations():
+    page = (REPO_ROOT / "docs" / "configuration.md").read_text("utf-8")
     for table in configuration_tables():
-        assert table in readme, f"README.md's configuration table should read:\n{table}"
+        assert table in page, f"docs/configuration.md's configuration table should read:\n{table}"
 
 
 def test_every_declared_variable_is_read_and_checked():

@@ -24,7 +24,7 @@ from tests.test_subscribe_lambda import load_lambda
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
-# Where the tests leave their screenshots (the README names it): looked at, not compared.
+# Where the tests leave their screenshots (docs/development.md names it): looked at, not compared.
 SCREENSHOTS = Path(os.environ.get("ALCHEMY_SCREENSHOTS", Path(__file__).parent.parent / "build" / "screenshots"))
 DAYS = 400
 LATEST = "2024-06-28"

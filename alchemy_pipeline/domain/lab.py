@@ -7,7 +7,7 @@ round. One difference: the averages are summed over the fund's whole history, no
 window. The sums then differ in their last bit, which matters only for an average exactly halfway
 between two thousandths (common: prices have three decimals), rounded one way here and the other there.
 ``tests/test_real_data.py`` checks on the real data that this is the only reason any trade of the
-(11, 22) cell differs from the production backtest's; the README lists those trades.
+(11, 22) cell differs from the production backtest's; docs/lab.md lists those trades.
 
 Each pair is traded by the backtest's model (``backtest.follow_signals``: same fills, lots, costs and
 marks), three times over: the whole period; its in-sample part (the first ``in_sample`` share of its

@@ -234,7 +234,7 @@ placeholder="name@example.com"> <button type="submit">订阅</button></form>
 <p>每个交易日收盘后发送一封邮件; 订阅后请点击确认邮件中的链接。</p></section>"""
 _SUBSCRIBE_OFF = """<section aria-labelledby="subscribe-title"><h2 id="subscribe-title">邮件订阅</h2>
 <p id="subscribe-off">本站未配置订阅接口。部署到 AWS 时 (ALCHEMY_ENV=aws), 将 ALCHEMY_SUBSCRIBE_URL 设为订阅 API 的地址,
-此处即显示订阅表单; 见 README 的 Deploy 一节。</p></section>"""
+此处即显示订阅表单; 见 deploy/README.md。</p></section>"""
 
 
 def render_index(latest: dict, days: list[str], subscribe_url: str | None = None) -> str:

@@ -1,4 +1,4 @@
-"""The double moving-average rule: one fund on one day, as the README defines it.
+"""The double moving-average rule: one fund on one day, as docs/strategy.md defines it.
 
 This module is the definition. ``strategy_fast`` computes the same for every fund and day of a range at
 once, and ``tests/test_strategy_fast.py`` holds it to this module on random prices.

@@ -1,7 +1,7 @@
 """The parameter lab's asset: the backtest of every pair of average lengths on a grid, in and out of sample.
 
 An analyst's asset: not in the daily job, materialized from the UI's launchpad or the CLI with its grid
-and period as run config (``domain/lab.py`` does the work; README, "The parameter lab")."""
+and period as run config (``domain/lab.py`` does the work; docs/lab.md)."""
 
 import dataclasses
 import datetime as dt
