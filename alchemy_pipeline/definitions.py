@@ -1,4 +1,4 @@
-"""The Dagster code location: ``dagster dev -m alchemy_pipeline.definitions``.
+"""The Dagster code location: ``dg dev`` at the repo root ([tool.dg] in pyproject.toml), or workspace.yaml.
 
 Loading it reads the settings and this machine's trading calendar, and makes no network call.
 """

@@ -1,6 +1,6 @@
 """The local commands: ``scripts/demo`` publishes one day, ``scripts/backfill`` a range of days.
 
-Each runs what the schedule would, on the instance at ``DAGSTER_HOME`` (``dagster dev`` shows the runs):
+Each runs what the schedule would, on the instance at ``DAGSTER_HOME`` (``dg dev`` shows the runs):
 first the price history the first day reads, each missing stretch once, then the days. Every input is
 checked before any run: a wrong one is answered in one line on stderr, with exit status 2. The terminal
 gets progress and the outcome; Dagster's own log (INFO and above) goes to the file ``dagster.yaml`` names.
@@ -93,8 +93,8 @@ def failure_line(result: dg.JobExecutionResult) -> str:
         if event.is_step_failure:
             error = event.step_failure_data.error
             message = (error.message if error else "").strip().splitlines()
-            return f"{event.step_key} failed: {message[0] if message else 'see the run in dagster dev'}"
-    return "see the run in dagster dev"
+            return f"{event.step_key} failed: {message[0] if message else 'see the run in dg dev'}"
+    return "see the run in dg dev"
 
 
 def run_plans(plans: list[RunPlan]) -> Outcome:
@@ -102,7 +102,7 @@ def run_plans(plans: list[RunPlan]) -> Outcome:
     (``execute_job``), each as one run; stops at the first that fails."""
     with dg.DagsterInstance.get() as instance:
         log = log_file(instance)
-        where = f"Dagster's log: {log}" if log else "Dagster's log: the runs in dagster dev"
+        where = f"Dagster's log: {log}" if log else "Dagster's log: the runs in dg dev"
         for plan in plans:
             print(f"Running: {plan.purpose}", flush=True)
             with dg.execute_job(

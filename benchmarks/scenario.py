@@ -101,21 +101,21 @@ ROOT = Path(__file__).resolve().parents[1]
 # What users run, as the docs give it (docs/backfills.md): the Dagster CLI's range command, and scripts/backfill.
 USER_COMMANDS = {
     "readme_cli_4_5y": lambda start, end: [
-        str(ROOT / ".venv" / "bin" / "dagster"), "asset", "materialize", "-m", "alchemy_pipeline.definitions",
-        "--select", "*signal_report", "--partition-range", f"{start}...{end}",
+        str(ROOT / ".venv" / "bin" / "dg"), "launch", "--assets", "*signal_report", "--partition-range", f"{start}...{end}",
     ],
     "scripts_backfill_4_5y": lambda start, end: [str(ROOT / "scripts" / "backfill"), start, end],
 }  # fmt: skip
 
 
 # docs/backfills.md exports these before its CLI range command (scripts/run-local sets them too).
-README_EXPORTS = {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true", "DAGSTER_EVENT_BATCH_SIZE": "1000"}
+RANGE_COMMAND_EXPORTS = {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true", "DAGSTER_EVENT_BATCH_SIZE": "1000"}
 
 
 def user_command(name: str, start: str, end: str) -> int:
-    """Runs the user's command as typed, in the instance's directory; the reports it published."""
-    env = {**os.environ, **README_EXPORTS}
-    done = subprocess.run(USER_COMMANDS[name](start, end), env=env, capture_output=True, text=True)
+    """Runs the user's command as typed at the repo root, on the instance at DAGSTER_HOME; the reports it
+    published."""
+    env = {**os.environ, **RANGE_COMMAND_EXPORTS}
+    done = subprocess.run(USER_COMMANDS[name](start, end), env=env, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{name} failed: {(done.stderr.strip().splitlines() or ['?'])[-1][:300]}")
     return len(sessions(start, end))

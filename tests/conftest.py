@@ -1,6 +1,7 @@
 import datetime as dt
 import importlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -29,6 +30,8 @@ def _import_the_trading_days_with_no_cached_calendar() -> None:
 _import_the_trading_days_with_no_cached_calendar()
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The project's `dg`, as the docs run it (`.venv/bin/dg`), from the environment running the tests.
+DG = str(Path(sys.executable).parent / "dg")
 # The trading days of the bundled exchange calendar, which every test day before 2027 falls within.
 BUNDLED_DAYS = TradingDays(TradingCalendar())
 history_keys = BUNDLED_DAYS.history_keys

@@ -57,7 +57,7 @@ def test_demo_publishes_a_stamped_report_with_no_token_and_no_network(tmp_path):
                            env=clean_env(DAGSTER_HOME=str(tmp_path)), cwd=tmp_path, capture_output=True, text=True,
                            timeout=600)  # fmt: skip
     assert again.returncode == 0 and again.stdout.splitlines()[0] == "Running: publish the signals of 2024-06-28"
-    # The runs are in the instance's SQLite storage, as `dagster dev` will show them.
+    # The runs are in the instance's SQLite storage, as `dg dev` will show them.
     assert list((tmp_path / ".alchemy" / "dagster" / "storage").rglob("runs.db"))
 
 

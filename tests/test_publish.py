@@ -195,7 +195,7 @@ def test_a_site_published_before_it_had_fund_pages_is_told_how_to_fill_them(tmp_
         store.put(f"reports/{day}.json", b"{}")
     message = _fund_pages_gap(store, "2024-06-28")
     assert "2 days published before 2024-06-28" in message
-    assert "--select signal_report --partition-range 2024-06-26...2024-06-27" in message
+    assert "dg launch --assets signal_report --partition-range 2024-06-26...2024-06-27" in message
     assert _fund_pages_gap(store, "2024-06-26") is None  # nothing published before the run
     store.put("funds/510300.SH.json", b"{}")
     assert _fund_pages_gap(store, "2024-06-28") is None  # the pages exist: they hold every day since

@@ -106,15 +106,14 @@ def contiguous_ranges(keys: list[str], all_keys: list[str]) -> list[tuple[str, s
 
 
 def backfill_command(asset: str, ranges: list[tuple[str, str]], upstream: bool = True) -> str:
-    """The Dagster CLI commands that materialize these stretches of an asset (and, ``upstream``, the assets
-    it is computed from), to paste at the repo root: with the instance of this run (DAGSTER_HOME) and the
-    project's own dagster."""
+    """The ``dg`` commands that materialize these stretches of an asset (and, ``upstream``, the assets it is
+    computed from), to paste at the repo root: with the instance of this run (DAGSTER_HOME) and the
+    project's own ``dg``."""
     home = os.environ.get("DAGSTER_HOME")
     prefix = f"DAGSTER_HOME={home} " if home else ""
     select = f"'*{asset}'" if upstream else asset
     return "; ".join(
-        f"{prefix}.venv/bin/dagster asset materialize -m alchemy_pipeline.definitions --select {select} "
-        f"--partition-range {a}...{b}"
+        f"{prefix}.venv/bin/dg launch --assets {select} --partition-range {a}...{b}"
         for a, b in ranges
     )
 
