@@ -388,7 +388,7 @@ def backtest_growth() -> list[str]:
         frame = shared_strings(from_parquet_bytes(stored).to_pandas())
         state = bt.BacktestState.from_frame(frame, settings, universe, "")
         day = bt.carry(state, bt.bars_by_day(prices, signals, codes, days[-1:]), days[-1:])
-        document_json(bt.documents(day, rule)[0], "funds")
+        document_json(next(bt.documents(day, rule)), "funds")
         daily = time.perf_counter() - started
         rows.append(f"| {funds} | {len(days):,} | {backfill:.2f} | {daily:.3f} |")
     return [

@@ -32,6 +32,7 @@ import hashlib
 import json
 import math
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -849,15 +850,22 @@ def _open_trades_json(table: pd.DataFrame) -> list[dict | None]:
     ]
 
 
-def documents(run: CarriedRun, rule: dict, only: set[dt.date] | None = None) -> list[dict]:
+# Days whose documents are built at a time: a day of 1,500 funds is some 10,000 Python objects.
+DOCUMENT_DAYS_AT_A_TIME = 32
+
+
+def documents(run: CarriedRun, rule: dict, only: set[dt.date] | None = None) -> Iterator[dict]:
     """The published backtest of each day the run traded (of those, ``only`` these, when given), as
     ``backtests/YYYY-MM-DD.json``: the settings and fingerprint, the portfolio's figures and each fund's, its
-    open trade marked at its last bar. Built from the state table's columns."""
+    open trade marked at its last bar. Built from the state table's columns, a few days at a time."""
     days = [d for d in run.traded_days if only is None or d in only]
-    if not days:
-        return []
-    settings, traded = run.state.settings, pd.to_datetime(days)
-    table = figures(run.frame[run.frame["trade_date"].isin(traded)], settings).reset_index(drop=True)
+    for first in range(0, len(days), DOCUMENT_DAYS_AT_A_TIME):
+        yield from _documents_of(run, rule, days[first : first + DOCUMENT_DAYS_AT_A_TIME])
+
+
+def _documents_of(run: CarriedRun, rule: dict, days: list[dt.date]) -> list[dict]:
+    settings = run.state.settings
+    table = figures(run.frame[run.frame["trade_date"].isin(pd.to_datetime(days))], settings).reset_index(drop=True)
     strategy, hold, open_trades = (
         _sleeve_json(table, "strategy"),
         _sleeve_json(table, "buy_and_hold"),

@@ -12,6 +12,7 @@ days whose reports must be published again (``REPUBLISH_KEY``), which ``signal_r
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 from dataclasses import dataclass, field
 
@@ -214,9 +215,10 @@ class BacktestChain:
         """The documents of the run's days and of the days outside it that had one; the trades when the chain
         reaches the newest published day."""
         existing = {k.removeprefix("backtests/").removesuffix(".json") for k in self.store.keys("backtests/")}
-        documents = bt.documents(run, self.rule)
-        for other in outside:
-            documents += bt.documents(other, self.rule, only={d for d in other.days if d.isoformat() in existing})
+        documents = itertools.chain(
+            bt.documents(run, self.rule),
+            *(bt.documents(c, self.rule, only={d for d in c.days if d.isoformat() in existing}) for c in outside),
+        )
         newest = published_days(self.store)
         end = chain[-1].days[-1]
         reaches_newest = not newest or end.isoformat() >= newest[-1]
@@ -225,8 +227,8 @@ class BacktestChain:
             for carried in chain[:-1]:
                 kept = {c: [*kept.get(c, []), *map(bt.trade_json, carried.closed_trades[c])] for c in self.codes}
             trades = bt.trade_lists(chain[-1], kept)
-        publish_backtests(self.store, documents, trades)
-        return len(documents), reaches_newest
+        written = publish_backtests(self.store, documents, trades)
+        return len(written) - len(trades or {}), reaches_newest
 
     def _mark_for_republishing(self, outside: list[bt.CarriedRun]) -> None:
         published = set(published_days(self.store))
