@@ -101,7 +101,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # What users run, as the docs give it (docs/backfills.md): the Dagster CLI's range command, and scripts/backfill.
 USER_COMMANDS = {
     "readme_cli_4_5y": lambda start, end: [
-        str(ROOT / ".venv" / "bin" / "dg"), "launch", "--assets", "*signal_report", "--partition-range", f"{start}...{end}",
+        str(ROOT / ".venv" / "bin" / "dg"), "launch", "--assets", "*signal_report",
+        "--partition-range", f"{start}...{end}",
     ],
     "scripts_backfill_4_5y": lambda start, end: [str(ROOT / "scripts" / "backfill"), start, end],
 }  # fmt: skip

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from zoneinfo import ZoneInfo
 
 import dagster as dg

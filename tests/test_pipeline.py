@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from xml.etree import ElementTree
 from zoneinfo import ZoneInfo
@@ -27,7 +26,16 @@ from alchemy_pipeline.domain.report import build_report
 from alchemy_pipeline.domain.strategy import StrategyParams
 from alchemy_pipeline.domain.strategy_fast import classify, compute_indicators
 from alchemy_pipeline.settings import load_settings
-from tests.conftest import DG, REPO_ROOT, history_keys, materialize_sweep, tick_schedule, use_env, vendor_tables, write_universe
+from tests.conftest import (
+    DG,
+    REPO_ROOT,
+    history_keys,
+    materialize_sweep,
+    tick_schedule,
+    use_env,
+    vendor_tables,
+    write_universe,
+)
 from tests.tushare_server import VALID_TOKEN, TushareTestServer
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -421,7 +429,8 @@ def test_a_sweep_with_a_bad_grid_fails_from_the_cli_naming_the_problem_and_write
     env = {**os.environ, **scenario["env"], "ALCHEMY_PUBLISH_DIR": str(tmp_path / "site")}
     env.pop("DAGSTER_HOME", None)
     config = {"ops": {"ma_sweep": {"config": {**SWEEP_GRID, "short_from": 30, "short_to": 40}}}}
-    command = [DG, "launch", "--target-path", str(REPO_ROOT), "--assets", "ma_sweep", "--config-json", json.dumps(config)]
+    command = [DG, "launch", "--target-path", str(REPO_ROOT), "--assets", "ma_sweep"]
+    command += ["--config-json", json.dumps(config)]
     done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert "no pair has short < long: the shorts run 30..40 and the longs 20..24" in done.stderr

@@ -112,10 +112,7 @@ def backfill_command(asset: str, ranges: list[tuple[str, str]], upstream: bool =
     home = os.environ.get("DAGSTER_HOME")
     prefix = f"DAGSTER_HOME={home} " if home else ""
     select = f"'*{asset}'" if upstream else asset
-    return "; ".join(
-        f"{prefix}.venv/bin/dg launch --assets {select} --partition-range {a}...{b}"
-        for a, b in ranges
-    )
+    return "; ".join(f"{prefix}.venv/bin/dg launch --assets {select} --partition-range {a}...{b}" for a, b in ranges)
 
 
 class TradingDays:
