@@ -26,7 +26,8 @@ from dagster._core.scheduler.instigation import ScheduleInstigatorData
 from dagster._core.test_utils import create_run_for_test
 from dagster._utils.schedules import cron_string_iterator
 
-from alchemy_pipeline.control_plane import ScheduleClock, parse_args, take_watch
+from alchemy_pipeline.control_plane import parse_args
+from alchemy_pipeline.control_plane_watch import ScheduleClock, take_watch
 from alchemy_pipeline.domain.calendar import TradingCalendar
 from alchemy_pipeline.domain.control_plane import Limits, Watch, ceiling_after_late_data, decide
 from tests.aws import aws_mode_env, make_buckets_and_topic
