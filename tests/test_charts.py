@@ -39,5 +39,5 @@ def test_ticks_are_round_cover_the_range_and_are_few(low, span):
     assert 1 <= len(ticks) <= 7
     assert all(low - 1e-9 <= t <= low + span + 1e-9 for t in ticks)
     if step is not None:
-        mantissa = step / 10 ** math.floor(math.log10(step))
+        mantissa = step / 10 ** math.floor(math.log10(step) + 1e-9)
         assert any(mantissa == pytest.approx(k) for k in (1, 2, 5))

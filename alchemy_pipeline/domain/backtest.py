@@ -642,7 +642,7 @@ def state_frame_empty() -> pd.DataFrame:
 def state_frame(numbers: np.ndarray, state: BacktestState, days: list[dt.date]) -> pd.DataFrame:
     """The states of ``days`` as a table: per day the portfolio's row (ts_code PORTFOLIO) then each fund's."""
     codes, names = [PORTFOLIO, *state.codes], [PORTFOLIO_NAME, *state.names]
-    frame = pd.DataFrame(
+    keys = pd.DataFrame(
         {
             "ts_code": pd.Series(codes * len(days), dtype=object),
             "name": pd.Series(names * len(days), dtype=object),
@@ -650,15 +650,15 @@ def state_frame(numbers: np.ndarray, state: BacktestState, days: list[dt.date]) 
             "fingerprint": pd.Series([state.fingerprint] * (len(codes) * len(days)), dtype=object),
         }
     )
+    # The numbers themselves, not a copy: a decade of 1,500 funds is more than a gigabyte of them.
+    frame = pd.concat([keys, pd.DataFrame(numbers, columns=list(STATE_FIELDS), copy=False)], axis=1)
     for j, field in enumerate(STATE_FIELDS):
-        values = numbers[:, j]
         if field in DAY_FIELDS:
-            days = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[D]")
+            values = numbers[:, j]
+            stamped = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[D]")
             known = ~np.isnan(values)
-            days[known] = values[known].astype("int64").astype("datetime64[D]")
-            frame[field] = _timestamps(days)
-        else:
-            frame[field] = values
+            stamped[known] = values[known].astype("int64").astype("datetime64[D]")
+            frame[field] = _timestamps(stamped)
     return frame
 
 
