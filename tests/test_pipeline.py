@@ -248,7 +248,9 @@ def test_steps_share_only_what_is_stored_so_a_process_per_step_publishes_the_sam
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     (tmp_path / "multiprocess_location.py").write_text(MULTIPROCESS_LOCATION)
     command, env = materialize_cli(scenario, ["--partition-range", f"{DAY}...{NEXT_DAY}"])
-    command[command.index("alchemy_pipeline.definitions")] = "multiprocess_location"
+    # The same launch, pointed at a module of its own rather than the project's code location.
+    at = command.index("--target-path")
+    command[at : at + 2] = ["-m", "multiprocess_location"]
     env.update(ALCHEMY_DATA_DIR=str(data), ALCHEMY_PUBLISH_DIR=str(site), DAGSTER_HOME=str(home))
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[1])])
     done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
