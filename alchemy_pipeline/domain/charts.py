@@ -127,6 +127,5 @@ def heatmap_png(
         plt.close(figure)
 
 
-def markdown_image(image: bytes, alt: str) -> str:
-    kind = "svg+xml" if image.startswith(b"<svg") else "png"
-    return f"![{alt}](data:image/{kind};base64,{base64.b64encode(image).decode('ascii')})"
+def markdown_image(image: bytes, alt: str, media_type: str) -> str:
+    return f"![{alt}](data:{media_type};base64,{base64.b64encode(image).decode('ascii')})"

@@ -150,7 +150,7 @@ def build_sweep_asset(backtest_start: dt.date) -> dg.AssetsDefinition:
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": len(sweep.table),
-                "heatmap": dg.MetadataValue.md(markdown_image(png, "out-of-sample Sharpe heatmap")),
+                "heatmap": dg.MetadataValue.md(markdown_image(png, "out-of-sample Sharpe heatmap", "image/png")),
                 "period": f"{period.start}...{period.end}",
                 "split_day": period.split_day.isoformat(),
                 "pairs": len(grid.pairs()),

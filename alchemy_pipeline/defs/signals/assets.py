@@ -331,7 +331,7 @@ def signal_report(
     if portfolio is not None:
         series = json.loads(portfolio)["series"]
         svg = equity_svg(series["dates"], series["strategy_equity"], series["hold_equity"])
-        metadata["portfolio_equity"] = dg.MetadataValue.md(markdown_image(svg, "portfolio equity"))
+        metadata["portfolio_equity"] = dg.MetadataValue.md(markdown_image(svg, "portfolio equity", "image/svg+xml"))
     if len(days) == 1:
         # A range run's metadata is copied to each of its days: its last day's numbers would plot wrongly.
         metadata.update(_day_numbers(latest))
