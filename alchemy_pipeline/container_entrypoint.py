@@ -10,7 +10,7 @@ import os
 import sys
 
 from alchemy_pipeline.defs.resources import build_resources
-from alchemy_pipeline.domain.calendar import CalendarError
+from alchemy_pipeline.domain.market.calendar import CalendarError
 from alchemy_pipeline.settings import SettingsError, load_settings
 
 

@@ -26,9 +26,9 @@ from alchemy_pipeline.defs.partitions import (
     plan_tags,
 )
 from alchemy_pipeline.defs.resources import build_resources
-from alchemy_pipeline.domain import calendar
-from alchemy_pipeline.domain.publish import published_days
-from alchemy_pipeline.domain.storage import LocalBlobStore
+from alchemy_pipeline.domain.market import calendar
+from alchemy_pipeline.domain.site.publish import published_days
+from alchemy_pipeline.infrastructure.storage import LocalBlobStore
 from alchemy_pipeline.settings import Settings, SettingsError, load_settings
 
 # Dagster's console logger stays quiet (its messages and stack traces are in the instance and the log file):

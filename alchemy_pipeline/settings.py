@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alchemy_pipeline.domain.backtest import EXECUTIONS, NEXT_OPEN
-from alchemy_pipeline.domain.calendar import FIRST_DAY
-from alchemy_pipeline.domain.strategy import MIN_SEARCH_DAYS, StrategyParams
+from alchemy_pipeline.domain.market.calendar import FIRST_DAY
+from alchemy_pipeline.domain.signals.rule import MIN_SEARCH_DAYS, RuleParams
 
 
 class SettingsError(ValueError):
@@ -338,7 +338,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         raise SettingsError(
             "ALCHEMY_PRICE_SOURCE=tushare needs a Tushare token in TUSHARE_TOKEN (or TUSHARE_API_TOKEN)"
         )
-    short, long, window = settings.ma_short, settings.ma_long, StrategyParams.window
+    short, long, window = settings.ma_short, settings.ma_long, RuleParams.window
     if not 1 < short < long:
         raise SettingsError(f"ALCHEMY_MA_SHORT={short} and ALCHEMY_MA_LONG={long}: the averages need 1 < short < long")
     if long > window - MIN_SEARCH_DAYS - 1:

@@ -36,7 +36,7 @@ TARGET_S, TARGET_MB, TARGET_RELATIVE = 60.0, 2048, 1e-6
 
 
 def _inputs():
-    from alchemy_pipeline.domain.universe import load_universe
+    from alchemy_pipeline.domain.market.universe import load_universe
     from tests.site_fixture import demo_prices
 
     universe = load_universe()
@@ -130,7 +130,7 @@ def run_vectorbt(out: Path) -> dict:
 
 def _in_process(kind: str, out: Path) -> tuple[dict, int]:
     """Runs one side in a process of its own; its result and its peak memory with its workers (MB)."""
-    from benchmarks.run import TreePeak
+    from benchmarks.memory import TreePeak
 
     command = [sys.executable, "-m", "benchmarks.lab", kind, str(out)]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -10,7 +10,6 @@ which keeps every step's output in memory until the run ends. Scenarios that nee
 
 import argparse
 import bisect
-import contextlib
 import datetime as dt
 import json
 import math
@@ -20,14 +19,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from alchemy_pipeline.domain.demo_prices import DemoTushareApi
-from alchemy_pipeline.domain.universe import load_universe
+from alchemy_pipeline.domain.market.demo_prices import DemoTushareApi
+from alchemy_pipeline.domain.market.universe import load_universe
+from benchmarks.memory import TreePeak
 from tests.conftest import real_data_dir
 from tests.tushare_server import VALID_TOKEN, TushareTestServer
 
@@ -148,49 +147,6 @@ def run_scenario(name, start, end, tables, universe, args, postgres=None) -> dic
         return result
 
 
-def _command_line(pid: int) -> bytes | None:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-
-
-class TreePeak:
-    """The highest total resident memory of a process and its descendants, sampled every 0.2 s (a step's
-    worker processes count with the process that started them)."""
-
-    def __init__(self, pid: int):
-        self.pid, self.mb = pid, 0
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-
-    def _tree(self, pid: int) -> list[int]:
-        children = []
-        for task in Path(f"/proc/{pid}/task").glob("*"):
-            with contextlib.suppress(OSError):
-                children += [int(c) for c in (task / "children").read_text().split()]
-        # A child that has not exec'd yet (Dagster starts a log tailer per run) still runs in its parent's
-        # memory and would count it twice: it still has its parent's command line.
-        started = [c for c in children if _command_line(c) != _command_line(pid)]
-        return [pid, *(p for child in started for p in self._tree(child))]
-
-    def _sample(self) -> None:
-        while not self._done.wait(0.2):
-            total_kb = 0
-            for pid in self._tree(self.pid):
-                try:
-                    status = Path(f"/proc/{pid}/status").read_text()
-                    total_kb += int(status.split("VmRSS:")[1].split()[0])
-                except (OSError, IndexError):
-                    pass  # gone, or a zombie without memory
-            self.mb = max(self.mb, round(total_kb / 1024))
-
-    def stop(self) -> None:
-        self._done.set()
-        self._thread.join()
-
-
 def import_time() -> float:
     best = float("inf")
     for _ in range(3):
@@ -297,12 +253,12 @@ def strategy_paths(tables: dict[str, pd.DataFrame], universe: pd.DataFrame) -> l
     """What the fast path buys: the rule, one fund and day at a time, against the fast path the pipeline
     runs, on the same real funds and days, in this process (the results are checked equal on the way)."""
     from alchemy_pipeline.defs.partitions import HISTORY_WINDOW
-    from alchemy_pipeline.domain.calendar import TradingCalendar
-    from alchemy_pipeline.domain.prices import PRICE_COLUMNS
-    from alchemy_pipeline.domain.strategy import StrategyParams, fund_signal
-    from alchemy_pipeline.domain.strategy_fast import classify, compute_indicators
+    from alchemy_pipeline.domain.market.calendar import TradingCalendar
+    from alchemy_pipeline.domain.market.prices import PRICE_COLUMNS
+    from alchemy_pipeline.domain.signals.fast_path import classify, compute_indicators
+    from alchemy_pipeline.domain.signals.rule import RuleParams, fund_signal
 
-    params = StrategyParams(window=HISTORY_WINDOW)
+    params = RuleParams(window=HISTORY_WINDOW)
     first, last = STRATEGY_RANGE
     days = TradingCalendar().sessions(first, last)
     sessions = TradingCalendar().sessions("2014-01-02", last)
@@ -335,8 +291,8 @@ def strategy_paths(tables: dict[str, pd.DataFrame], universe: pd.DataFrame) -> l
         "",
         "## The strategy's fast path",
         "",
-        f"The rule (`domain/strategy.py`, one fund and day at a time) and the fast path the pipeline runs "
-        f"(`domain/strategy_fast.py`), over the same {len(universe)} real funds and {len(days)} days "
+        f"The rule (`domain/signals/rule.py`, one fund and day at a time) and the fast path the pipeline runs "
+        f"(`domain/signals/fast_path.py`), over the same {len(universe)} real funds and {len(days)} days "
         f"({first}...{last}, {cells:,} signals), in one process, their states checked equal:",
         "",
         "| path | time (s) | per signal (ms) |",
@@ -359,8 +315,8 @@ def backtest_growth() -> list[str]:
 
     from alchemy_pipeline.defs.io_manager import arrow_schema, from_parquet_bytes, to_parquet_bytes
     from alchemy_pipeline.domain import backtest as bt
-    from alchemy_pipeline.domain.frames import shared_strings
-    from alchemy_pipeline.domain.report import document_json
+    from alchemy_pipeline.domain.site.report import document_json
+    from alchemy_pipeline.infrastructure.frames import shared_strings
 
     rows = []
     for funds, last in BACKTEST_SIZES:
@@ -417,8 +373,8 @@ def pa_table(frame: pd.DataFrame, schema_of):
 
 def rate_limit_note(calls_per_minute: int) -> list[str]:
     """What the vendor's call budget alone costs the scale scenario, whatever the pipeline does."""
-    from alchemy_pipeline.domain.calendar import TradingCalendar
-    from alchemy_pipeline.domain.tushare_api import PAGE_LIMIT
+    from alchemy_pipeline.domain.market.calendar import TradingCalendar
+    from alchemy_pipeline.domain.market.tushare_api import PAGE_LIMIT
 
     days = len(TradingCalendar().sessions(SCALE_START, SCALE_END))
     calls = math.ceil(SCALE_FUNDS * days / PAGE_LIMIT)

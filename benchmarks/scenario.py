@@ -19,7 +19,7 @@ import dagster as dg
 
 from alchemy_pipeline.definitions import build_definitions
 from alchemy_pipeline.defs.partitions import BACKTEST_ASSET, PLANNED_ASSETS, REPORT_ASSET, TradingDays
-from alchemy_pipeline.domain.calendar import TradingCalendar
+from alchemy_pipeline.domain.market.calendar import TradingCalendar
 from alchemy_pipeline.settings import load_settings
 
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")

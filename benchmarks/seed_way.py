@@ -8,7 +8,7 @@ import numpy as np
 import talib
 import tushare
 
-from alchemy_pipeline.domain.universe import load_universe
+from alchemy_pipeline.domain.market.universe import load_universe
 
 
 def run_seed_way(days: list[str]) -> int:

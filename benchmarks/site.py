@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from alchemy_pipeline.domain.backtest import BacktestSettings, documents, figure_table, run_backtest, trade_lists
-from alchemy_pipeline.domain.publish import publish_backtests, publish_signals
-from alchemy_pipeline.domain.report import STRATEGY_NAME
-from alchemy_pipeline.domain.site import CHARTS_LIBRARY
-from alchemy_pipeline.domain.storage import LocalBlobStore
-from alchemy_pipeline.domain.strategy import StrategyParams
-from alchemy_pipeline.domain.strategy_fast import classify, compute_indicators
-from alchemy_pipeline.domain.universe import load_universe
+from alchemy_pipeline.domain.backtest import BacktestSettings, documents, run_backtest, summary_table, trade_lists
+from alchemy_pipeline.domain.market.universe import load_universe
+from alchemy_pipeline.domain.signals.fast_path import classify, compute_indicators
+from alchemy_pipeline.domain.signals.rule import RuleParams
+from alchemy_pipeline.domain.site.pages import CHARTS_LIBRARY
+from alchemy_pipeline.domain.site.publish import publish_backtests, publish_signals
+from alchemy_pipeline.infrastructure.storage import LocalBlobStore
 from tests.site_fixture import demo_prices
 
 START, END = "2015-01-05", "2024-12-31"
@@ -44,26 +43,25 @@ def _gz_kb(*paths: Path) -> float:
 def site_publishing() -> tuple[list[str], list[tuple[str, str, bool]]]:
     """The section's lines, and its targets' rows."""
     universe = load_universe()
-    params = StrategyParams()
+    params = RuleParams()
     prices = demo_prices(universe["ts_code"])
     sessions = sorted(d.date() for d in prices["trade_date"].unique() if str(d.date()) <= END)
     days = [d for d in sessions if d >= dt.date.fromisoformat(START)]
     signals = classify(compute_indicators(prices, sessions, days, params), universe, days, params)
     settings = BacktestSettings(start=days[0])
     backtest = run_backtest(prices, signals, universe, settings, days)
-    strategy = {"name": STRATEGY_NAME, "short": params.short, "long": params.long}
-    figures = figure_table(backtest.frame, settings)
+    summaries = summary_table(backtest.frame, settings)
     last = pd.Timestamp(days[-1])
     with tempfile.TemporaryDirectory(prefix="bench-site-") as root:
         store = CountingStore(root)
-        publish_backtests(store, documents(backtest, strategy), trade_lists(backtest, {}))
+        publish_backtests(store, documents(backtest, params.described()), trade_lists(backtest, {}))
         store.writes.clear()
         started = time.perf_counter()
-        publish_signals(store, signals[signals["trade_date"] < last], params, None, None, figures, prices)
+        publish_signals(store, signals[signals["trade_date"] < last], params, None, None, summaries, prices)
         backfill = time.perf_counter() - started
         most_writes = max(n for key, n in store.writes.items() if key.startswith("funds/"))
         started = time.perf_counter()
-        publish_signals(store, signals[signals["trade_date"] == last], params, None, None, figures, prices)
+        publish_signals(store, signals[signals["trade_date"] == last], params, None, None, summaries, prices)
         daily = time.perf_counter() - started
         site = Path(root)
         scripts = [site / "static" / CHARTS_LIBRARY, site / "static" / "site.js"]

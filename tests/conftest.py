@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from alchemy_pipeline.defs.partitions import TradingDays
-from alchemy_pipeline.domain.calendar import TradingCalendar
-from alchemy_pipeline.domain.demo_prices import DemoTushareApi
+from alchemy_pipeline.domain.market.calendar import TradingCalendar
+from alchemy_pipeline.domain.market.demo_prices import DemoTushareApi
 from tests.tushare_server import TushareTestServer
 
 

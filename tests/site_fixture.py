@@ -1,5 +1,5 @@
 """A small published site made the way the pipeline makes it, from the demo's synthetic prices: the signals
-(strategy_fast), the backtest and its documents, then the reports and pages, in two runs (a range, then the
+(fast_path), the backtest and its documents, then the reports and pages, in two runs (a range, then the
 next day) as the daily schedule would publish them."""
 
 from __future__ import annotations
@@ -9,18 +9,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from alchemy_pipeline.domain.backtest import BacktestSettings, documents, figure_table, run_backtest, trade_lists
-from alchemy_pipeline.domain.demo_prices import _fund_series
-from alchemy_pipeline.domain.publish import publish_backtests, publish_signals, published_days
-from alchemy_pipeline.domain.report import STRATEGY_NAME
-from alchemy_pipeline.domain.storage import LocalBlobStore
-from alchemy_pipeline.domain.strategy import StrategyParams
-from alchemy_pipeline.domain.strategy_fast import classify, compute_indicators
+from alchemy_pipeline.domain.backtest import BacktestSettings, documents, run_backtest, summary_table, trade_lists
+from alchemy_pipeline.domain.market.demo_prices import _fund_series
+from alchemy_pipeline.domain.signals.fast_path import classify, compute_indicators
+from alchemy_pipeline.domain.signals.rule import RuleParams
+from alchemy_pipeline.domain.site.publish import publish_backtests, publish_signals, published_days
+from alchemy_pipeline.infrastructure.storage import LocalBlobStore
 
 FUNDS = pd.DataFrame(
     {"ts_code": ["510300.SH", "159915.SZ", "512880.SH"], "name": ["沪深300ETF", "创业板ETF", "证券ETF"]}
 )
-PARAMS = StrategyParams()
+PARAMS = RuleParams()
 
 
 def demo_prices(codes) -> pd.DataFrame:
@@ -38,16 +37,15 @@ def publish_run(store, prices, universe, days: list[dt.date], start: dt.date, su
     history = classify(indicators, universe, everything, PARAMS)
     settings = BacktestSettings(start=start)
     backtest = run_backtest(prices, history, universe, settings, everything)
-    strategy = {"name": STRATEGY_NAME, "short": PARAMS.short, "long": PARAMS.long}
     # As etf_backtest does: the documents of the run's days, the trades only from a run that reaches the newest
     # published day.
     newest = published_days(store)
     reaches_newest = not newest or days[-1].isoformat() >= newest[-1]
     trades = trade_lists(backtest, {}) if reaches_newest else None
-    publish_backtests(store, documents(backtest, strategy, only=set(days)), trades)
+    publish_backtests(store, documents(backtest, PARAMS.described(), only=set(days)), trades)
     signals = history[history["trade_date"].dt.date.isin(days)].reset_index(drop=True)
-    figures = figure_table(backtest.frame[backtest.frame["trade_date"].dt.date.isin(days)], settings)
-    publish_signals(store, signals, PARAMS, None, subscribe_url, figures, prices)
+    summaries = summary_table(backtest.frame[backtest.frame["trade_date"].dt.date.isin(days)], settings)
+    publish_signals(store, signals, PARAMS, None, subscribe_url, summaries, prices)
     return signals
 
 

@@ -17,7 +17,7 @@ import dagster as dg
 import pytest
 
 from alchemy_pipeline.definitions import build_definitions
-from alchemy_pipeline.domain.report import render_text
+from alchemy_pipeline.domain.site.report import render_text
 from alchemy_pipeline.settings import SettingsError, load_settings
 from tests.aws import aws_mode_env, make_buckets_and_topic
 from tests.conftest import history_keys, tick_schedule, use_env, vendor_tables, write_universe

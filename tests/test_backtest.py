@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alchemy_pipeline.domain.backtest import BacktestSettings, documents, figure_table, run_backtest, trade_lists
-from alchemy_pipeline.domain.report import backtest_lines, backtest_summaries
+from alchemy_pipeline.domain.backtest import BacktestSettings, documents, run_backtest, summary_table, trade_lists
+from alchemy_pipeline.domain.site.report import backtest_lines, backtest_summaries
 
 DAYS = [d.date() for d in pd.bdate_range("2024-01-01", periods=60)]
 STRATEGY = {"name": "double_ma", "short": 11, "long": 22}
@@ -261,7 +261,7 @@ def test_the_reports_summary_is_the_backtests_figures_of_the_day():
         [(0, 1.0, 1.0, 1.0, "BUY"), (1, 1.0, 1.1, 1.0, "HOLD"), (2, 1.1, 1.2, 1.0, "HOLD")],
         universe=("510300.SH", "159915.SZ"),
     )
-    summaries = backtest_summaries(figure_table(backtest.frame, backtest.state.settings))
+    summaries = backtest_summaries(summary_table(backtest.frame, backtest.state.settings))
     first, last = summaries["2024-01-01"], summaries["2024-01-03"]
     assert first["funds"] == []  # the BUY has not filled yet
     figures = doc(backtest, DAYS[2])

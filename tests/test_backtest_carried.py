@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from alchemy_pipeline.defs.io_manager import LocalParquetIOManager
 from alchemy_pipeline.domain import backtest as bt
-from alchemy_pipeline.domain.strategy import StrategyParams
-from alchemy_pipeline.domain.strategy_fast import classify, compute_indicators
+from alchemy_pipeline.domain.signals.fast_path import classify, compute_indicators
+from alchemy_pipeline.domain.signals.rule import RuleParams
 from tests.backtest_reference import check_document, check_trades, reference
 from tests.conftest import BUNDLED_DAYS, vendor_tables
 
@@ -156,7 +156,7 @@ def generated_market():
     sessions = BUNDLED_DAYS.calendar.sessions("2019-06-03", END)
     days = [d for d in sessions if d >= START]
     universe = pd.DataFrame({"ts_code": FUNDS, "name": FUNDS})
-    params = StrategyParams()
+    params = RuleParams()
     signals = classify(compute_indicators(prices, sessions, days, params), universe, days, params)
     return prices, signals, universe, days
 

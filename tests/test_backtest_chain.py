@@ -15,7 +15,7 @@ import pytest
 
 from alchemy_pipeline.definitions import build_definitions
 from alchemy_pipeline.defs.partitions import materialized_partitions, plan_tags
-from alchemy_pipeline.domain.report import BACKTEST_UNAVAILABLE
+from alchemy_pipeline.domain.site.report import BACKTEST_UNAVAILABLE
 from alchemy_pipeline.settings import load_settings
 from tests.conftest import BUNDLED_DAYS, use_env, vendor_tables, write_universe
 from tests.tushare_server import VALID_TOKEN, TushareTestServer

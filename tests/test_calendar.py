@@ -16,8 +16,8 @@ import pytest
 
 from alchemy_pipeline.definitions import build_definitions
 from alchemy_pipeline.defs.partitions import HISTORY_WINDOW, TradingDays
-from alchemy_pipeline.domain import calendar
-from alchemy_pipeline.domain.calendar import TRADE_CAL_CACHE_KEY, CalendarError, TradingCalendar
+from alchemy_pipeline.domain.market import calendar
+from alchemy_pipeline.domain.market.calendar import TRADE_CAL_CACHE_KEY, CalendarError, TradingCalendar
 from alchemy_pipeline.settings import load_settings
 from tests.conftest import tick_schedule, use_env, vendor_tables, write_universe
 from tests.tushare_server import VALID_TOKEN

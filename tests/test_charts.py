@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alchemy_pipeline.domain.charts import PLOT_BOX, equity_svg, nice_ticks
+from alchemy_pipeline.domain.site.charts import PLOT_BOX, equity_svg, nice_ticks
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -28,8 +28,8 @@ from dagster._utils.schedules import cron_string_iterator
 
 from alchemy_pipeline.control_plane import parse_args
 from alchemy_pipeline.control_plane_watch import ScheduleClock, take_watch
-from alchemy_pipeline.domain.calendar import TradingCalendar
 from alchemy_pipeline.domain.control_plane import Limits, Watch, ceiling_after_late_data, decide
+from alchemy_pipeline.domain.market.calendar import TradingCalendar
 from tests.aws import aws_mode_env, make_buckets_and_topic
 from tests.conftest import REPO_ROOT, vendor_tables, write_universe
 from tests.test_aws import drain

@@ -12,9 +12,10 @@ import talib
 
 from alchemy_pipeline.domain import backtest as bt
 from alchemy_pipeline.domain import lab
-from alchemy_pipeline.domain.lab_page import render_lab_page
-from alchemy_pipeline.domain.publish import LAB_HEADLINE, publish_sweep
-from alchemy_pipeline.domain.storage import LocalBlobStore
+from alchemy_pipeline.domain.signals.rule import State
+from alchemy_pipeline.domain.site.lab_page import render_lab_page
+from alchemy_pipeline.domain.site.publish import LAB_HEADLINE, publish_sweep
+from alchemy_pipeline.infrastructure.storage import LocalBlobStore
 from tests.site_fixture import demo_prices
 
 CODES = ["510300.SH", "159915.SZ", "512880.SH"]
@@ -43,17 +44,17 @@ def plain_signals(prices: pd.DataFrame, short: int, long: int) -> pd.DataFrame:
         factors = bars["adj_factor"].to_numpy()
         scaled = bars["close"].to_numpy() * factors
         a, b = talib.SMA(scaled, short), talib.SMA(scaled, long)
-        states = [bt.State.HOLD]
+        states = [State.HOLD]
         for i in range(1, len(scaled)):
             now_a, now_b, then_a, then_b = (np.round(x / factors[i], 3) for x in (a[i], b[i], a[i - 1], b[i - 1]))
             if np.isnan(then_a) or np.isnan(then_b):
-                states.append(bt.State.HOLD)
+                states.append(State.HOLD)
             elif now_a > now_b and not then_a > then_b:
-                states.append(bt.State.BUY)
+                states.append(State.BUY)
             elif now_a < now_b and not then_a < then_b:
-                states.append(bt.State.SELL)
+                states.append(State.SELL)
             else:
-                states.append(bt.State.HOLD)
+                states.append(State.HOLD)
         frames.append(pd.DataFrame({"ts_code": code, "trade_date": bars["trade_date"].to_numpy(), "state": states}))
     return pd.concat(frames, ignore_index=True)
 
@@ -117,8 +118,8 @@ def test_every_cell_is_the_backtest_engine_run_on_that_pair(settings):
 
 def openings(signals: pd.DataFrame) -> int:
     """The BUYs that open a trade when every BUY's lot is affordable: those not following another BUY."""
-    moves = signals.loc[signals["state"].isin([bt.State.BUY, bt.State.SELL]), "state"].tolist()
-    return sum(m == bt.State.BUY and (i == 0 or moves[i - 1] != bt.State.BUY) for i, m in enumerate(moves))
+    moves = signals.loc[signals["state"].isin([State.BUY, State.SELL]), "state"].tolist()
+    return sum(m == State.BUY and (i == 0 or moves[i - 1] != State.BUY) for i, m in enumerate(moves))
 
 
 def test_a_row_whose_cash_cannot_buy_a_lot_is_traded_as_the_engine_trades_it():

@@ -8,7 +8,7 @@ import uuid
 import boto3
 import pytest
 
-from alchemy_pipeline.domain.notify import (
+from alchemy_pipeline.domain.site.notify import (
     MAX_BODY_BYTES,
     Message,
     NotificationInDoubt,
@@ -17,7 +17,7 @@ from alchemy_pipeline.domain.notify import (
     choose_day_to_notify,
     must_send,
 )
-from alchemy_pipeline.domain.storage import LocalBlobStore, S3BlobStore
+from alchemy_pipeline.infrastructure.storage import LocalBlobStore, S3BlobStore
 from tests.aws import free_port
 
 TODAY = dt.date(2024, 7, 2)

@@ -7,7 +7,7 @@ import exchange_calendars as xcals
 import pytest
 
 from alchemy_pipeline.defs.partitions import DAILY_ASSETS, HISTORY_WINDOW
-from alchemy_pipeline.domain.calendar import DayError, parse_day
+from alchemy_pipeline.domain.market.calendar import DayError, parse_day
 from tests.conftest import BUNDLED_DAYS, history_keys
 
 PRICES, SIGNALS = "etf_daily_prices", "trade_signals"

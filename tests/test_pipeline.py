@@ -21,10 +21,10 @@ import pytest
 
 from alchemy_pipeline.definitions import build_definitions
 from alchemy_pipeline.defs.partitions import HISTORY_WINDOW
-from alchemy_pipeline.domain import calendar
-from alchemy_pipeline.domain.report import build_report
-from alchemy_pipeline.domain.strategy import StrategyParams
-from alchemy_pipeline.domain.strategy_fast import classify, compute_indicators
+from alchemy_pipeline.domain.market import calendar
+from alchemy_pipeline.domain.signals.fast_path import classify, compute_indicators
+from alchemy_pipeline.domain.signals.rule import RuleParams
+from alchemy_pipeline.domain.site.report import build_report
 from alchemy_pipeline.settings import load_settings
 from tests.conftest import (
     DG,
@@ -192,7 +192,7 @@ def test_published_signals_are_the_rule_applied_to_the_vendor_data(scenario):
     keys = [*history_keys(DAY), DAY]
     sessions = [dt.date.fromisoformat(k) for k in keys]
     window = bars[bars["trade_date"].between(pd.Timestamp(keys[0]), pd.Timestamp(DAY))]
-    params = StrategyParams()
+    params = RuleParams()
     universe = pd.DataFrame({"ts_code": list(FUNDS), "name": list(FUNDS.values())})
     expected = build_report(
         classify(compute_indicators(window, sessions, [sessions[-1]], params), universe, [sessions[-1]], params), params

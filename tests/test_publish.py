@@ -8,11 +8,12 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alchemy_pipeline.domain import publish, workers
-from alchemy_pipeline.domain.fund_pages import crosses, merge_series
-from alchemy_pipeline.domain.report import REPORT_BATCH_DAYS, render_text
-from alchemy_pipeline.domain.storage import LocalBlobStore
-from alchemy_pipeline.domain.strategy import State, StrategyParams
+from alchemy_pipeline.domain.signals.rule import RuleParams, State
+from alchemy_pipeline.domain.site import publish
+from alchemy_pipeline.domain.site.fund_pages import crosses, merge_series
+from alchemy_pipeline.domain.site.report import REPORT_BATCH_DAYS, render_text
+from alchemy_pipeline.infrastructure import workers
+from alchemy_pipeline.infrastructure.storage import LocalBlobStore
 from tests.site_fixture import FUNDS as DEMO_FUNDS
 from tests.site_fixture import demo_prices, publish_demo_site, publish_run
 
@@ -48,7 +49,7 @@ def published(root) -> dict[str, bytes]:
 
 def test_a_long_range_is_rendered_in_worker_processes_to_the_same_bytes(tmp_path, monkeypatch):
     table = signals(2 * REPORT_BATCH_DAYS + 10)  # three batches of days
-    params, notice, subscribe = StrategyParams(), "价格源: 测试", "https://api.example.com/subscribe"
+    params, notice, subscribe = RuleParams(), "价格源: 测试", "https://api.example.com/subscribe"
     used = []
     in_processes = publish.map_in_processes
     monkeypatch.setattr(publish, "map_in_processes", lambda *a: used.append(1) or in_processes(*a))
@@ -74,21 +75,21 @@ def test_a_range_is_made_durable_once_at_the_end_and_an_index_file_at_once(tmp_p
         real = getattr(os, name)
         monkeypatch.setattr(f"os.{name}", lambda *a, real=real, name=name: calls.append(name) or real(*a))
     table = signals(12)
-    written = publish.publish_signals(LocalBlobStore(tmp_path), table, StrategyParams())
+    written = publish.publish_signals(LocalBlobStore(tmp_path), table, RuleParams())
     assert len(written) == 3 * 12 + 2 * len(FUNDS) + 7
     assert calls == ["sync", "sync", "sync", "fsync"]
     assert not list(tmp_path.rglob("*.tmp"))
 
 
 def test_a_page_escapes_every_name_even_one_with_a_line_break(tmp_path):
-    from alchemy_pipeline.domain.report import build_report
-    from alchemy_pipeline.domain.site import render_day_page
+    from alchemy_pipeline.domain.site.pages import render_day_page
+    from alchemy_pipeline.domain.site.report import build_report
 
     table = signals(1)
-    page = render_day_page(build_report(table, StrategyParams()), [])
+    page = render_day_page(build_report(table, RuleParams()), [])
     assert "A&amp;B &quot;证券&quot; &lt;ETF&gt;" in page and "<ETF>" not in page
     table["name"] = table["name"].str.replace("证券", "证\n<券>")
-    page = render_day_page(build_report(table, StrategyParams()), [])
+    page = render_day_page(build_report(table, RuleParams()), [])
     assert "证\n&lt;券&gt;" in page and "<券>" not in page
     assert page.count('<span class="state ') == len(FUNDS)  # one row per fund, its state in its class
 

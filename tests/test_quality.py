@@ -4,7 +4,7 @@ import datetime as dt
 
 import pandas as pd
 
-from alchemy_pipeline.domain.quality import (
+from alchemy_pipeline.domain.market.quality import (
     bars_are_sane,
     bars_are_valid,
     calendar_horizon,
@@ -15,7 +15,7 @@ from alchemy_pipeline.domain.quality import (
     no_data_under_threshold,
     universe_coverage,
 )
-from alchemy_pipeline.domain.strategy import MISSING_BAR, NOT_TRADING
+from alchemy_pipeline.domain.signals.rule import MISSING_BAR, NOT_TRADING
 
 DAY = pd.Timestamp("2024-06-28")
 

@@ -23,7 +23,7 @@ from alchemy_pipeline.definitions import build_definitions
 from alchemy_pipeline.defs.partitions import HISTORY_WINDOW, PLANNED_ASSETS
 from alchemy_pipeline.domain import lab
 from alchemy_pipeline.domain.backtest import BacktestSettings
-from alchemy_pipeline.domain.report import render_text, report_json
+from alchemy_pipeline.domain.site.report import render_text, report_json
 from alchemy_pipeline.settings import load_settings
 from tests.backtest_reference import agree, check_document, check_trades, reference, trade_return
 from tests.conftest import BUNDLED_DAYS, materialize_sweep, tick_schedule

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from alchemy_pipeline.domain.universe import UniverseError, load_universe
+from alchemy_pipeline.domain.market.universe import UniverseError, load_universe
 from alchemy_pipeline.settings import Settings, SettingsError, load_settings, path, text, variables
 from tests.conftest import REPO_ROOT
 

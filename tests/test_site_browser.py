@@ -17,8 +17,8 @@ import pytest
 
 from alchemy_pipeline.domain import lab
 from alchemy_pipeline.domain.backtest import BacktestSettings
-from alchemy_pipeline.domain.publish import publish_sweep
-from alchemy_pipeline.domain.storage import LocalBlobStore
+from alchemy_pipeline.domain.site.publish import publish_sweep
+from alchemy_pipeline.infrastructure.storage import LocalBlobStore
 from tests.site_fixture import FUNDS, demo_prices, publish_demo_site
 from tests.test_subscribe_lambda import load_lambda
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from alchemy_pipeline.defs.resources import TushareResource, build_resources
-from alchemy_pipeline.domain.prices import (
+from alchemy_pipeline.domain.market.prices import (
     ADJ_FIELDS,
     FUND_ADJ,
     PRICE_COLUMNS,
@@ -15,7 +15,7 @@ from alchemy_pipeline.domain.prices import (
     fetch_prices,
     plan_queries,
 )
-from alchemy_pipeline.domain.tushare_api import (
+from alchemy_pipeline.domain.market.tushare_api import (
     RateLimiter,
     TushareClient,
     VendorAPIError,

@@ -7,8 +7,8 @@ from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
-from alchemy_pipeline.domain import workers
-from alchemy_pipeline.domain.workers import map_in_processes
+from alchemy_pipeline.infrastructure import workers
+from alchemy_pipeline.infrastructure.workers import map_in_processes
 
 
 def _pid(item: int) -> tuple[int, int]:

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from alchemy_pipeline.domain import calendar
+from alchemy_pipeline.domain.market import calendar
 
 
 def exchange_schedule(cron_schedule: str, job, running: bool, description: str):

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from alchemy_pipeline.domain.quality import Finding
+from alchemy_pipeline.domain.market.quality import Finding
 
 
 def check_result(name: str, finding: Finding, severity=dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:

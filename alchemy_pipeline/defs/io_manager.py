@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 from dagster_aws.s3 import S3Resource
 
 from alchemy_pipeline.defs.partitions import backfill_command, contiguous_ranges
-from alchemy_pipeline.domain.frames import by_trade_date, shared_strings
-from alchemy_pipeline.domain.memory import release_free_memory
-from alchemy_pipeline.domain.storage import BlobStore, LocalBlobStore, S3BlobStore, in_parallel
+from alchemy_pipeline.infrastructure.frames import by_trade_date, shared_strings
+from alchemy_pipeline.infrastructure.memory import release_free_memory
+from alchemy_pipeline.infrastructure.storage import BlobStore, LocalBlobStore, S3BlobStore, in_parallel
 
 # An input's metadata flag: of the upstream partitions, read only the first, and none if it is missing.
 DAY_BEFORE_ONLY = "day_before_only"

@@ -8,13 +8,13 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from alchemy_pipeline.domain import calendar
-from alchemy_pipeline.domain.strategy import StrategyParams
+from alchemy_pipeline.domain.market import calendar
+from alchemy_pipeline.domain.signals.rule import RuleParams
 
 FIRST_DAY = calendar.FIRST_DAY
 PARTITIONS_START = FIRST_DAY.isoformat()
 # Trading days of prices behind each day's indicators: the strategy's window.
-HISTORY_WINDOW = StrategyParams.window
+HISTORY_WINDOW = RuleParams.window
 
 _TZ = ZoneInfo(calendar.TIMEZONE)
 

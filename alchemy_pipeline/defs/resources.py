@@ -12,14 +12,13 @@ from dagster_aws.s3 import S3Resource
 from alchemy_pipeline.defs.io_manager import LocalParquetIOManager, S3ParquetIOManager
 from alchemy_pipeline.defs.partitions import HISTORY_WINDOW
 from alchemy_pipeline.domain.backtest import BacktestSettings
-from alchemy_pipeline.domain.calendar import TRADE_CAL_CACHE_KEY, TradingCalendar, cached_calendar
-from alchemy_pipeline.domain.demo_prices import DEMO_NOTICE, DemoTushareApi
-from alchemy_pipeline.domain.notify import LocalOutbox, Notifier, SnsNotifier
-from alchemy_pipeline.domain.report import STRATEGY_NAME
-from alchemy_pipeline.domain.storage import BlobStore, LocalBlobStore, S3BlobStore
-from alchemy_pipeline.domain.strategy import StrategyParams
-from alchemy_pipeline.domain.tushare_api import RetryPolicy, TushareClient, shared_rate_limiter
-from alchemy_pipeline.domain.universe import load_universe
+from alchemy_pipeline.domain.market.calendar import TRADE_CAL_CACHE_KEY, TradingCalendar, cached_calendar
+from alchemy_pipeline.domain.market.demo_prices import DEMO_NOTICE, DemoTushareApi
+from alchemy_pipeline.domain.market.tushare_api import RetryPolicy, TushareClient, shared_rate_limiter
+from alchemy_pipeline.domain.market.universe import load_universe
+from alchemy_pipeline.domain.signals.rule import RuleParams
+from alchemy_pipeline.domain.site.notify import LocalOutbox, Notifier, SnsNotifier
+from alchemy_pipeline.infrastructure.storage import BlobStore, LocalBlobStore, S3BlobStore
 from alchemy_pipeline.settings import Settings
 
 
@@ -40,12 +39,12 @@ class StrategyResource(dg.ConfigurableResource):
     short: int
     long: int
 
-    def params(self) -> StrategyParams:
-        return StrategyParams(short=self.short, long=self.long, window=HISTORY_WINDOW)
+    def params(self) -> RuleParams:
+        return RuleParams(short=self.short, long=self.long, window=HISTORY_WINDOW)
 
     def rule(self) -> dict:
         """The rule as the backtest's documents name it."""
-        return {"name": STRATEGY_NAME, "short": self.short, "long": self.long}
+        return self.params().described()
 
 
 class BacktestResource(dg.ConfigurableResource):

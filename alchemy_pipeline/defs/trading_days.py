@@ -9,8 +9,8 @@ naming the file and the fix. Every run loads the code afresh, so a refreshed cal
 from pathlib import Path
 
 from alchemy_pipeline.defs.partitions import TradingDays
-from alchemy_pipeline.domain.calendar import TRADE_CAL_CACHE_KEY, TradingCalendar, cached_calendar
-from alchemy_pipeline.domain.storage import LocalBlobStore
+from alchemy_pipeline.domain.market.calendar import TRADE_CAL_CACHE_KEY, TradingCalendar, cached_calendar
+from alchemy_pipeline.infrastructure.storage import LocalBlobStore
 from alchemy_pipeline.settings import load_settings
 
 

@@ -13,8 +13,8 @@ from alchemy_pipeline.defs.partitions import BACKTEST_ASSET, range_days
 from alchemy_pipeline.defs.resources import BacktestResource, SiteResource, StrategyResource, UniverseResource
 from alchemy_pipeline.defs.trading_days import TRADING_DAYS, trading_days_partitions
 from alchemy_pipeline.domain import backtest as bt
-from alchemy_pipeline.domain.publish import backtest_key
-from alchemy_pipeline.domain.quality import QUALITY_COLUMNS
+from alchemy_pipeline.domain.market.quality import QUALITY_COLUMNS
+from alchemy_pipeline.domain.site.publish import backtest_key
 from alchemy_pipeline.settings import SettingsError
 
 GROUP = "etf_backtest"
@@ -45,7 +45,7 @@ PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1, all
 COMPUTED_CHECK = "backtest_computed"
 
 
-def _figures_metadata(table: pd.DataFrame, as_of: str, one_day: bool, page: str) -> dict:
+def _summary_metadata(table: pd.DataFrame, as_of: str, one_day: bool, page: str) -> dict:
     last = table[table["trade_date"] == table["trade_date"].max()]
     portfolio = last[last["ts_code"] == bt.PORTFOLIO].iloc[0]
     metadata = {
@@ -152,9 +152,9 @@ def build_backtest_asset(start: dt.date) -> dg.AssetsDefinition:
             yield dg.AssetMaterialization(
                 asset_key=context.asset_key, partition=day, metadata={"rewritten_by_run": context.run.run_id}
             )
-        figures = bt.figure_table(result.frame, chain.settings)
+        summaries = bt.summary_table(result.frame, chain.settings)
         last = days[-1].isoformat()
-        metadata = _figures_metadata(figures, last, len(days) == 1, site.url(backtest_key(last)))
+        metadata = _summary_metadata(summaries, last, len(days) == 1, site.url(backtest_key(last)))
         metadata.update(
             fingerprint=chain.fingerprint,
             documents_published=result.documents,

@@ -32,9 +32,9 @@ from alchemy_pipeline.defs.partitions import (
 )
 from alchemy_pipeline.defs.trading_days import TRADING_DAYS
 from alchemy_pipeline.domain import backtest as bt
-from alchemy_pipeline.domain.publish import publish_backtests, published_days, trades_key
-from alchemy_pipeline.domain.quality import QUALITY_COLUMNS, held_back_days
-from alchemy_pipeline.domain.storage import BlobStore, in_parallel
+from alchemy_pipeline.domain.market.quality import QUALITY_COLUMNS, held_back_days
+from alchemy_pipeline.domain.site.publish import publish_backtests, published_days, trades_key
+from alchemy_pipeline.infrastructure.storage import BlobStore, in_parallel
 
 # In the data store: the days outside a run whose backtest changed, for signal_report to publish again.
 REPUBLISH_KEY = "signal_report/days_to_republish.json"

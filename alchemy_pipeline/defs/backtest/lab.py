@@ -1,7 +1,7 @@
 """The parameter lab's asset: the backtest of every pair of average lengths on a grid, in and out of sample.
 
 An analyst's asset: not in the daily job, materialized from the UI's launchpad or the CLI with its grid
-and period as run config (``domain/lab.py`` does the work; docs/lab.md)."""
+and period as run config (``domain/lab/`` does the work; docs/lab.md)."""
 
 import dataclasses
 import datetime as dt
@@ -16,8 +16,8 @@ from alchemy_pipeline.defs.resources import BacktestResource, SiteResource, Stra
 from alchemy_pipeline.defs.trading_days import TRADING_DAYS
 from alchemy_pipeline.domain import lab
 from alchemy_pipeline.domain.backtest import PORTFOLIO
-from alchemy_pipeline.domain.charts import heatmap_png, markdown_image
-from alchemy_pipeline.domain.publish import LAB_LATEST, publish_sweep, published_days
+from alchemy_pipeline.domain.site.charts import heatmap_png, markdown_image
+from alchemy_pipeline.domain.site.publish import LAB_LATEST, publish_sweep, published_days
 
 SWEEP_ASSET = "ma_sweep"
 PRICE_COLUMNS = ["ts_code", "trade_date", "open", "close", "adj_factor"]
@@ -132,8 +132,8 @@ def build_sweep_asset(backtest_start: dt.date) -> dg.AssetsDefinition:
             )
         except (lab.GridError, MissingPartitionsError) as error:
             raise dg.Failure(description=str(error), allow_retries=False) from None
-        written = publish_sweep(store, sweep, context.run_id)
-        context.log.info(f"{len(written)} files published under lab/{context.run_id}/ and {LAB_LATEST}/")
+        written = publish_sweep(store, sweep, context.run.run_id)
+        context.log.info(f"{len(written)} files published under lab/{context.run.run_id}/ and {LAB_LATEST}/")
         summary = lab.headline(sweep)
         rows = sweep.rows(PORTFOLIO)
         png = heatmap_png(
@@ -157,7 +157,7 @@ def build_sweep_asset(backtest_start: dt.date) -> dg.AssetsDefinition:
                 "funds": int(sweep.table["ts_code"].nunique()) - 1,
                 **_standing_metadata(summary["portfolio"]),
                 "top_pairs_out_of_sample": dg.MetadataValue.md(top.to_markdown(index=False, floatfmt=".4f")),
-                "page": dg.MetadataValue.url(site.url(f"lab/{context.run_id}/index.html")),
+                "page": dg.MetadataValue.url(site.url(f"lab/{context.run.run_id}/index.html")),
             }
         )
 

@@ -8,9 +8,9 @@ import pandas as pd
 from alchemy_pipeline.defs.automation import exchange_schedule
 from alchemy_pipeline.defs.checks import check_result
 from alchemy_pipeline.defs.resources import PriceSourceResource, TradingCalendarResource
-from alchemy_pipeline.domain import calendar
-from alchemy_pipeline.domain.quality import HORIZON_WARN_DAYS, calendar_horizon
-from alchemy_pipeline.domain.tushare_api import VendorAuthError
+from alchemy_pipeline.domain.market import calendar
+from alchemy_pipeline.domain.market.quality import HORIZON_WARN_DAYS, calendar_horizon
+from alchemy_pipeline.domain.market.tushare_api import VendorAuthError
 
 CALENDAR_ASSET = "trading_calendar"
 

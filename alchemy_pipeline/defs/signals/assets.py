@@ -30,21 +30,21 @@ from alchemy_pipeline.defs.resources import (
 from alchemy_pipeline.defs.trading_days import trading_days_partitions
 from alchemy_pipeline.domain import backtest as bt
 from alchemy_pipeline.domain.backtest import PORTFOLIO
-from alchemy_pipeline.domain.charts import equity_svg, markdown_image
-from alchemy_pipeline.domain.fund_pages import fund_data_key
-from alchemy_pipeline.domain.prices import fetch_prices
-from alchemy_pipeline.domain.publish import publish_signals, published_days
-from alchemy_pipeline.domain.quality import (
+from alchemy_pipeline.domain.market.prices import fetch_prices
+from alchemy_pipeline.domain.market.quality import (
     QUALITY_COLUMNS,
     bars_are_valid,
     held_back_days,
     no_data_under_threshold,
     universe_coverage,
 )
-from alchemy_pipeline.domain.report import backtest_summaries, build_report, render_text
-from alchemy_pipeline.domain.strategy import State
-from alchemy_pipeline.domain.strategy_fast import PRICE_INPUT_COLUMNS, classify, compute_indicators
-from alchemy_pipeline.domain.tushare_api import VendorAuthError, VendorDataError, VendorError
+from alchemy_pipeline.domain.market.tushare_api import VendorAuthError, VendorDataError, VendorError
+from alchemy_pipeline.domain.signals.fast_path import PRICE_INPUT_COLUMNS, classify, compute_indicators
+from alchemy_pipeline.domain.signals.rule import State
+from alchemy_pipeline.domain.site.charts import equity_svg, markdown_image
+from alchemy_pipeline.domain.site.fund_pages import fund_data_key
+from alchemy_pipeline.domain.site.publish import publish_signals, published_days
+from alchemy_pipeline.domain.site.report import backtest_summaries, build_report, render_text
 
 GROUP = "etf_signals"
 PREVIEW_ROWS = 12
@@ -304,16 +304,16 @@ def signal_report(
         context.log.warning(gap)
     run_days = set(kept["trade_date"].dt.strftime("%Y-%m-%d"))
     republished = _republish(context, io_manager, store, run_days, params, prices.notice, site.subscribe_url, settings)
-    figures = bt.figure_table(etf_backtest, settings)
+    summaries = bt.summary_table(etf_backtest, settings)
     del etf_backtest
-    unavailable = _backtest_unavailable(kept, figures, settings)
+    unavailable = _backtest_unavailable(kept, summaries, settings)
     if unavailable:
         context.log.error(f"The backtest of {', '.join(unavailable)} is unavailable: published without it")
     written = publish_signals(
-        store, kept, params, prices.notice, site.subscribe_url, figures, factors, unavailable=unavailable
+        store, kept, params, prices.notice, site.subscribe_url, summaries, factors, unavailable=unavailable
     )
     days = kept["trade_date"].drop_duplicates()
-    newest = backtest_summaries(figures[figures["trade_date"] == days.max()])
+    newest = backtest_summaries(summaries[summaries["trade_date"] == days.max()])
     latest = build_report(kept[kept["trade_date"] == days.max()], params, prices.notice, newest)
     # Stored with each day the run publishes: a backfill's metadata is kept per partition.
     metadata = {
@@ -348,10 +348,10 @@ def signal_report(
         yield dg.AssetMaterialization(asset_key=context.asset_key, partition=day, metadata=metadata)
 
 
-def _backtest_unavailable(signals: pd.DataFrame, figures: pd.DataFrame, settings) -> list[str]:
+def _backtest_unavailable(signals: pd.DataFrame, summaries: pd.DataFrame, settings) -> list[str]:
     """The days from the backtest's start that have no backtest figures (its step failed)."""
     days = set(signals["trade_date"][signals["trade_date"] >= pd.Timestamp(settings.start)].dt.strftime("%Y-%m-%d"))
-    have = set(figures["trade_date"].dt.strftime("%Y-%m-%d"))
+    have = set(summaries["trade_date"].dt.strftime("%Y-%m-%d"))
     return sorted(days - have)
 
 
@@ -369,7 +369,7 @@ def _republish(context, io_manager, store, run_days: set[str], params, notice, s
     signals = io_manager.read(dg.AssetKey(SIGNALS_ASSET), days)
     factors = io_manager.read(dg.AssetKey(PRICE_ASSET), days, ["ts_code", "trade_date", "adj_factor"])
     states = io_manager.read(dg.AssetKey(BACKTEST_ASSET), days)
-    publish_signals(store, signals, params, notice, subscribe_url, bt.figure_table(states, settings), factors)
+    publish_signals(store, signals, params, notice, subscribe_url, bt.summary_table(states, settings), factors)
     io_manager.store().put(REPUBLISH_KEY, b"[]")
     return days
 

@@ -20,11 +20,11 @@ from alchemy_pipeline.defs.partitions import (
 )
 from alchemy_pipeline.defs.resources import NotifierResource, SiteResource, TradingCalendarResource
 from alchemy_pipeline.defs.trading_days import trading_days_partitions
-from alchemy_pipeline.domain import calendar
-from alchemy_pipeline.domain.fund_pages import fund_page_key
-from alchemy_pipeline.domain.notify import build_message, choose_day_to_notify, must_send
-from alchemy_pipeline.domain.publish import report_key
-from alchemy_pipeline.domain.report import render_text
+from alchemy_pipeline.domain.market import calendar
+from alchemy_pipeline.domain.site.fund_pages import fund_page_key
+from alchemy_pipeline.domain.site.notify import build_message, choose_day_to_notify, must_send
+from alchemy_pipeline.domain.site.publish import report_key
+from alchemy_pipeline.domain.site.report import render_text
 
 daily_signals_job = dg.define_asset_job(
     name="daily_signals_job",

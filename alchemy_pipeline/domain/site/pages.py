@@ -14,7 +14,8 @@ import json
 from importlib import resources
 
 from alchemy_pipeline.domain.backtest import PORTFOLIO, PORTFOLIO_NAME
-from alchemy_pipeline.domain.report import (
+from alchemy_pipeline.domain.signals.rule import State
+from alchemy_pipeline.domain.site.report import (
     BACKTEST_UNAVAILABLE,
     EXECUTION_LABELS,
     STATE_LABELS,
@@ -23,7 +24,6 @@ from alchemy_pipeline.domain.report import (
     report_json,
     report_sections,
 )
-from alchemy_pipeline.domain.strategy import State
 
 CHARTS_LIBRARY = "lightweight-charts.standalone.production.js"
 # Served from the site itself, with the library's licence and notice (Apache-2.0).
@@ -314,11 +314,11 @@ def _lab_section(lab: dict | None) -> str:
     )
 
 
-def render_rules(strategy: dict, backtest: dict | None, lab: dict | None = None) -> str:
+def render_rules(rule: dict, backtest: dict | None, lab: dict | None = None) -> str:
     """The rule, the data, the backtest's assumptions and costs (from ``backtest``, the newest published
     backtest document, when there is one), the newest parameter sweep (``lab``, its headline), the charts'
     credits and the disclaimer."""
-    short, long = strategy["short"], strategy["long"]
+    short, long = rule["short"], rule["long"]
     costs = "<p>尚未发布回测。</p>"
     if backtest is not None:
         terms = backtest["settings"]

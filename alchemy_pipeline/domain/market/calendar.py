@@ -17,7 +17,7 @@ import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
 
-from alchemy_pipeline.domain.tushare_api import TushareClient
+from alchemy_pipeline.domain.market.tushare_api import TushareClient
 
 EXCHANGE = "XSHG"
 TUSHARE_EXCHANGE = "SSE"

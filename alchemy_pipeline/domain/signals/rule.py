@@ -1,7 +1,7 @@
 """The double moving-average rule: one fund on one day, as docs/strategy.md defines it.
 
-This module is the definition. ``strategy_fast`` computes the same for every fund and day of a range at
-once, and ``tests/test_strategy_fast.py`` holds it to this module on random prices.
+This module is the definition. ``fast_path`` computes the same for every fund and day of a range at
+once, and ``tests/test_fast_path.py`` holds it to this module on random prices.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ RULE_VERSION = 1
 MIN_SEARCH_DAYS = 250
 # The averages are rounded to this many decimals, as the reports show them, before they are compared.
 AVERAGE_DECIMALS = 3
+# The rule's name in what is published.
+RULE_NAME = "double_ma"
 MISSING_BAR = "no bar on this day (suspended, or missing from the vendor)"
 NOT_TRADING = "no bar in the history window (not listed yet, or delisted)"
 
@@ -34,7 +36,7 @@ class State(StrEnum):
 
 
 @dataclass(frozen=True)
-class StrategyParams:
+class RuleParams:
     short: int = 11
     long: int = 22
     # Trading days of history behind each day: the long average plus at least 250 days to search
@@ -51,6 +53,10 @@ class StrategyParams:
                 f"{self.long + MIN_SEARCH_DAYS + 1} or more"
             )
 
+    def described(self) -> dict:
+        """The rule as the reports and the backtest's documents name it (their ``strategy`` key)."""
+        return {"name": RULE_NAME, "short": self.short, "long": self.long}
+
 
 @dataclass(frozen=True)
 class Signal:
@@ -64,7 +70,7 @@ class Signal:
     note: str | None = None
 
 
-def too_few_bars(bars: int, params: StrategyParams) -> str:
+def too_few_bars(bars: int, params: RuleParams) -> str:
     return f"{bars} bars; the strategy needs {params.long + 1}"
 
 
@@ -73,7 +79,7 @@ def no_usable_factor(days: Sequence[dt.date]) -> str:
 
 
 def fund_signal(
-    day: dt.date, dates: Sequence[dt.date], closes: Sequence[float], factors: Sequence[float], params: StrategyParams
+    day: dt.date, dates: Sequence[dt.date], closes: Sequence[float], factors: Sequence[float], params: RuleParams
 ) -> Signal:
     """The signal of a fund on ``day`` from its bars (in date order) in the ``params.window`` trading days
     ending on ``day``."""

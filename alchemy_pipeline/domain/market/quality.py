@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from alchemy_pipeline.domain.strategy import NOT_TRADING, State
+from alchemy_pipeline.domain.signals.rule import NOT_TRADING, State
 
 
 @dataclass(frozen=True)

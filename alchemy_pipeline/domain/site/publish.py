@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from alchemy_pipeline.domain.fund_pages import (
+from alchemy_pipeline.domain.lab import Sweep, headline, sweep_document
+from alchemy_pipeline.domain.signals.rule import RuleParams
+from alchemy_pipeline.domain.site.fund_pages import (
     document_bytes,
     fund_data_key,
     fund_document,
@@ -28,17 +30,8 @@ from alchemy_pipeline.domain.fund_pages import (
     render_fund_page,
     run_series,
 )
-from alchemy_pipeline.domain.lab import Sweep, headline, sweep_document
-from alchemy_pipeline.domain.lab_page import portfolio_rows, render_lab_page
-from alchemy_pipeline.domain.report import (
-    STRATEGY_NAME,
-    backtest_summaries,
-    build_reports,
-    day_batches,
-    document_json,
-    list_json,
-)
-from alchemy_pipeline.domain.site import (
+from alchemy_pipeline.domain.site.lab_page import portfolio_rows, render_lab_page
+from alchemy_pipeline.domain.site.pages import (
     history_entry,
     history_json,
     render_day_page,
@@ -48,9 +41,15 @@ from alchemy_pipeline.domain.site import (
     render_rules,
     static_files,
 )
-from alchemy_pipeline.domain.storage import IN_FLIGHT, BlobStore, in_parallel
-from alchemy_pipeline.domain.strategy import StrategyParams
-from alchemy_pipeline.domain.workers import map_in_processes, worth_workers
+from alchemy_pipeline.domain.site.report import (
+    backtest_summaries,
+    build_reports,
+    day_batches,
+    document_json,
+    list_json,
+)
+from alchemy_pipeline.infrastructure.storage import IN_FLIGHT, BlobStore, in_parallel
+from alchemy_pipeline.infrastructure.workers import map_in_processes, worth_workers
 
 CONTENT_TYPES = {
     ".json": "application/json; charset=utf-8",
@@ -92,7 +91,7 @@ def _write_day(store: BlobStore, rendered: RenderedDay) -> list[str]:
 
 
 def render_batch(
-    batch: tuple[pd.DataFrame, dict[str, dict]], params: StrategyParams, notice: str | None, days: list[str]
+    batch: tuple[pd.DataFrame, dict[str, dict]], params: RuleParams, notice: str | None, days: list[str]
 ) -> list[RenderedDay]:
     """The files of each day of a slice of signals, with those days' backtest summaries, each page linked to
     the published days around it in ``days`` (run in a worker process)."""
@@ -104,14 +103,14 @@ def render_batch(
 def publish_signals(
     store: BlobStore,
     signals: pd.DataFrame,
-    params: StrategyParams,
+    params: RuleParams,
     notice: str | None = None,
     subscribe_url: str | None = None,
     backtests: pd.DataFrame | None = None,
     factors: pd.DataFrame | None = None,
     unavailable: Iterable[str] = (),
 ) -> list[str]:
-    """Publishes the report of every day in ``signals``, with its backtest summary from the figures table
+    """Publishes the report of every day in ``signals``, with its backtest summary from the summary table
     ``backtests`` (on the days ``unavailable``, a report that says the backtest is unavailable); then each
     fund's page with these days added (their adjustment factors from ``factors``, the prices), the pages of
     the published days on either side, the history and the front page. Rendering is pure Python: a long
@@ -144,8 +143,7 @@ def publish_signals(
             entries += [entry for _, _, entry in batch]
     # Once every day's files are durable: the pages that link to them.
     written += _relink_neighbours(store, run_days, days)
-    strategy = {"name": STRATEGY_NAME, "short": params.short, "long": params.long}
-    written += publish_fund_pages(store, run_series(signals, factors, backtests), strategy)
+    written += publish_fund_pages(store, run_series(signals, factors, backtests), params.described())
     return written + refresh_site(store, subscribe_url, entries, days)
 
 
@@ -160,7 +158,7 @@ def _relink_neighbours(store: BlobStore, run_days: list[str], days: list[str]) -
     return [report_key(day, ".html") for day in outside]
 
 
-def publish_fund_pages(store: BlobStore, new_days: dict[str, dict], strategy: dict) -> list[str]:
+def publish_fund_pages(store: BlobStore, new_days: dict[str, dict], rule: dict) -> list[str]:
     """Adds each fund's new days (``run_series``) to its stored data and re-renders its page, with the
     backtest's figures of its last day and its trades as the backtest published them."""
 
@@ -176,7 +174,7 @@ def publish_fund_pages(store: BlobStore, new_days: dict[str, dict], strategy: di
         trades = store.get(trades_key(code))
         backtest = backtest_as_of(series["dates"][-1])
         document = fund_document(
-            code, new_days[code]["name"], series, strategy, backtest, json.loads(trades) if trades else []
+            code, new_days[code]["name"], series, rule, backtest, json.loads(trades) if trades else []
         )
         data = document_bytes(document)
         _put(store, fund_data_key(code), data, SHORT_CACHE)
@@ -245,9 +243,9 @@ def refresh_site(
     return [key for key, _ in files] + ["index.html"]
 
 
-def _rules_page(store: BlobStore, strategy: dict, newest: str) -> bytes:
+def _rules_page(store: BlobStore, rule: dict, newest: str) -> bytes:
     backtest, lab = store.get(backtest_key(newest)), store.get(LAB_HEADLINE)
-    return render_rules(strategy, *(json.loads(d) if d else None for d in (backtest, lab))).encode("utf-8")
+    return render_rules(rule, *(json.loads(d) if d else None for d in (backtest, lab))).encode("utf-8")
 
 
 LAB_LATEST = "lab/latest"

@@ -1,8 +1,8 @@
-"""The rule of ``strategy`` for every fund and day of a range at once: how each part maps onto it.
+"""The rule of ``rule`` for every fund and day of a range at once: how each part maps onto it.
 
 ``fund_signal`` (the rule) takes one fund's bars in one day's window; this module computes a fund's days
 together and classifies the grid of days x funds in whole columns. It gives the same values, bit for bit
-(``tests/test_strategy_fast.py`` holds it to the rule on random prices with ties, gaps, splits and late
+(``tests/test_fast_path.py`` holds it to the rule on random prices with ties, gaps, splits and late
 listings), and is what the pipeline runs: on 20 real funds over a year, 45x faster than the rule applied
 one fund and day at a time (``benchmarks/RESULTS.md``, "The strategy's fast path"). Each trick, and why
 it is safe:
@@ -39,19 +39,19 @@ import numpy as np
 import pandas as pd
 import talib
 
-from alchemy_pipeline.domain.frames import by_trade_date, object_column
-from alchemy_pipeline.domain.memory import release_free_memory
 from alchemy_pipeline.domain.numbers import python_round
-from alchemy_pipeline.domain.strategy import (
+from alchemy_pipeline.domain.signals.rule import (
     AVERAGE_DECIMALS,
     MISSING_BAR,
     NOT_TRADING,
+    RuleParams,
     State,
-    StrategyParams,
     no_usable_factor,
     too_few_bars,
 )
-from alchemy_pipeline.domain.workers import map_in_processes, worth_workers
+from alchemy_pipeline.infrastructure.frames import by_trade_date, object_column
+from alchemy_pipeline.infrastructure.memory import release_free_memory
+from alchemy_pipeline.infrastructure.workers import map_in_processes, worth_workers
 
 # The columns of the prices that the indicators read.
 PRICE_INPUT_COLUMNS = ["ts_code", "trade_date", "close", "adj_factor"]
@@ -95,7 +95,7 @@ def compute_indicators(
     prices: pd.DataFrame,
     sessions: Sequence[dt.date],
     days: Sequence[dt.date],
-    params: StrategyParams,
+    params: RuleParams,
 ) -> pd.DataFrame:
     """Indicators for every fund with a bar on each of ``days``.
 
@@ -135,7 +135,7 @@ def _fund_starts(fund_of_row: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, fund_of_row[1:] != fund_of_row[:-1]])
 
 
-def _funds_parts(bars: tuple, day_array: np.ndarray, window_starts: np.ndarray, params: StrategyParams) -> list[dict]:
+def _funds_parts(bars: tuple, day_array: np.ndarray, window_starts: np.ndarray, params: RuleParams) -> list[dict]:
     """The indicator parts of consecutive funds: ``bars`` holds their codes, dates, closes and factors,
     fund by fund, each fund's bars in date order."""
     codes, all_dates, all_closes, all_factors = bars
@@ -234,7 +234,7 @@ def _last(mask: np.ndarray) -> np.ndarray:
     return np.where(mask.any(axis=1), width - 1 - np.argmax(mask[:, ::-1], axis=1), -1)
 
 
-def _fund_days(ts_code, dates, closes, factors, lo: np.ndarray, hi: np.ndarray, params: StrategyParams) -> dict:
+def _fund_days(ts_code, dates, closes, factors, lo: np.ndarray, hi: np.ndarray, params: RuleParams) -> dict:
     """Indicators of one fund on the days ending the windows ``[lo, hi)`` of its bars (the last bar is the
     day's), computed for all those days at once."""
     bars = hi - lo
@@ -297,7 +297,7 @@ CLASSIFY_BATCH_DAYS = 256
 
 
 def classify(
-    indicators: pd.DataFrame, universe: pd.DataFrame, days: Sequence[dt.date], params: StrategyParams
+    indicators: pd.DataFrame, universe: pd.DataFrame, days: Sequence[dt.date], params: RuleParams
 ) -> pd.DataFrame:
     """One signal per fund of the universe (in its order) on each of ``days``, a batch of days at a time."""
     days = sorted(days)
@@ -346,7 +346,7 @@ def _on_grid(indicators: pd.DataFrame, codes: np.ndarray, day_array: np.ndarray)
 
 
 def _classify_days(
-    indicators: pd.DataFrame, universe: pd.DataFrame, days: Sequence[dt.date], params: StrategyParams
+    indicators: pd.DataFrame, universe: pd.DataFrame, days: Sequence[dt.date], params: RuleParams
 ) -> dict[str, np.ndarray]:
     """The signal columns of a batch of days (``dated``: where ``since`` and ``days`` are set)."""
     codes = universe["ts_code"].to_numpy(dtype=object)

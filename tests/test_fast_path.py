@@ -1,4 +1,4 @@
-"""The fast path (``strategy_fast``) held to the rule (``strategy.fund_signal``), fund by fund and day by day,
+"""The fast path (``fast_path``) held to the rule (``rule.fund_signal``), fund by fund and day by day,
 on random prices with ties, suspensions, splits, late listings, unusable factors and any range start."""
 
 import datetime as dt
@@ -10,14 +10,15 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from alchemy_pipeline.domain import strategy_fast, workers
-from alchemy_pipeline.domain.strategy import StrategyParams, fund_signal
-from alchemy_pipeline.domain.strategy_fast import FUNDS_PER_TASK, classify, compute_indicators
+from alchemy_pipeline.domain.signals import fast_path
+from alchemy_pipeline.domain.signals.fast_path import FUNDS_PER_TASK, classify, compute_indicators
+from alchemy_pipeline.domain.signals.rule import RuleParams, fund_signal
+from alchemy_pipeline.infrastructure import workers
 
 FIELDS = ["state", "close", "ma_short", "ma_long", "since", "days", "pct", "note"]
 
 
-def random_prices(rng: np.random.Generator, code: str, sessions: list[dt.date], params: StrategyParams) -> pd.DataFrame:
+def random_prices(rng: np.random.Generator, code: str, sessions: list[dt.date], params: RuleParams) -> pd.DataFrame:
     """A fund's bars: a 3-decimal random walk with flat stretches (equal averages), listed late or not,
     suspended now and then, split or consolidated (the factor jumps), and maybe an unusable factor."""
     n = len(sessions)
@@ -40,7 +41,7 @@ def random_prices(rng: np.random.Generator, code: str, sessions: list[dt.date], 
     )[traded]
 
 
-def by_the_rule(bars: pd.DataFrame, sessions: list[dt.date], day: dt.date, params: StrategyParams) -> dict:
+def by_the_rule(bars: pd.DataFrame, sessions: list[dt.date], day: dt.date, params: RuleParams) -> dict:
     i = sessions.index(day)
     start = pd.Timestamp(sessions[max(0, i - params.window + 1)])
     window = bars[(bars["trade_date"] >= start) & (bars["trade_date"] <= pd.Timestamp(day))]
@@ -73,10 +74,10 @@ def as_published(row) -> dict:
     extra=st.integers(1, 8),
     length=st.integers(30, 420),
     first_day=st.floats(0, 1),
-    batch_days=st.sampled_from([5, strategy_fast.CLASSIFY_BATCH_DAYS]),
+    batch_days=st.sampled_from([5, fast_path.CLASSIFY_BATCH_DAYS]),
 )
 def test_the_fast_path_gives_the_rules_signal_for_every_fund_and_day(seed, short, extra, length, first_day, batch_days):
-    params = StrategyParams(short=short, long=short + extra, window=short + extra + 251)
+    params = RuleParams(short=short, long=short + extra, window=short + extra + 251)
     rng = np.random.default_rng(seed)
     sessions = [dt.date(2020, 1, 1) + dt.timedelta(days=int(d)) for d in np.cumsum(rng.integers(1, 4, length))]
     funds = [f"{510000 + k}.SH" for k in range(3)]
@@ -88,7 +89,7 @@ def test_the_fast_path_gives_the_rules_signal_for_every_fund_and_day(seed, short
     table = table[table["trade_date"] >= pd.Timestamp(sessions[read_from])]
     days = sessions[first:]
     universe = pd.DataFrame({"ts_code": [*funds[::-1], "599999.SH"], "name": ["c", "b", "a", "never listed"]})
-    with mock.patch.object(strategy_fast, "CLASSIFY_BATCH_DAYS", batch_days):
+    with mock.patch.object(fast_path, "CLASSIFY_BATCH_DAYS", batch_days):
         indicators = compute_indicators(table, sessions[read_from:], days, params)
         signals = classify(indicators, universe, days, params)
     assert len(signals) == len(days) * len(universe)
@@ -102,7 +103,7 @@ def test_worker_processes_compute_the_same_indicators(monkeypatch):
     # Many funds (more than one worker's share), late listings, suspensions and a factor change each.
     rng = np.random.default_rng(5)
     sessions = [dt.date(2020, 1, 1) + dt.timedelta(days=i) for i in range(400)]
-    params = StrategyParams()
+    params = RuleParams()
     funds = [f"{510000 + i}.SH" for i in range(3 * FUNDS_PER_TASK)]
     table = pd.concat([random_prices(rng, code, sessions, params) for code in funds], ignore_index=True)
     days = sessions[200:]
@@ -125,7 +126,7 @@ def test_a_fund_twice_on_one_day_in_the_indicators_is_refused_by_name():
             "adj_factor": 1.0,
         }
     )
-    params = StrategyParams(short=2, long=3, window=254)
+    params = RuleParams(short=2, long=3, window=254)
     indicators = compute_indicators(table, sessions, [sessions[9]], params)
     doubled = pd.concat([indicators, indicators[indicators["ts_code"] == "B"]], ignore_index=True)
     universe = pd.DataFrame({"ts_code": ["A", "B"], "name": ["a", "b"]})
@@ -139,7 +140,7 @@ def test_a_fund_listed_on_the_day_is_insufficient_history_in_the_daily_run():
         {"ts_code": ["A"] * 30 + ["NEW"], "trade_date": pd.to_datetime([*sessions, sessions[-1]]),
          "close": 1.0, "adj_factor": 1.0}
     )  # fmt: skip
-    params = StrategyParams(short=2, long=3, window=254)
+    params = RuleParams(short=2, long=3, window=254)
     universe = pd.DataFrame({"ts_code": ["A", "NEW"], "name": ["a", "listed today"]})
     signals = classify(compute_indicators(table, sessions, sessions[-1:], params), universe, sessions[-1:], params)
     assert signals["state"].tolist() == ["EMPTY", "INSUFFICIENT_HISTORY"]

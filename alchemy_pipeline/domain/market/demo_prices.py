@@ -15,8 +15,8 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from alchemy_pipeline.domain import calendar
-from alchemy_pipeline.domain.prices import ADJ_FIELDS, BAR_FIELDS
+from alchemy_pipeline.domain.market import calendar
+from alchemy_pipeline.domain.market.prices import ADJ_FIELDS, BAR_FIELDS
 
 DEMO_NOTICE = "DEMO DATA - not market prices"
 

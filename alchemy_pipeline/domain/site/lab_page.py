@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from alchemy_pipeline.domain.backtest import PORTFOLIO
-from alchemy_pipeline.domain.report import EXECUTION_LABELS
-from alchemy_pipeline.domain.site import cell, header_cells, number_cell, page_html, percent_cell
+from alchemy_pipeline.domain.site.pages import cell, header_cells, number_cell, page_html, percent_cell
+from alchemy_pipeline.domain.site.report import EXECUTION_LABELS
 
 # Red for high and green for low, as the site colours gains and losses.
 _HIGH, _MID, _LOW = (200, 16, 46), (246, 248, 250), (10, 125, 50)

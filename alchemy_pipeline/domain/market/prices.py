@@ -15,8 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from alchemy_pipeline.domain.frames import object_column
-from alchemy_pipeline.domain.tushare_api import TushareClient, VendorDataError
+from alchemy_pipeline.domain.market.tushare_api import TushareClient, VendorDataError
+from alchemy_pipeline.infrastructure.frames import object_column
 
 BAR_FIELDS = [
     "ts_code",

@@ -16,9 +16,9 @@ import json
 import pandas as pd
 
 from alchemy_pipeline.domain.backtest import PORTFOLIO, PORTFOLIO_NAME
-from alchemy_pipeline.domain.report import EXECUTION_LABELS, STATE_LABELS, date_texts, rounded, texts
-from alchemy_pipeline.domain.site import CHARTS_LIBRARY, page_html
-from alchemy_pipeline.domain.strategy import State
+from alchemy_pipeline.domain.signals.rule import State
+from alchemy_pipeline.domain.site.pages import CHARTS_LIBRARY, page_html
+from alchemy_pipeline.domain.site.report import EXECUTION_LABELS, STATE_LABELS, date_texts, rounded, texts
 
 EQUITY_DIGITS = 6
 
@@ -28,17 +28,17 @@ def _equity(total_return: pd.Series) -> list[float | None]:
 
 
 def run_series(
-    signals: pd.DataFrame, factors: pd.DataFrame | None = None, figures: pd.DataFrame | None = None
+    signals: pd.DataFrame, factors: pd.DataFrame | None = None, summaries: pd.DataFrame | None = None
 ) -> dict[str, dict]:
-    """The new days of every fund's data (and the portfolio's, from the backtest's ``figures``), by code:
+    """The new days of every fund's data (and the portfolio's, from the backtest's ``summaries``), by code:
     ``{"name", "series": {"dates", <series>: [...]}}``, from a run's published signals, the prices'
     adjustment factors and the backtest's figures of those days."""
     keys = ["ts_code", "trade_date"]
     frame = signals[[*keys, "name", "state", "close", "ma_short", "ma_long", "pct"]]
     frame = frame.merge(factors[[*keys, "adj_factor"]], on=keys, how="left") if factors is not None else frame
     equity = None
-    if figures is not None:
-        equity = figures[[*keys, "strategy_total_return", "buy_and_hold_total_return"]]
+    if summaries is not None:
+        equity = summaries[[*keys, "strategy_total_return", "buy_and_hold_total_return"]]
         equity = equity[equity["trade_date"].isin(frame["trade_date"].unique())]
         frame = frame.merge(equity, on=keys, how="left")
     by_fund = {}

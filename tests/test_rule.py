@@ -1,13 +1,13 @@
-"""The strategy rule (``strategy.fund_signal``) on cases worked out by hand (short=2, long=3 unless said otherwise)."""
+"""The strategy rule (``rule.fund_signal``) on cases worked out by hand (short=2, long=3 unless said otherwise)."""
 
 import datetime as dt
 
 import numpy as np
 import pytest
 
-from alchemy_pipeline.domain.strategy import MISSING_BAR, NOT_TRADING, Signal, State, StrategyParams, fund_signal
+from alchemy_pipeline.domain.signals.rule import MISSING_BAR, NOT_TRADING, RuleParams, Signal, State, fund_signal
 
-SMALL = StrategyParams(short=2, long=3, window=254)
+SMALL = RuleParams(short=2, long=3, window=254)
 DAYS = [dt.date(2024, 3, 1) + dt.timedelta(days=i) for i in range(0, 40)]  # calendar days stand in for sessions
 
 
@@ -89,7 +89,7 @@ def test_missing_adjustment_factor_is_no_data_naming_the_day():
 
 
 def test_split_does_not_fake_a_death_cross():
-    params = StrategyParams()  # 11 / 22
+    params = RuleParams()  # 11 / 22
     rising = [2.0 + 0.01 * i for i in range(30)]
     # A 2-for-1 split on bar 25: the raw close halves and the cumulative factor doubles.
     closes = [c if i < 25 else round(c / 2, 3) for i, c in enumerate(rising)]
@@ -103,6 +103,6 @@ def test_split_does_not_fake_a_death_cross():
 
 def test_window_too_short_for_the_search_is_refused():
     with pytest.raises(ValueError, match="window=100"):
-        StrategyParams(window=100)
+        RuleParams(window=100)
     with pytest.raises(ValueError, match="short < long"):
-        StrategyParams(short=22, long=11)
+        RuleParams(short=22, long=11)

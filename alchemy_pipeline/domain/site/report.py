@@ -14,11 +14,10 @@ import numpy as np
 import pandas as pd
 
 from alchemy_pipeline.domain.backtest import PORTFOLIO, PORTFOLIO_NAME
-from alchemy_pipeline.domain.frames import by_trade_date
 from alchemy_pipeline.domain.numbers import python_round
-from alchemy_pipeline.domain.strategy import State, StrategyParams
+from alchemy_pipeline.domain.signals.rule import RuleParams, State
+from alchemy_pipeline.infrastructure.frames import by_trade_date
 
-STRATEGY_NAME = "double_ma"
 SECTION_RULE = "#########################################"
 SECTIONS = [
     (State.BUY, "可买标的"),
@@ -82,7 +81,7 @@ def day_batches(signals: pd.DataFrame, days_per_batch: int = REPORT_BATCH_DAYS) 
 
 
 def build_reports(
-    signals: pd.DataFrame, params: StrategyParams, notice: str | None = None, backtests: dict[str, dict] | None = None
+    signals: pd.DataFrame, params: RuleParams, notice: str | None = None, backtests: dict[str, dict] | None = None
 ) -> Iterator[dict]:
     """The report document of each day in ``signals``, oldest first, with one entry per fund of the
     universe in universe order (the order of the rows within each day), and the day's backtest summary
@@ -92,7 +91,7 @@ def build_reports(
 
 
 def _batch_reports(
-    signals: pd.DataFrame, params: StrategyParams, notice: str | None, backtests: dict[str, dict]
+    signals: pd.DataFrame, params: RuleParams, notice: str | None, backtests: dict[str, dict]
 ) -> Iterator[dict]:
     columns = {
         "ts_code": texts(signals["ts_code"]),
@@ -111,7 +110,7 @@ def _batch_reports(
     for day, count in pd.Series(date_texts(signals["trade_date"])).value_counts(sort=False).sort_index().items():
         report = {
             "trade_date": day,
-            "strategy": {"name": STRATEGY_NAME, "short": params.short, "long": params.long},
+            "strategy": params.described(),
             "notice": notice,
         }
         if day in backtests:
@@ -122,7 +121,7 @@ def _batch_reports(
 
 
 def build_report(
-    signals: pd.DataFrame, params: StrategyParams, notice: str | None = None, backtests: dict[str, dict] | None = None
+    signals: pd.DataFrame, params: RuleParams, notice: str | None = None, backtests: dict[str, dict] | None = None
 ) -> dict:
     """The report document for one day."""
     reports = list(build_reports(signals, params, notice, backtests))
@@ -252,21 +251,21 @@ def render_text(report: dict, sections: list | None = None, fund_url: Callable[[
     return "\n".join(lines) + "\n"
 
 
-def backtest_summaries(figures: pd.DataFrame) -> dict[str, dict]:
-    """Each day's backtest summary for its report, from the backtest's figures table (``etf_backtest``):
+def backtest_summaries(summaries: pd.DataFrame) -> dict[str, dict]:
+    """Each day's backtest summary for its report, from the backtest's summary table (``summary_table``):
     the portfolio's and every traded fund's return, a year's rate and in all."""
     pairs = {
-        (sleeve, metric): _none_where(values := figures[f"{sleeve}_{metric}"].to_numpy(float), np.isnan(values))
+        (sleeve, metric): _none_where(values := summaries[f"{sleeve}_{metric}"].to_numpy(float), np.isnan(values))
         for sleeve in ("strategy", "buy_and_hold")
         for metric in ("total_return", "cagr")
     }
     columns = zip(
-        texts(figures["ts_code"]),
-        texts(figures["name"]),
-        date_texts(figures["trade_date"]),
-        texts(figures["start"]),
-        texts(figures["execution"]),
-        (figures["strategy_trades"].to_numpy(float) > 0).tolist(),
+        texts(summaries["ts_code"]),
+        texts(summaries["name"]),
+        date_texts(summaries["trade_date"]),
+        texts(summaries["start"]),
+        texts(summaries["execution"]),
+        (summaries["strategy_trades"].to_numpy(float) > 0).tolist(),
         *pairs.values(),
         strict=True,
     )

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
-from alchemy_pipeline.domain.storage import BlobStore, WriteConflict, atomic_write
+from alchemy_pipeline.infrastructure.storage import BlobStore, WriteConflict, atomic_write
 
 SUBJECT = "Double MA Strategy Trade Signal: {day} - A Share"
 # SNS refuses email subjects that are not ASCII or are 100 characters or more.

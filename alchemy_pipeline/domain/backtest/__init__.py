@@ -1,0 +1,63 @@
+"""The backtest: the engine that trades one fund's published signals (``engine``), its state carried day to
+day and stored as a table (``state``), the figures of that table (``statistics``) and what is published of it
+(``documents``). The names other packages use are gathered here."""
+
+from alchemy_pipeline.domain.backtest.documents import closed_before, documents, trade_json, trade_lists
+from alchemy_pipeline.domain.backtest.engine import (
+    CLOSE,
+    EXECUTIONS,
+    FRACTION_DIGITS,
+    MONEY_DIGITS,
+    NEXT_OPEN,
+    PORTFOLIO,
+    PORTFOLIO_NAME,
+    SIGNAL_COLUMNS,
+    TRADING_DAYS_PER_YEAR,
+    BacktestSettings,
+    FundBars,
+    buy_and_hold,
+    follow_signals,
+)
+from alchemy_pipeline.domain.backtest.state import (
+    BacktestState,
+    CarriedRun,
+    StateError,
+    bars_by_day,
+    carry,
+    fingerprint,
+    run_backtest,
+    state_frame_empty,
+    state_numbers,
+)
+from alchemy_pipeline.domain.backtest.statistics import cagr_of, summary_table
+
+__all__ = [
+    "CLOSE",
+    "EXECUTIONS",
+    "FRACTION_DIGITS",
+    "MONEY_DIGITS",
+    "NEXT_OPEN",
+    "PORTFOLIO",
+    "PORTFOLIO_NAME",
+    "SIGNAL_COLUMNS",
+    "TRADING_DAYS_PER_YEAR",
+    "BacktestSettings",
+    "BacktestState",
+    "CarriedRun",
+    "FundBars",
+    "StateError",
+    "bars_by_day",
+    "buy_and_hold",
+    "cagr_of",
+    "carry",
+    "closed_before",
+    "documents",
+    "fingerprint",
+    "follow_signals",
+    "run_backtest",
+    "state_frame_empty",
+    "state_numbers",
+    "summary_table",
+    "trade_json",
+    "trade_lists",
+]
