@@ -45,17 +45,17 @@ PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1, all
 COMPUTED_CHECK = "backtest_computed"
 
 
-def _summary_metadata(table: pd.DataFrame, as_of: str, one_day: bool, page: str) -> dict:
-    last = table[table["trade_date"] == table["trade_date"].max()]
+def _summary_metadata(last: pd.DataFrame, rows: int, days: int, as_of: str, page: str) -> dict:
+    """What the UI shows of a run: its size, and the summary table of its last day (``last``)."""
     portfolio = last[last["ts_code"] == bt.PORTFOLIO].iloc[0]
     metadata = {
-        "dagster/row_count": len(table),
-        "days": int(table["trade_date"].nunique()),
+        "dagster/row_count": rows,
+        "days": days,
         "figures_as_of": as_of,
         "funds": dg.MetadataValue.md(last[PREVIEW_COLUMNS].to_markdown(index=False, floatfmt=".4f")),
         "latest_backtest": dg.MetadataValue.url(page),
     }
-    if one_day:
+    if days == 1:
         # A range run's metadata is copied to each of its days: numbers of its last day would plot wrongly.
         for sleeve in ("strategy", "buy_and_hold"):
             for metric in PLOTTED:
@@ -152,9 +152,10 @@ def build_backtest_asset(start: dt.date) -> dg.AssetsDefinition:
             yield dg.AssetMaterialization(
                 asset_key=context.asset_key, partition=day, metadata={"rewritten_by_run": context.run.run_id}
             )
-        summaries = bt.summary_table(result.frame, chain.settings)
         last = days[-1].isoformat()
-        metadata = _summary_metadata(summaries, last, len(days) == 1, site.url(backtest_key(last)))
+        # The UI shows the last day: its rows alone (a decade of a large universe is millions of rows).
+        summaries = bt.summary_table(result.frame[result.frame["trade_date"] == pd.Timestamp(last)], chain.settings)
+        metadata = _summary_metadata(summaries, len(result.frame), len(days), last, site.url(backtest_key(last)))
         metadata.update(
             fingerprint=chain.fingerprint,
             documents_published=result.documents,

@@ -1,6 +1,7 @@
 """The backtest: the engine that trades one fund's published signals (``engine``), its state carried day to
-day and stored as a table (``state``), the figures of that table (``statistics``) and what is published of it
-(``documents``). The names other packages use are gathered here."""
+day and stored as a table (``state``, the definition; ``fast_path``, every fund of a day at once, as the
+pipeline runs it), the figures of that table (``statistics``) and what is published of it (``documents``).
+The names other packages use are gathered here."""
 
 from alchemy_pipeline.domain.backtest.documents import closed_before, documents, trade_json, trade_lists
 from alchemy_pipeline.domain.backtest.engine import (
@@ -18,14 +19,13 @@ from alchemy_pipeline.domain.backtest.engine import (
     buy_and_hold,
     follow_signals,
 )
+from alchemy_pipeline.domain.backtest.fast_path import carry, run_backtest
 from alchemy_pipeline.domain.backtest.state import (
     BacktestState,
     CarriedRun,
     StateError,
     bars_by_day,
-    carry,
     fingerprint,
-    run_backtest,
     state_frame_empty,
     state_numbers,
 )

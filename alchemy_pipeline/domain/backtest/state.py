@@ -14,7 +14,6 @@ import datetime as dt
 import hashlib
 import json
 import math
-from array import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -240,14 +239,10 @@ class PortfolioState:
         self.first_day: int | None = None
         self.last_day: int | None = None
 
-    def step(self, day: int, funds: list[FundState]) -> None:
-        # Added fund after fund in universe order, whatever ran the funds: the same sum, to the last bit.
-        strategy = hold = 0.0
-        for fund in funds:
-            strategy += fund.strategy_stats.previous
-            hold += fund.hold_stats.previous
-        self.strategy_stats.add(strategy, day)
-        self.hold_stats.add(hold, day)
+    def step(self, day: int, strategy_total: float, hold_total: float) -> None:
+        """A day some fund has a bar: the sleeves' totals (``universe_total``) marked."""
+        self.strategy_stats.add(strategy_total, day)
+        self.hold_stats.add(hold_total, day)
         if self.first_day is None:
             self.first_day = day
         self.last_day = day
@@ -332,39 +327,49 @@ def state_numbers(frame: pd.DataFrame) -> np.ndarray:
     return np.column_stack(columns)
 
 
+def universe_total(values: np.ndarray) -> float:
+    """The sum of every fund's value, added fund after fund in universe order: whatever ran the funds, the
+    same sum to the last bit (a cumulative sum adds in order; a plain sum pairs them up)."""
+    return float(np.cumsum(values)[-1]) if len(values) else 0.0
+
+
+# A bar's signal as a number: what the engine trades on.
+SIGNAL_CODES = {State.BUY: 1, State.SELL: -1}
+
+
 @dataclass(frozen=True)
-class Bar:
-    fund: int  # its index in the universe
-    open: float
-    close: float
-    factor: float
-    state: str
+class DayBars:
+    """Every usable bar of a run (positive open, close and adjustment factor) as columns, ordered by day then
+    by the fund's place in the universe, with the signal published for the fund that day (1 BUY, -1 SELL,
+    0 anything else, or none)."""
+
+    days: np.ndarray  # day numbers
+    funds: np.ndarray  # index in the universe
+    opens: np.ndarray
+    closes: np.ndarray
+    factors: np.ndarray
+    signals: np.ndarray
+
+    def on(self, day: int) -> slice:
+        """Where the bars of day number ``day`` are (an empty slice without any)."""
+        return slice(*np.searchsorted(self.days, [day, day + 1]))
 
 
-def bars_by_day(
-    prices: pd.DataFrame, signals: pd.DataFrame, codes: list[str], days: list[dt.date]
-) -> dict[int, list[Bar]]:
-    """Each day's usable bars (positive open, close and adjustment factor), in universe order, with the
-    signal published for the fund that day (NO_DATA without one). Days outside ``days`` are left out."""
+def bars_by_day(prices: pd.DataFrame, signals: pd.DataFrame, codes: list[str], days: list[dt.date]) -> DayBars:
+    """The usable bars of ``codes`` on ``days``, with their signals."""
     span = prices[prices["trade_date"].isin(pd.to_datetime(days)) & prices["ts_code"].isin(codes)]
     usable = span[(span["open"] > 0) & (span["close"] > 0) & (span["adj_factor"] > 0)]
     merged = usable[PRICE_COLUMNS].merge(signals[SIGNAL_COLUMNS], on=["ts_code", "trade_date"], how="left")
     merged["fund"] = merged["ts_code"].map({c: i for i, c in enumerate(codes)}).astype("int64")
     merged = merged.sort_values(["trade_date", "fund"], kind="stable")
-    out: dict[int, list[Bar]] = {}
-    numbers = merged["trade_date"].to_numpy("datetime64[D]").astype("int64").tolist()
-    states = merged["state"].astype(object).where(merged["state"].notna(), State.NO_DATA).tolist()
-    for day, fund, open_, close, factor, state in zip(
-        numbers,
-        merged["fund"].tolist(),
-        merged["open"].astype(float).tolist(),
-        merged["close"].astype(float).tolist(),
-        merged["adj_factor"].astype(float).tolist(),
-        states,
-        strict=True,
-    ):
-        out.setdefault(day, []).append(Bar(fund, open_, close, factor, str(state)))
-    return out
+    return DayBars(
+        days=merged["trade_date"].to_numpy("datetime64[D]").astype("int64"),
+        funds=merged["fund"].to_numpy("int64"),
+        opens=merged["open"].to_numpy(float),
+        closes=merged["close"].to_numpy(float),
+        factors=merged["adj_factor"].to_numpy(float),
+        signals=merged["state"].map(SIGNAL_CODES).fillna(0).to_numpy("int8"),
+    )
 
 
 @dataclass
@@ -379,39 +384,44 @@ class CarriedRun:
     traded_days: list[dt.date]  # those with a bar of some fund, not held back
 
 
-def carry(
-    state: BacktestState, bars: dict[int, list[Bar]], days: list[dt.date], held_back: set[dt.date] = frozenset()
+_SIGNALS = {1: State.BUY, -1: State.SELL, 0: State.HOLD}
+
+
+def carry_fund_by_fund(
+    state: BacktestState, bars: DayBars, days: list[dt.date], held_back: set[dt.date] = frozenset()
 ) -> CarriedRun:
-    """Steps ``state`` through ``days`` (consecutive trading days after the state's), each day's ``bars``
-    (``bars_by_day``). A day in ``held_back`` is not traded: its stored state is the day before's."""
-    entities = 1 + len(state.funds)
-    # Each fund's state after each of its bars, and before the first day, as doubles (a decade of a large
-    # universe is millions of them): rows of a day without a bar repeat the bar before's, found by position.
-    records = [array("d", row) for row in state.record()]
-    record_days: list[list[int]] = [[-1] for _ in range(entities)]
+    """The definition of carrying a state: ``state`` stepped through ``days`` (consecutive trading days after
+    the state's) one fund and bar at a time, with the books of ``engine``. A day in ``held_back`` is not
+    traded: its stored state is the day before's. The pipeline runs ``fast_path.carry``, which gives the
+    same to the last bit (``tests/test_backtest_fast_path.py``)."""
+    table = np.empty((len(days), 1 + len(state.funds), len(STATE_FIELDS)))
+    rows = np.array(state.record(), dtype=float).reshape(1 + len(state.funds), len(STATE_FIELDS))
     for fund in state.funds:
         fund.strategy.closed_trades = []
     traded = []
     for i, day in enumerate(days):
-        todays = bars.get(day_number(day), []) if day not in held_back else []
-        if not todays:
-            continue
-        number = day_number(day)
-        for bar in todays:
-            fund = state.funds[bar.fund]
-            fund.step(number, bar.open, bar.close, bar.factor, bar.state)
-            records[bar.fund + 1].extend(fund.record())
-            record_days[bar.fund + 1].append(i)
-        state.portfolio.step(number, state.funds)
-        records[0].extend(state.portfolio.record())
-        record_days[0].append(i)
-        traded.append(day)
-    positions = np.arange(len(days))
-    table = np.empty((len(days), entities, len(STATE_FIELDS)))
-    for e in range(entities):
-        at = np.searchsorted(np.array(record_days[e]), positions, "right") - 1
-        table[:, e, :] = np.frombuffer(records[e]).reshape(-1, len(STATE_FIELDS))[at]
-        records[e] = None  # handed back as the table fills
+        todays = bars.on(day_number(day)) if day not in held_back else slice(0, 0)
+        if todays.stop > todays.start:
+            number = day_number(day)
+            for fund_index, open_, close, factor, signal in zip(
+                bars.funds[todays].tolist(),
+                bars.opens[todays].tolist(),
+                bars.closes[todays].tolist(),
+                bars.factors[todays].tolist(),
+                bars.signals[todays].tolist(),
+                strict=True,
+            ):
+                fund = state.funds[fund_index]
+                fund.step(number, open_, close, factor, _SIGNALS[signal])
+                rows[fund_index + 1] = fund.record()
+            state.portfolio.step(
+                number,
+                universe_total(np.array([f.strategy_stats.previous for f in state.funds])),
+                universe_total(np.array([f.hold_stats.previous for f in state.funds])),
+            )
+            rows[0] = state.portfolio.record()
+            traded.append(day)
+        table[i] = rows
     frame = state_frame(table.reshape(-1, len(STATE_FIELDS)), state, days)
     closed = {code: fund.strategy.closed_trades for code, fund in zip(state.codes, state.funds, strict=True)}
     return CarriedRun(state, frame, closed, list(days), traded)
@@ -449,17 +459,3 @@ def state_frame(numbers: np.ndarray, state: BacktestState, days: list[dt.date]) 
 def _timestamps(days: np.ndarray) -> pd.Series:
     # Nanoseconds, as every other table's trade_date: frames are merged on it.
     return pd.Series(days.astype("datetime64[ns]"))
-
-
-def run_backtest(
-    prices: pd.DataFrame,
-    signals: pd.DataFrame,
-    universe: pd.DataFrame,
-    settings: BacktestSettings,
-    days: list[dt.date],
-    held_back: set[dt.date] = frozenset(),
-    fingerprint_: str = "",
-) -> CarriedRun:
-    """The backtest from its empty state through ``days`` (the trading days from ``settings.start``)."""
-    state = BacktestState.empty(settings, universe, fingerprint_)
-    return carry(state, bars_by_day(prices, signals, state.codes, days), days, held_back)
