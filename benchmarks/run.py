@@ -315,7 +315,6 @@ def backtest_growth() -> list[str]:
 
     from alchemy_pipeline.defs.io_manager import arrow_schema, from_parquet_bytes, to_parquet_bytes
     from alchemy_pipeline.domain import backtest as bt
-    from alchemy_pipeline.domain.site.report import document_json
     from alchemy_pipeline.infrastructure.frames import shared_strings
 
     rows = []
@@ -334,8 +333,8 @@ def backtest_growth() -> list[str]:
         rule = {"name": "double_ma", "short": 11, "long": 22}
         started = time.perf_counter()
         every = bt.run_backtest(prices, signals, universe, settings, days)
-        for document in bt.documents(every, rule):
-            document_json(document, "funds")
+        for _ in bt.document_files(every, rule):
+            pass
         backfill = time.perf_counter() - started
         # A daily run: the day before's state as stored (Parquet), the day carried, its document.
         before = every.frame[every.frame["trade_date"] == pd.Timestamp(days[-2])]
@@ -344,7 +343,7 @@ def backtest_growth() -> list[str]:
         frame = shared_strings(from_parquet_bytes(stored).to_pandas())
         state = bt.BacktestState.from_frame(frame, settings, universe, "")
         day = bt.carry(state, bt.bars_by_day(prices, signals, codes, days[-1:]), days[-1:])
-        document_json(next(bt.documents(day, rule)), "funds")
+        next(bt.document_files(day, rule))
         daily = time.perf_counter() - started
         rows.append(f"| {funds} | {len(days):,} | {backfill:.2f} | {daily:.3f} |")
     return [

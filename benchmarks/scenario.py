@@ -74,6 +74,11 @@ class Runner:
         if before:
             self.run(before[0], before[-1], [BACKTEST_ASSET])
 
+    def steps_seconds(self, run_id: str) -> dict[str, float]:
+        """How long each step of a run took, in the order they started."""
+        events = self.instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_START})
+        return {e.step_key: self.step_seconds(run_id, e.step_key) for e in events}
+
     def step_seconds(self, run_id: str, step: str) -> float:
         """How long one step of a run took, from its start to its success in the run's log."""
         events = self.instance.all_logs(
@@ -168,7 +173,8 @@ def scenario(name: str, start: str, end: str, url: str) -> dict:
     if name != "scale":
         runner.prepare(start)  # not timed: an instance that already has the history
     days = sessions(start, end)
-    return measure(url, lambda: (runner.run(start, end), len(days))[1])
+    result = measure(url, lambda: (runner.run(start, end), len(days))[1])
+    return {**result, "step_s": runner.steps_seconds(runner.instance.get_runs(limit=1)[0].run_id)}
 
 
 def peak_rss_mb() -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from alchemy_pipeline.domain.backtest import BacktestSettings, documents, run_backtest, summary_table, trade_lists
+from alchemy_pipeline.domain.backtest import BacktestSettings, document_files, run_backtest, summary_table, trade_lists
 from alchemy_pipeline.domain.market.universe import load_universe
 from alchemy_pipeline.domain.signals.fast_path import classify, compute_indicators
 from alchemy_pipeline.domain.signals.rule import RuleParams
@@ -54,7 +54,7 @@ def site_publishing() -> tuple[list[str], list[tuple[str, str, bool]]]:
     last = pd.Timestamp(days[-1])
     with tempfile.TemporaryDirectory(prefix="bench-site-") as root:
         store = CountingStore(root)
-        publish_backtests(store, documents(backtest, params.described()), trade_lists(backtest, {}))
+        publish_backtests(store, document_files(backtest, params.described()), trade_lists(backtest, {}))
         store.writes.clear()
         started = time.perf_counter()
         publish_signals(store, signals[signals["trade_date"] < last], params, None, None, summaries, prices)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from alchemy_pipeline.domain.backtest import BacktestSettings, documents, run_backtest, summary_table, trade_lists
+from alchemy_pipeline.domain.backtest import BacktestSettings, document_files, run_backtest, summary_table, trade_lists
 from alchemy_pipeline.domain.market.demo_prices import _fund_series
 from alchemy_pipeline.domain.signals.fast_path import classify, compute_indicators
 from alchemy_pipeline.domain.signals.rule import RuleParams
@@ -42,7 +42,7 @@ def publish_run(store, prices, universe, days: list[dt.date], start: dt.date, su
     newest = published_days(store)
     reaches_newest = not newest or days[-1].isoformat() >= newest[-1]
     trades = trade_lists(backtest, {}) if reaches_newest else None
-    publish_backtests(store, documents(backtest, PARAMS.described(), only=set(days)), trades)
+    publish_backtests(store, document_files(backtest, PARAMS.described(), only=set(days)), trades)
     signals = history[history["trade_date"].dt.date.isin(days)].reset_index(drop=True)
     summaries = summary_table(backtest.frame[backtest.frame["trade_date"].dt.date.isin(days)], settings)
     publish_signals(store, signals, PARAMS, None, subscribe_url, summaries, prices)

@@ -1,8 +1,10 @@
-"""The fast path the pipeline runs (``backtest.fast_path.carry``: every fund of a day at once) held to the
-definition (``state.carry_fund_by_fund``: one fund and bar at a time with the books) on random markets:
-every number of every day's state, every closed trade and the state it leaves, to the last bit."""
+"""The fast paths the pipeline runs, held to their definitions on random markets: the carried backtest
+(``backtest.fast_path.carry``: every fund of a day at once) to ``state.carry_fund_by_fund`` (one fund and bar
+at a time with the books), every number of every day's state, every closed trade and the state it leaves, to
+the last bit; and the documents written from columns to the reports' layout of what they hold."""
 
 import datetime as dt
+import json
 
 import numpy as np
 import pandas as pd
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 
 from alchemy_pipeline.domain import backtest as bt
 from alchemy_pipeline.domain.backtest.state import carry_fund_by_fund
+from alchemy_pipeline.domain.site.report import document_json
 from tests.test_backtest_carried import DAYS, markets
 
 
@@ -69,3 +72,17 @@ def test_a_large_universe_sums_its_portfolio_in_universe_order():
     plain, fast = both_ways(frame, universe, days, set(), settings_)
     assert_same_run(plain, fast)
     assert fast.frame["strategy_previous"].iloc[0] != 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(markets(), st.sampled_from(["next_open", "close"]))
+def test_each_document_is_written_as_the_reports_layout_writes_its_content(market, execution):
+    """The documents are written from columns; their bytes are those of the reports' layout (one fund a line,
+    ``json``'s numbers) of what they hold: a reader parsing them and writing them out again gets them back."""
+    frame, universe, days, held_back, _ = market
+    settings_ = bt.BacktestSettings(start=days[0], cash=20_000, execution=execution, slippage_bps=3)
+    run = bt.run_backtest(frame, frame, universe, settings_, days, held_back, "fp")
+    files = list(bt.document_files(run, {"name": "double_ma", "short": 11, "long": 22}))
+    assert [day for day, _ in files] == [d.isoformat() for d in run.traded_days]
+    for _, data in files:
+        assert document_json(json.loads(data), "funds") == data

@@ -216,8 +216,8 @@ class BacktestChain:
         reaches the newest published day."""
         existing = {k.removeprefix("backtests/").removesuffix(".json") for k in self.store.keys("backtests/")}
         documents = itertools.chain(
-            bt.documents(run, self.rule),
-            *(bt.documents(c, self.rule, only={d for d in c.days if d.isoformat() in existing}) for c in outside),
+            bt.document_files(run, self.rule),
+            *(bt.document_files(c, self.rule, only={d for d in c.days if d.isoformat() in existing}) for c in outside),
         )
         newest = published_days(self.store)
         end = chain[-1].days[-1]

@@ -3,7 +3,7 @@ day and stored as a table (``state``, the definition; ``fast_path``, every fund 
 pipeline runs it), the figures of that table (``statistics``) and what is published of it (``documents``).
 The names other packages use are gathered here."""
 
-from alchemy_pipeline.domain.backtest.documents import closed_before, documents, trade_json, trade_lists
+from alchemy_pipeline.domain.backtest.documents import closed_before, document_files, documents, trade_json, trade_lists
 from alchemy_pipeline.domain.backtest.engine import (
     CLOSE,
     EXECUTIONS,
@@ -51,6 +51,7 @@ __all__ = [
     "cagr_of",
     "carry",
     "closed_before",
+    "document_files",
     "documents",
     "fingerprint",
     "follow_signals",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterator
 
 import numpy as np
@@ -18,20 +19,6 @@ def _rounded(values: np.ndarray, digits: int) -> list[float | None]:
     finite = np.isfinite(values)
     listed = python_round(np.where(finite, values, 0.0), digits).tolist()
     return [x if ok else None for x, ok in zip(listed, finite.tolist(), strict=True)]
-
-
-def _sleeve_json(table: pd.DataFrame, sleeve: str) -> list[dict]:
-    metrics = STRATEGY_METRICS if sleeve == "strategy" else METRICS
-    columns = {}
-    for metric in metrics:
-        values = table[f"{sleeve}_{metric}"].to_numpy(float)
-        if metric.startswith("max_drawdown_"):
-            columns[metric] = day_texts(values)
-        elif metric == "trades":
-            columns[metric] = values.astype("int64").tolist()
-        else:
-            columns[metric] = _rounded(values, MONEY_DIGITS if metric == "fees" else FRACTION_DIGITS)
-    return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
 
 def _open_trades_json(table: pd.DataFrame) -> list[dict | None]:
@@ -59,62 +46,108 @@ def _open_trades_json(table: pd.DataFrame) -> list[dict | None]:
     ]
 
 
-# Days whose documents are built at a time: a day of 1,500 funds is some 10,000 Python objects.
+# Days whose documents are written at a time: a day of 1,500 funds is some 40,000 numbers.
 DOCUMENT_DAYS_AT_A_TIME = 32
+_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+_NULL = "null"
+# A fund before its first bar in the backtest.
+_NOT_STARTED = '"first_day": null, "strategy": null, "buy_and_hold": null, "open_trade": null'
+
+
+def document_files(run: CarriedRun, rule: dict, only: set[dt.date] | None = None) -> Iterator[tuple[str, bytes]]:
+    """The published backtest of each day the run traded (of those, ``only`` these, when given): its day and
+    the bytes of ``backtests/YYYY-MM-DD.json``, the settings and fingerprint, the portfolio's figures and each
+    fund's on a line of its own, with its open trade marked at its last bar.
+
+    Written from the state table's columns, a few days at a time, as ``json`` writes each value (a document
+    of 1,500 funds is some 40,000 numbers a day; as Python dicts, a decade of them took minutes). The layout
+    is the reports' (``site.report.document_json``), which ``tests/test_backtest.py`` holds it to."""
+    days = [d for d in run.traded_days if only is None or d in only]
+    settings = run.state.settings
+    head = (
+        f'  "start": {_json(settings.start.isoformat())},\n  "strategy": {_json(rule)},\n'
+        f'  "settings": {_json(settings.as_json())},\n  "fingerprint": {_json(run.state.fingerprint)},\n'
+    )
+    names = [
+        f'"ts_code": {_json(c)}, "name": {_json(n)}' for c, n in zip(run.state.codes, run.state.names, strict=True)
+    ]
+    for first in range(0, len(days), DOCUMENT_DAYS_AT_A_TIME):
+        some = days[first : first + DOCUMENT_DAYS_AT_A_TIME]
+        table = state_metrics(run.frame[run.frame["trade_date"].isin(pd.to_datetime(some))], settings)
+        strategy, hold, open_trades = (
+            _sleeve_texts(table, "strategy"),
+            _sleeve_texts(table, "buy_and_hold"),
+            _open_trade_texts(table),
+        )
+        firsts = _texts(day_texts(table["first_day"]))
+        per_day = len(names) + 1
+        for d, day in enumerate(some):
+            p = d * per_day
+            if firsts[p] == _NULL:
+                portfolio = '{"strategy": null, "buy_and_hold": null}'
+            else:
+                portfolio = f'{{"strategy": {strategy[p]}, "buy_and_hold": {hold[p]}}}'
+            funds = ",\n".join(
+                f'    {{{names[j]}, "first_day": {firsts[i]}, "strategy": {strategy[i]}, '
+                f'"buy_and_hold": {hold[i]}, "open_trade": {open_trades[i]}}}'
+                if firsts[i] != _NULL
+                else f"    {{{names[j]}, {_NOT_STARTED}}}"
+                for j, i in enumerate(range(p + 1, p + per_day))
+            )
+            text = (
+                f'{{\n  "as_of": "{day.isoformat()}",\n{head}  "portfolio": {portfolio},\n'
+                f'  "funds": [\n{funds}\n  ]\n}}\n'
+            )
+            yield day.isoformat(), text.encode("utf-8")
 
 
 def documents(run: CarriedRun, rule: dict, only: set[dt.date] | None = None) -> Iterator[dict]:
-    """The published backtest of each day the run traded (of those, ``only`` these, when given), as
-    ``backtests/YYYY-MM-DD.json``: the settings and fingerprint, the portfolio's figures and each fund's, its
-    open trade marked at its last bar. Built from the state table's columns, a few days at a time."""
-    days = [d for d in run.traded_days if only is None or d in only]
-    for first in range(0, len(days), DOCUMENT_DAYS_AT_A_TIME):
-        yield from _documents_of(run, rule, days[first : first + DOCUMENT_DAYS_AT_A_TIME])
+    """The documents of ``document_files``, as a reader of the site gets them."""
+    return (json.loads(data) for _, data in document_files(run, rule, only))
 
 
-def _documents_of(run: CarriedRun, rule: dict, days: list[dt.date]) -> list[dict]:
-    settings = run.state.settings
-    table = state_metrics(run.frame[run.frame["trade_date"].isin(pd.to_datetime(days))], settings).reset_index(
-        drop=True
+def _texts(values: list) -> list[str]:
+    """Each value as ``json`` writes it."""
+    return [_NULL if v is None else _json(v) for v in values]
+
+
+def _number_texts(values: np.ndarray, digits: int) -> list[str]:
+    """Numbers rounded to ``digits`` as ``json`` writes them (``float.__repr__``), null where not finite."""
+    return [_NULL if v is None else repr(v) for v in _rounded(values, digits)]
+
+
+def _sleeve_texts(table: pd.DataFrame, sleeve: str) -> list[str]:
+    """A sleeve's figures on each row, as a JSON object in the order of its metrics."""
+    metrics = STRATEGY_METRICS if sleeve == "strategy" else METRICS
+    columns = []
+    for metric in metrics:
+        values = table[f"{sleeve}_{metric}"].to_numpy(float)
+        if metric.startswith("max_drawdown_"):
+            columns.append(_texts(day_texts(values)))
+        elif metric == "trades":
+            columns.append(list(map(str, values.astype("int64").tolist())))
+        else:
+            columns.append(_number_texts(values, MONEY_DIGITS if metric == "fees" else FRACTION_DIGITS))
+    template = "{" + ", ".join(f'"{metric}": %s' for metric in metrics) + "}"
+    return [template % row for row in zip(*columns, strict=True)]
+
+
+def _open_trade_texts(table: pd.DataFrame) -> list[str]:
+    """Each row's open trade (``_open_trades_json``) as a JSON object, null without one."""
+    held = (table["strategy_shares"].to_numpy() > 0).tolist()
+    signal, entry = _texts(day_texts(table["strategy_signal_day"])), _texts(day_texts(table["strategy_entry_day"]))
+    price = _number_texts(table["strategy_entry_price"].to_numpy(float), PRICE_DIGITS)
+    shares = list(map(str, table["strategy_shares"].to_numpy(float).astype("int64").tolist()))
+    fees = _number_texts(table["strategy_entry_fee"].to_numpy(float), MONEY_DIGITS)
+    returns = _number_texts(table["open_return"].to_numpy(float), FRACTION_DIGITS)
+    template = (
+        '{"signal_day": %s, "entry_day": %s, "entry_price": %s, "exit_signal_day": null, "exit_day": null, '
+        '"exit_price": null, "shares": %s, "fees": %s, "return": %s}'
     )
-    strategy, hold, open_trades = (
-        _sleeve_json(table, "strategy"),
-        _sleeve_json(table, "buy_and_hold"),
-        _open_trades_json(table),
-    )
-    codes, names, firsts = table["ts_code"].tolist(), table["name"].tolist(), day_texts(table["first_day"])
-    per_day = len(run.state.codes) + 1
-    out = []
-    for d, day in enumerate(days):
-        rows = range(d * per_day, (d + 1) * per_day)
-        p = rows[0]
-        funds = []
-        for i in rows[1:]:
-            started = firsts[i] is not None
-            funds.append(
-                {
-                    "ts_code": codes[i],
-                    "name": names[i],
-                    "first_day": firsts[i],
-                    "strategy": strategy[i] if started else None,
-                    "buy_and_hold": hold[i] if started else None,
-                    "open_trade": open_trades[i] if started else None,
-                }
-            )
-        out.append(
-            {
-                "as_of": day.isoformat(),
-                "start": settings.start.isoformat(),
-                "strategy": rule,
-                "settings": settings.as_json(),
-                "fingerprint": run.state.fingerprint,
-                "portfolio": {"strategy": strategy[p], "buy_and_hold": hold[p]}
-                if firsts[p] is not None
-                else {"strategy": None, "buy_and_hold": None},
-                "funds": funds,
-            }
-        )
-    return out
+    return [
+        template % row[1:] if row[0] else _NULL
+        for row in zip(held, signal, entry, price, shares, fees, returns, strict=True)
+    ]
 
 
 def trade_json(trade: Trade) -> dict:

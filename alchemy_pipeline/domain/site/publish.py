@@ -45,7 +45,6 @@ from alchemy_pipeline.domain.site.report import (
     backtest_summaries,
     build_reports,
     day_batches,
-    document_json,
     list_json,
 )
 from alchemy_pipeline.infrastructure.storage import IN_FLIGHT, BlobStore, in_parallel
@@ -194,10 +193,11 @@ def trades_key(ts_code: str) -> str:
 
 
 def publish_backtests(
-    store: BlobStore, documents: Iterable[dict], trades: dict[str, list[dict]] | None = None
+    store: BlobStore, documents: Iterable[tuple[str, bytes]], trades: dict[str, list[dict]] | None = None
 ) -> list[str]:
-    """Publishes each day's backtest document and, when given, every fund's trades (by code)."""
-    files = ((backtest_key(d["as_of"]), document_json(d, "funds"), REPORT_CACHE) for d in documents)
+    """Publishes each day's backtest document (its day and bytes, ``backtest.document_files``) and, when
+    given, every fund's trades (by code)."""
+    files = ((backtest_key(day), data, REPORT_CACHE) for day, data in documents)
     if trades is not None:
         files = itertools.chain(files, ((trades_key(c), list_json(t), SHORT_CACHE) for c, t in trades.items()))
     written = []
