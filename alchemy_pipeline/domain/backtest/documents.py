@@ -79,7 +79,7 @@ def document_files(run: CarriedRun, rule: dict, only: set[dt.date] | None = None
             _sleeve_texts(table, "buy_and_hold"),
             _open_trade_texts(table),
         )
-        firsts = _texts(day_texts(table["first_day"]))
+        firsts = _day_json(table["first_day"])
         per_day = len(names) + 1
         for d, day in enumerate(some):
             p = d * per_day
@@ -106,14 +106,21 @@ def documents(run: CarriedRun, rule: dict, only: set[dt.date] | None = None) -> 
     return (json.loads(data) for _, data in document_files(run, rule, only))
 
 
-def _texts(values: list) -> list[str]:
-    """Each value as ``json`` writes it."""
-    return [_NULL if v is None else _json(v) for v in values]
+def _day_json(numbers: np.ndarray) -> list[str]:
+    """Day numbers as ``json`` writes their ISO dates, null where there is none (NaN); each date written once."""
+    numbers = np.asarray(numbers, float)
+    unique, at = np.unique(numbers, return_inverse=True)
+    texts = np.array([_NULL if t is None else f'"{t}"' for t in day_texts(unique)], dtype=object)
+    return texts[at.reshape(-1)].tolist()
 
 
 def _number_texts(values: np.ndarray, digits: int) -> list[str]:
     """Numbers rounded to ``digits`` as ``json`` writes them (``float.__repr__``), null where not finite."""
-    return [_NULL if v is None else repr(v) for v in _rounded(values, digits)]
+    finite = np.isfinite(values)
+    texts = list(map(float.__repr__, python_round(np.where(finite, values, 0.0), digits).tolist()))
+    for i in np.flatnonzero(~finite).tolist():
+        texts[i] = _NULL
+    return texts
 
 
 def _sleeve_texts(table: pd.DataFrame, sleeve: str) -> list[str]:
@@ -123,7 +130,7 @@ def _sleeve_texts(table: pd.DataFrame, sleeve: str) -> list[str]:
     for metric in metrics:
         values = table[f"{sleeve}_{metric}"].to_numpy(float)
         if metric.startswith("max_drawdown_"):
-            columns.append(_texts(day_texts(values)))
+            columns.append(_day_json(values))
         elif metric == "trades":
             columns.append(list(map(str, values.astype("int64").tolist())))
         else:
@@ -135,7 +142,7 @@ def _sleeve_texts(table: pd.DataFrame, sleeve: str) -> list[str]:
 def _open_trade_texts(table: pd.DataFrame) -> list[str]:
     """Each row's open trade (``_open_trades_json``) as a JSON object, null without one."""
     held = (table["strategy_shares"].to_numpy() > 0).tolist()
-    signal, entry = _texts(day_texts(table["strategy_signal_day"])), _texts(day_texts(table["strategy_entry_day"]))
+    signal, entry = _day_json(table["strategy_signal_day"]), _day_json(table["strategy_entry_day"])
     price = _number_texts(table["strategy_entry_price"].to_numpy(float), PRICE_DIGITS)
     shares = list(map(str, table["strategy_shares"].to_numpy(float).astype("int64").tolist()))
     fees = _number_texts(table["strategy_entry_fee"].to_numpy(float), MONEY_DIGITS)
