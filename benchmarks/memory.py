@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from pathlib import Path
 
 
@@ -20,6 +21,7 @@ class TreePeak:
 
     def __init__(self, pid: int):
         self.pid, self.mb = pid, 0
+        self.samples: list[tuple[float, int]] = []  # (Unix time, MB) of every sample
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -44,6 +46,11 @@ class TreePeak:
                 except (OSError, IndexError):
                     pass  # gone, or a zombie without memory
             self.mb = max(self.mb, round(total_kb / 1024))
+            self.samples.append((time.time(), round(total_kb / 1024)))
+
+    def peak_between(self, start: float, end: float) -> int:
+        """The highest total sampled from ``start`` to ``end`` (Unix times)."""
+        return max((mb for at, mb in self.samples if start <= at <= end), default=0)
 
     def stop(self) -> None:
         self._done.set()

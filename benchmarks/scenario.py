@@ -74,10 +74,15 @@ class Runner:
         if before:
             self.run(before[0], before[-1], [BACKTEST_ASSET])
 
-    def steps_seconds(self, run_id: str) -> dict[str, float]:
-        """How long each step of a run took, in the order they started."""
-        events = self.instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_START})
-        return {e.step_key: self.step_seconds(run_id, e.step_key) for e in events}
+    def step_times(self, run_id: str) -> dict[str, tuple[float, float]]:
+        """When each step of a run started and succeeded (Unix times), in the order they started."""
+        events = self.instance.all_logs(
+            run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}
+        )
+        times: dict[str, list[float]] = {}
+        for event in events:
+            times.setdefault(event.step_key, []).append(event.timestamp)
+        return {step: (at[0], at[-1]) for step, at in times.items()}
 
     def step_seconds(self, run_id: str, step: str) -> float:
         """How long one step of a run took, from its start to its success in the run's log."""
@@ -174,7 +179,7 @@ def scenario(name: str, start: str, end: str, url: str) -> dict:
         runner.prepare(start)  # not timed: an instance that already has the history
     days = sessions(start, end)
     result = measure(url, lambda: (runner.run(start, end), len(days))[1])
-    return {**result, "step_s": runner.steps_seconds(runner.instance.get_runs(limit=1)[0].run_id)}
+    return {**result, "steps": runner.step_times(runner.instance.get_runs(limit=1)[0].run_id)}
 
 
 def peak_rss_mb() -> int:
