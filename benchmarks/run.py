@@ -308,7 +308,7 @@ def strategy_paths(tables: dict[str, pd.DataFrame], universe: pd.DataFrame) -> l
     ]
 
 
-BACKTEST_SIZES = [(44, "2015-12-31"), (44, "2019-12-31"), (44, SCALE_END), (176, SCALE_END)]
+BACKTEST_SIZES = [(44, "2015-12-31"), (44, "2019-12-31"), (44, SCALE_END), (176, SCALE_END), (SCALE_FUNDS, SCALE_END)]
 
 
 def backtest_growth() -> list[str]:
@@ -318,6 +318,7 @@ def backtest_growth() -> list[str]:
 
     from alchemy_pipeline.defs.io_manager import arrow_schema, from_parquet_bytes, to_parquet_bytes
     from alchemy_pipeline.domain import backtest as bt
+    from alchemy_pipeline.domain.backtest.state import carry_fund_by_fund
     from alchemy_pipeline.infrastructure.frames import shared_strings
 
     rows = []
@@ -335,7 +336,12 @@ def backtest_growth() -> list[str]:
         days = sorted(prices["trade_date"].dt.date.unique())
         rule = {"name": "double_ma", "short": 11, "long": 22}
         started = time.perf_counter()
+        bars = bt.bars_by_day(prices, signals, codes, days)
+        carry_fund_by_fund(bt.BacktestState.empty(settings, universe, ""), bars, days)
+        definition = time.perf_counter() - started
+        started = time.perf_counter()
         every = bt.run_backtest(prices, signals, universe, settings, days)
+        carried = time.perf_counter() - started
         for _ in bt.document_files(every, rule):
             pass
         backfill = time.perf_counter() - started
@@ -348,18 +354,21 @@ def backtest_growth() -> list[str]:
         day = bt.carry(state, bt.bars_by_day(prices, signals, codes, days[-1:]), days[-1:])
         next(bt.document_files(day, rule))
         daily = time.perf_counter() - started
-        rows.append(f"| {funds} | {len(days):,} | {backfill:.2f} | {daily:.3f} |")
+        rows.append(f"| {funds} | {len(days):,} | {definition:.2f} | {carried:.2f} | {backfill:.2f} | {daily:.3f} |")
     return [
         "",
         "## How the backtest's work grows",
         "",
         "In one process, the backtest alone (no Dagster) on the demo prices from "
-        f"{SCALE_START}, with signals drawn at random: every day carried from the empty state with every day's "
-        "document (a backfill), and the last day carried from the day before's state as stored (read from "
-        "Parquet) with its document (a daily run):",
+        f"{SCALE_START}, with signals drawn at random: every day carried from the empty state, one fund and bar "
+        "at a time as the definition does (`carry_fund_by_fund`) and every fund of a day at once as the pipeline "
+        "does (`fast_path.carry`, the same numbers to the last bit), then with every day's document (a "
+        "backfill); and the last day carried from the day before's state as stored (read from Parquet) with "
+        "its document (a daily run):",
         "",
-        "| funds | days | every day, with its documents (s) | the last day from the stored state (s) |",
-        "|---:|---:|---:|---:|",
+        "| funds | days | carried fund by fund (s) | carried all funds at once (s) | ... with every day's "
+        "documents (s) | the last day from the stored state (s) |",
+        "|---:|---:|---:|---:|---:|---:|",
         *rows,
         "",
         "A backfill is one pass over every fund's bars, so it grows with funds x days; a day carried from the "

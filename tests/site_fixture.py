@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from alchemy_pipeline.domain.backtest import BacktestSettings, document_files, run_backtest, summary_table, trade_lists
-from alchemy_pipeline.domain.market.demo_prices import _fund_series
+from alchemy_pipeline.domain.market.demo_prices import fund_series
 from alchemy_pipeline.domain.signals.fast_path import classify, compute_indicators
 from alchemy_pipeline.domain.signals.rule import RuleParams
 from alchemy_pipeline.domain.site.publish import publish_backtests, publish_signals, published_days
@@ -23,7 +23,7 @@ PARAMS = RuleParams()
 
 
 def demo_prices(codes) -> pd.DataFrame:
-    prices = pd.concat([_fund_series(code) for code in codes], ignore_index=True)
+    prices = pd.concat([fund_series(code) for code in codes], ignore_index=True)
     prices["trade_date"] = pd.to_datetime(prices["trade_date"])
     return prices
 

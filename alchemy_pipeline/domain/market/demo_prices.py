@@ -28,7 +28,8 @@ def _sessions() -> list:
 
 
 @cache
-def _fund_series(ts_code: str) -> pd.DataFrame:
+def fund_series(ts_code: str) -> pd.DataFrame:
+    """One fund's demo bars (daily and adjustment fields), the same for the same code on every machine."""
     rng = np.random.default_rng(zlib.crc32(ts_code.encode()))
     days = pd.DatetimeIndex(_sessions())
     n = len(days)
@@ -104,7 +105,7 @@ class DemoTushareApi:
             table, date, order = _trade_cal(), "cal_date", ["cal_date"]
         else:
             codes = params["ts_code"].split(",") if params.get("ts_code") else self._ts_codes
-            table = pd.concat([_fund_series(code) for code in codes], ignore_index=True)
+            table = pd.concat([fund_series(code) for code in codes], ignore_index=True)
             date, order = "trade_date", ["trade_date", "ts_code"]
         if params.get("trade_date"):
             table = table[table[date] == params["trade_date"]]
