@@ -145,7 +145,7 @@ def run_scenario(name, start, end, tables, universe, args, postgres=None) -> dic
         # The scenario's own exact peak, or the sampled peak of it with its worker processes, if higher.
         result["peak_rss_mb"] = max(result["peak_rss_mb"], tree_peak.mb)
         for step, (started, ended) in result.pop("steps", {}).items():
-            result.setdefault("step_s", {})[step] = round(ended - started, 1)
+            result.setdefault("seconds_by_step", {})[step] = round(ended - started, 1)
             result.setdefault("step_peak_mb", {})[step] = tree_peak.peak_between(started, ended)
         return result
 
