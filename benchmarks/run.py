@@ -354,7 +354,7 @@ def backtest_growth() -> list[str]:
         day = bt.carry(state, bt.bars_by_day(prices, signals, codes, days[-1:]), days[-1:])
         next(bt.document_files(day, rule))
         daily = time.perf_counter() - started
-        rows.append(f"| {funds} | {len(days):,} | {definition:.2f} | {carried:.2f} | {backfill:.2f} | {daily:.3f} |")
+        rows.append(f"| {funds:,} | {len(days):,} | {definition:.2f} | {carried:.2f} | {backfill:.2f} | {daily:.3f} |")
     return [
         "",
         "## How the backtest's work grows",
