@@ -14,38 +14,6 @@ from alchemy_pipeline.domain.backtest.state import CarriedRun, day_texts, number
 from alchemy_pipeline.domain.backtest.statistics import METRICS, STRATEGY_METRICS, state_metrics
 from alchemy_pipeline.domain.numbers import python_round
 
-
-def _rounded(values: np.ndarray, digits: int) -> list[float | None]:
-    finite = np.isfinite(values)
-    listed = python_round(np.where(finite, values, 0.0), digits).tolist()
-    return [x if ok else None for x, ok in zip(listed, finite.tolist(), strict=True)]
-
-
-def _open_trades_json(table: pd.DataFrame) -> list[dict | None]:
-    held = table["strategy_shares"].to_numpy() > 0
-    signal, entry = day_texts(table["strategy_signal_day"]), day_texts(table["strategy_entry_day"])
-    price = _rounded(table["strategy_entry_price"].to_numpy(float), PRICE_DIGITS)
-    shares = table["strategy_shares"].tolist()
-    fees = _rounded(table["strategy_entry_fee"].to_numpy(float), MONEY_DIGITS)
-    returns = _rounded(table["open_return"].to_numpy(float), FRACTION_DIGITS)
-    return [
-        {
-            "signal_day": signal[i],
-            "entry_day": entry[i],
-            "entry_price": price[i],
-            "exit_signal_day": None,
-            "exit_day": None,
-            "exit_price": None,
-            "shares": int(shares[i]),
-            "fees": fees[i],
-            "return": returns[i],
-        }
-        if held[i]
-        else None
-        for i in range(len(table))
-    ]
-
-
 # Days whose documents are written at a time: a day of 1,500 funds is some 40,000 numbers.
 DOCUMENT_DAYS_AT_A_TIME = 32
 _json = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
@@ -61,7 +29,7 @@ def document_files(run: CarriedRun, rule: dict, only: set[dt.date] | None = None
 
     Written from the state table's columns, a few days at a time, as ``json`` writes each value (a document
     of 1,500 funds is some 40,000 numbers a day; as Python dicts, a decade of them took minutes). The layout
-    is the reports' (``site.report.document_json``), which ``tests/test_backtest.py`` holds it to."""
+    is the reports' (``site.report.document_json``), which ``tests/test_backtest_fast_path.py`` holds it to."""
     days = [d for d in run.traded_days if only is None or d in only]
     settings = run.state.settings
     head = (
@@ -140,7 +108,8 @@ def _sleeve_texts(table: pd.DataFrame, sleeve: str) -> list[str]:
 
 
 def _open_trade_texts(table: pd.DataFrame) -> list[str]:
-    """Each row's open trade (``_open_trades_json``) as a JSON object, null without one."""
+    """Each row's open trade as a JSON object (its exit fields null, its return marked at the fund's last
+    bar), null without one."""
     held = (table["strategy_shares"].to_numpy() > 0).tolist()
     signal, entry = _day_json(table["strategy_signal_day"]), _day_json(table["strategy_entry_day"])
     price = _number_texts(table["strategy_entry_price"].to_numpy(float), PRICE_DIGITS)
@@ -181,7 +150,8 @@ def trade_lists(run: CarriedRun, kept: dict[str, list[dict]]) -> dict[str, list[
     """Every fund's trades after the run: those ``kept`` from before it, those it closed, then the open one
     marked at the fund's last bar."""
     last = run.frame[run.frame["trade_date"] == run.frame["trade_date"].max()]
-    opens = dict(zip(last["ts_code"], _open_trades_json(state_metrics(last, run.state.settings)), strict=True))
+    open_trades = map(json.loads, _open_trade_texts(state_metrics(last, run.state.settings)))
+    opens = dict(zip(last["ts_code"], open_trades, strict=True))
     return {
         code: [
             *kept.get(code, []),

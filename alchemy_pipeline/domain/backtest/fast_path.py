@@ -21,7 +21,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from alchemy_pipeline.domain.backtest.engine import BacktestSettings, Trade
+from alchemy_pipeline.domain.backtest.engine import CLOSE, BacktestSettings, Trade
 from alchemy_pipeline.domain.backtest.state import (
     STATE_FIELDS,
     BacktestState,
@@ -65,8 +65,8 @@ class _Funds:
         wanted = ((signals == 1) & ~held) | ((signals == -1) & held)
         if wanted.any():
             side = np.where(signals[wanted] == 1, _BUY, _SELL)
-            if self.settings.execution == "close":
-                self._fill("strategy", at[wanted], side, day, day, closes[wanted], factors[wanted])
+            if self.settings.execution == CLOSE:
+                self._fill(at[wanted], side, day, day, closes[wanted], factors[wanted])
             else:
                 self.set("pending_side", at[wanted], side)
                 self.set("pending_signal_day", at[wanted], day)
@@ -84,15 +84,16 @@ class _Funds:
             return
         rows = at[pending]
         side, signal_day = self.get("pending_side", rows), self.get("pending_signal_day", rows)
-        self._fill("strategy", rows, side, signal_day, day, opens[pending], factors[pending])
+        self._fill(rows, side, signal_day, day, opens[pending], factors[pending])
         self.set("pending_side", rows, np.nan)
         self.set("pending_signal_day", rows, np.nan)
 
-    def _fill(self, sleeve: str, rows, side, signal_day, day: int, prices, factors) -> None:
+    def _fill(self, rows, side, signal_day, day: int, prices, factors) -> None:
+        """``SignalBook._fill``: the strategy's orders of ``rows``, bought or sold at ``prices``."""
         buying = side == _BUY
         signal_day = np.broadcast_to(signal_day, rows.shape)
         if buying.any():
-            self._buy(sleeve, rows[buying], signal_day[buying], day, prices[buying], factors[buying])
+            self._buy("strategy", rows[buying], signal_day[buying], day, prices[buying], factors[buying])
         if (~buying).any():
             self._sell(rows[~buying], signal_day[~buying], day, prices[~buying], factors[~buying])
 
@@ -121,7 +122,7 @@ class _Funds:
         self.set(f"{sleeve}_signal_day", rows, np.broadcast_to(signal_day, bought.shape)[bought])
         self.set(f"{sleeve}_entry_day", rows, day)
         self.set(f"{sleeve}_entry_price", rows, paid)
-        self.set(f"{sleeve}_entry_factor", rows, np.asarray(factors)[bought])
+        self.set(f"{sleeve}_entry_factor", rows, factors[bought])
         self.set(f"{sleeve}_entry_fee", rows, fee)
 
     def _sell(self, rows, signal_day, day: int, prices, factors) -> None:
