@@ -128,7 +128,8 @@ class TushareTestServer:
         api_name = request.get("api_name") or path.rstrip("/").rsplit("/", 1)[-1]
         params = request.get("params") or {}
         with self._lock:
-            self.calls.append({"api_name": api_name, "params": params, "path": path})
+            call = {"api_name": api_name, "params": params, "path": path, "arrived": time.monotonic()}
+            self.calls.append(call)
             fault = self.faults.pop(0) if self.faults else None
             now = time.monotonic()
             recent = [t for t in self._recent.get(api_name, []) if t > now - 60]
@@ -136,6 +137,7 @@ class TushareTestServer:
             self._recent[api_name] = recent if limited else [*recent, now]
         request_id = f"test-{next(self._ids)}"
         time.sleep(self.latency + (fault.delay if fault else 0.0))
+        call["answered"] = time.monotonic()
         if limited:
             return 200, _error(request_id, 40203, f"抱歉，您每分钟最多访问该接口{self.calls_per_minute}次")
         if fault is not None and fault.http_status is not None:
