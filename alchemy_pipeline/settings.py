@@ -16,6 +16,7 @@ from pathlib import Path
 from alchemy_pipeline.domain.backtest import EXECUTIONS, NEXT_OPEN
 from alchemy_pipeline.domain.market.calendar import FIRST_DAY
 from alchemy_pipeline.domain.signals.rule import MIN_SEARCH_DAYS, RuleParams
+from alchemy_pipeline.domain.site.channels import Channel, ChannelError, parse_channels
 
 
 class SettingsError(ValueError):
@@ -80,6 +81,13 @@ def number_at_least(minimum: float, below: float | None = None) -> Callable[[str
         return value
 
     return parse
+
+
+def channel_urls(name: str, raw: str) -> tuple[Channel, ...]:
+    try:
+        return parse_channels(raw, name)
+    except ChannelError as error:
+        raise SettingsError(str(error)) from None
 
 
 def day_from_first(name: str, raw: str) -> dt.date:
@@ -205,6 +213,33 @@ class Settings:
         3,
         Variable(
             "ALCHEMY_NOTIFY_MAX_AGE_DAYS", whole_number(), "newest day older than this (calendar days) is not notified"
+        ),
+    )
+    # The channels are checked here; their URLs (tokens) reach the run from the environment, never its config.
+    notify_channels: tuple[Channel, ...] = setting(
+        (),
+        Variable(
+            "ALCHEMY_NOTIFY_URLS",
+            channel_urls,
+            "Apprise URLs of the channels beside the email (WeCom, DingTalk, Feishu, Telegram, webhooks ...), "
+            "whitespace- or comma-separated: each gets each new trading day once (docs/channels.md)",
+            shown_default="none",
+        ),
+    )
+    notify_timeout_seconds: float = setting(
+        20.0,
+        Variable(
+            "ALCHEMY_NOTIFY_TIMEOUT_SECONDS",
+            positive_number,
+            "seconds a channel has to answer; a day it did not answer is never resent to it (it may have arrived)",
+        ),
+    )
+    notify_retry_seconds: float = setting(
+        60.0,
+        Variable(
+            "ALCHEMY_NOTIFY_RETRY_SECONDS",
+            positive_number,
+            "the first wait before a channel that refused is tried again (doubling, 3 retries)",
         ),
     )
     ma_short: int = setting(

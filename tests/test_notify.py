@@ -58,7 +58,7 @@ def test_a_huge_report_is_cut_with_a_pointer_to_the_page_never_failing():
 def test_record_states_decide_whether_to_send():
     assert must_send(None) and must_send({"state": "failed"})
     assert not must_send({"state": "sent"})
-    with pytest.raises(NotificationInDoubt, match="delete its record"):
+    with pytest.raises(NotificationInDoubt, match=r"delete notifications/2024-06-28\.json to send it again"):
         must_send({"state": "sending", "trade_date": "2024-06-28"})
 
 
@@ -133,7 +133,7 @@ def test_concurrent_attempts_at_one_day_send_one_email(aws, tmp_path, store):
     for thread in threads:
         thread.join()
     assert outcomes.count(True) == 1, outcomes
-    assert all(o is False or "sent nothing" in o or "never recorded" in o for o in outcomes if o is not True)
+    assert all(o is False or "sent nothing" in o or "never recorded as sent" in o for o in outcomes if o is not True)
     assert delivered(queue_url) == 1
     assert notifiers[0].sent_record("2024-06-28")["state"] == "sent"
 

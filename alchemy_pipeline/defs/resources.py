@@ -17,6 +17,7 @@ from alchemy_pipeline.domain.market.demo_prices import DEMO_NOTICE, DemoTushareA
 from alchemy_pipeline.domain.market.tushare_api import RetryPolicy, TushareClient, shared_rate_limiter
 from alchemy_pipeline.domain.market.universe import load_universe
 from alchemy_pipeline.domain.signals.rule import RuleParams
+from alchemy_pipeline.domain.site.channels import NOTIFY_URLS, Channel, parse_channels
 from alchemy_pipeline.domain.site.notify import LocalOutbox, Notifier, SnsNotifier
 from alchemy_pipeline.infrastructure.storage import BlobStore, LocalBlobStore, S3BlobStore
 from alchemy_pipeline.settings import Settings
@@ -218,6 +219,19 @@ class SnsNotifierResource(NotifierResource):
         return SnsNotifier(sns, self.topic_arn, self.records.store())
 
 
+class ChannelsResource(dg.ConfigurableResource):
+    """The channels beside the email (Apprise URLs, from ``ALCHEMY_NOTIFY_URLS``: the UI shows the variable,
+    never the URLs), each keeping its record of each day in ``records``."""
+
+    records: dg.ResourceDependency[FilesResource]
+    urls: str = ""
+    timeout_seconds: float
+    retry_seconds: float
+
+    def channels(self) -> tuple[Channel, ...]:
+        return parse_channels(self.urls)
+
+
 def automation_runs_by_default(settings: Settings) -> bool:
     """A fresh AWS deployment runs on its own; locally, the schedule and sensor wait to be switched on."""
     return settings.env == "aws"
@@ -257,11 +271,17 @@ def build_resources(settings: Settings) -> dict[str, object]:
             lot=settings.backtest_lot,
         ),
     }
+    channels = {
+        "urls": dg.EnvVar(NOTIFY_URLS) if settings.notify_channels else "",
+        "timeout_seconds": settings.notify_timeout_seconds,
+        "retry_seconds": settings.notify_retry_seconds,
+    }
     if settings.env == "aws":
         s3 = S3Resource(region_name=settings.aws_region)
         data: FilesResource = S3FilesResource(s3=s3, bucket=settings.data_bucket)
         return {
             **common,
+            "channels": ChannelsResource(records=data, **channels),
             "io_manager": S3ParquetIOManager(s3=s3, bucket=settings.data_bucket),
             "calendar_cache": TradingCalendarResource(files=data),
             "site": SiteResource(
@@ -276,10 +296,12 @@ def build_resources(settings: Settings) -> dict[str, object]:
                 max_age_days=settings.notify_max_age_days,
             ),
         }
+    data = LocalFilesResource(root=str(settings.data_dir))
     return {
         **common,
+        "channels": ChannelsResource(records=data, **channels),
         "io_manager": LocalParquetIOManager(base_dir=str(settings.data_dir)),
-        "calendar_cache": TradingCalendarResource(files=LocalFilesResource(root=str(settings.data_dir))),
+        "calendar_cache": TradingCalendarResource(files=data),
         "site": SiteResource(
             files=LocalFilesResource(root=str(settings.publish_dir)),
             base_url=settings.site_url,

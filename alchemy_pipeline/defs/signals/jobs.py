@@ -18,13 +18,15 @@ from alchemy_pipeline.defs.partitions import (
     materialized_partitions,
     plan_tags,
 )
-from alchemy_pipeline.defs.resources import NotifierResource, SiteResource, TradingCalendarResource
+from alchemy_pipeline.defs.resources import ChannelsResource, NotifierResource, SiteResource, TradingCalendarResource
 from alchemy_pipeline.defs.trading_days import trading_days_partitions
 from alchemy_pipeline.domain.market import calendar
+from alchemy_pipeline.domain.site.channels import compose, notify_channel
 from alchemy_pipeline.domain.site.fund_pages import fund_page_key
 from alchemy_pipeline.domain.site.notify import build_message, choose_day_to_notify, must_send
 from alchemy_pipeline.domain.site.publish import report_key
 from alchemy_pipeline.domain.site.report import render_text
+from alchemy_pipeline.infrastructure.storage import in_parallel
 
 daily_signals_job = dg.define_asset_job(
     name="daily_signals_job",
@@ -67,16 +69,76 @@ def send_signal_notification(
     if not must_send(record):
         context.log.info(f"{day} was already notified ({record['message_id']}); nothing sent")
         return dg.Output(None, metadata={"sent": False, "message_id": record["message_id"]})
-    published = site.store().get(report_key(day, ".json"))
-    if published is None:
-        raise dg.Failure(description=f"No published report for {day}: nothing to notify")
-    text = render_text(json.loads(published), fund_url=lambda code: site.url(fund_page_key(code)))
+    text = render_text(published_report(site, day), fund_url=lambda code: site.url(fund_page_key(code)))
     message = build_message(day, text, site.page_url(day))
     record, sent = outbox.send(message)
     return dg.Output(
         None,
         metadata={"sent": sent, "message_id": record["message_id"], "subject": message.subject},
     )
+
+
+def published_report(site: SiteResource, day: str) -> dict:
+    published = site.store().get(report_key(day, ".json"))
+    if published is None:
+        raise dg.Failure(description=f"No published report for {day}: nothing to notify")
+    return json.loads(published)
+
+
+# A refused channel is tried again after ALCHEMY_NOTIFY_RETRY_SECONDS, then twice and four times that.
+CHANNEL_RETRIES = 3
+
+
+@dg.op(
+    description=(
+        "Sends the day's published report to each channel of ALCHEMY_NOTIFY_URLS (group robots, Telegram, "
+        "webhooks, through Apprise) once: the BUY and SELL funds linked to their pages, the backtest's line and "
+        "the day page's link. A channel that refuses is retried; one that did not answer in time is not resent."
+    ),
+)
+def send_channel_messages(
+    context: dg.OpExecutionContext, site: SiteResource, channels: ChannelsResource
+) -> dg.Output[None]:
+    day = context.partition_key
+    configured = channels.channels()
+    if not configured:
+        context.log.info("No channel is configured (ALCHEMY_NOTIFY_URLS): nothing to send")
+        return dg.Output(None, metadata={"channels": 0})
+    report = published_report(site, day)
+    day_url = site.page_url(day)
+
+    def message_for(service):
+        return compose(report, service, lambda code: site.url(fund_page_key(code)), day_url)
+
+    store = channels.records.store()
+    outcomes = in_parallel(
+        lambda channel: notify_channel(channel, store, day, message_for, channels.timeout_seconds), configured
+    )
+    for outcome in outcomes:
+        said = f"{outcome.channel}: {outcome.state}" + (f" ({outcome.detail})" if outcome.detail else "")
+        (context.log.info if outcome.state in ("sent", "already sent") else context.log.warning)(said)
+    table = "\n".join(["| channel | outcome |", "|---|---|"] + [
+        f"| `{o.channel}` | {o.state}{': ' + o.detail if o.detail else ''} |" for o in outcomes
+    ])  # fmt: skip
+    metadata = {
+        "channels": len(configured),
+        "sent": sum(o.state == "sent" for o in outcomes),
+        "outcomes": dg.MetadataValue.md(table),
+    }
+    refused = [o for o in outcomes if o.state == "failed"]
+    if refused and context.retry_number < CHANNEL_RETRIES:
+        # Only the refused channels are tried again: the others' records say they are done.
+        raise dg.RetryRequested(
+            max_retries=CHANNEL_RETRIES, seconds_to_wait=channels.retry_seconds * 2**context.retry_number
+        )
+    unsettled = [o for o in outcomes if o.state in ("failed", "unknown")]
+    if unsettled:
+        raise dg.Failure(
+            description=f"{len(unsettled)} of {len(outcomes)} channels did not take {day}: "
+            + "; ".join(f"{o.channel} {o.state}" + (f" ({o.detail})" if o.detail else "") for o in unsettled),
+            metadata=metadata,
+        )
+    return dg.Output(None, metadata=metadata)
 
 
 def build_automation(
@@ -87,8 +149,10 @@ def build_automation(
 
     @dg.job(partitions_def=trading_days_partitions, tags={LANE_TAG: "notify"})
     def notify_subscribers():
-        """Emails the day's signals to subscribers, once per day."""
+        """Emails the day's signals to subscribers and sends them to the channels, each once per day; the
+        email and the channels do not wait for each other."""
         send_signal_notification()
+        send_channel_messages()
 
     @exchange_schedule(
         "0 18 * * 1-5",

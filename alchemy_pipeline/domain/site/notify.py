@@ -76,20 +76,23 @@ class Notifier(Protocol):
         this call sent it."""
 
 
-def must_send(record: dict | None) -> bool:
-    """Whether the day still needs its message, given its durable record.
+def must_send(record: dict | None, key: str | None = None, where: str = "the topic's delivery logs") -> bool:
+    """Whether the day still needs its message, given its durable record (kept at ``key``, by default the
+    email's).
 
-    A record left in state ``sending`` means an attempt died between starting to publish and recording
-    the result: the message may have gone out. Sending again could email every subscriber twice, so the
-    day fails loudly instead (a missed email is preferred to a duplicate) and an operator decides.
+    A record left in state ``sending`` (or ``unknown``: no answer in time) means an attempt may have
+    delivered the message. Sending again could message every subscriber twice, so the day fails loudly
+    instead (a missed message is preferred to a duplicate) and an operator decides, after checking ``where``.
     """
     if record is None or record.get("state") == "failed":
         return True
     if record.get("state") == "sent":
         return False
+    day, state = record.get("trade_date"), record.get("state")
+    what = "got no answer in time" if state == "unknown" else "was started and never recorded as sent or failed"
     raise NotificationInDoubt(
-        f"the notification of {record.get('trade_date')} was started at {record.get('updated_at')} and never "
-        "recorded as sent or failed; check the topic's delivery logs, then delete its record to send it again"
+        f"the notification of {day} {what} ({record.get('updated_at')}): it may have been delivered; check "
+        f"{where}, then delete {key or f'notifications/{day}.json'} to send it again"
     )
 
 
@@ -121,57 +124,69 @@ class LocalOutbox:
         return record, True
 
 
+class DayRecords:
+    """Each day's durable record of one recipient's message, at ``<prefix><day>.json`` in a blob store.
+
+    An attempt claims the day by a conditional write before sending, so that of concurrent attempts (two
+    runs of one day, a retry racing a rerun) exactly one goes on to send, and a crash after sending leaves
+    the claim behind (see ``must_send``)."""
+
+    def __init__(self, store: BlobStore, prefix: str, where: str):
+        self._store = store
+        self.prefix = prefix
+        self.where = where
+
+    def key(self, day: str) -> str:
+        return f"{self.prefix}{day}.json"
+
+    def get(self, day: str) -> dict | None:
+        raw = self._store.get(self.key(day))
+        return json.loads(raw) if raw is not None else None
+
+    def must_send(self, record: dict | None) -> bool:
+        return must_send(record, self.key(record["trade_date"]) if record else None, self.where)
+
+    def write(self, day: str, **fields) -> dict:
+        record = {"trade_date": day, **fields, "updated_at": _now()}
+        self._store.put(self.key(day), json.dumps(record, ensure_ascii=False, indent=2).encode(), "application/json")
+        return record
+
+    def claim(self, day: str, **fields) -> dict | None:
+        """Moves the day's record to ``sending``; returns the record instead when it says the day was sent."""
+        tagged = self._store.get_tagged(self.key(day))
+        record = json.loads(tagged[0]) if tagged else None
+        if not self.must_send(record):
+            return record
+        claim = {"trade_date": day, **fields, "state": "sending", "updated_at": _now()}
+        try:
+            self._store.put_if(self.key(day), json.dumps(claim, ensure_ascii=False, indent=2).encode(),
+                               tagged[1] if tagged else None, "application/json")  # fmt: skip
+        except WriteConflict:
+            raise NotificationInDoubt(
+                f"another attempt claimed the notification of {day} at the same moment; this one sent nothing (a "
+                "retry reads what that attempt recorded)"
+            ) from None
+        return None
+
+
 class SnsNotifier:
     """Publishes to an SNS topic, keeping each day's record at ``notifications/YYYY-MM-DD.json``."""
 
     def __init__(self, sns_client, topic_arn: str, records: BlobStore):
         self._sns = sns_client
         self.topic_arn = topic_arn
-        self._records = records
-
-    @staticmethod
-    def _key(day: str) -> str:
-        return f"notifications/{day}.json"
+        self._records = DayRecords(records, "notifications/", "the topic's delivery logs")
 
     def sent_record(self, day: str) -> dict | None:
-        raw = self._records.get(self._key(day))
-        return json.loads(raw) if raw is not None else None
-
-    @staticmethod
-    def _document(message: Message, **fields) -> dict:
-        return {"trade_date": message.trade_date, "subject": message.subject, "updated_at": _now(), **fields}
-
-    def _record(self, message: Message, **fields) -> dict:
-        record = self._document(message, **fields)
-        self._records.put(self._key(message.trade_date), json.dumps(record, indent=2).encode(), "application/json")
-        return record
-
-    def _claim(self, message: Message) -> dict | None:
-        """Moves the day's record to ``sending`` by a conditional write, so that of concurrent attempts
-        (two runs of one day, a retry racing a rerun) exactly one goes on to publish. Returns the record
-        instead when it says the day was sent meanwhile."""
-        key = self._key(message.trade_date)
-        tagged = self._records.get_tagged(key)
-        record = json.loads(tagged[0]) if tagged else None
-        if not must_send(record):
-            return record
-        claim = self._document(message, state="sending")
-        try:
-            self._records.put_if(key, json.dumps(claim, indent=2).encode(), tagged[1] if tagged else None,
-                                 "application/json")  # fmt: skip
-        except WriteConflict:
-            raise NotificationInDoubt(
-                f"another attempt claimed the notification of {message.trade_date} at the same moment; this one "
-                "sent nothing (a retry reads what that attempt recorded)"
-            ) from None
-        return None
+        return self._records.get(day)
 
     def send(self, message: Message) -> tuple[dict, bool]:
         from botocore.exceptions import ClientError, EndpointConnectionError
 
         # Claimed before publishing, so a crash in between leaves "sending" (see must_send): the day is
         # then never resent automatically. This side fails toward a missed email, never a duplicate.
-        already = self._claim(message)
+        day, subject = message.trade_date, message.subject
+        already = self._records.claim(day, subject=subject)
         if already is not None:
             return already, False
         try:
@@ -183,6 +198,6 @@ class SnsNotifier:
             )
         except (ClientError, EndpointConnectionError) as exc:
             # SNS refused the call or was never reached: nothing was sent, a retry may send.
-            self._record(message, state="failed", error=str(exc))
+            self._records.write(day, subject=subject, state="failed", error=str(exc))
             raise
-        return self._record(message, state="sent", message_id=answer["MessageId"]), True
+        return self._records.write(day, subject=subject, state="sent", message_id=answer["MessageId"]), True
