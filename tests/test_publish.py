@@ -3,6 +3,7 @@
 import json
 import os
 
+import feedparser
 import numpy as np
 import pandas as pd
 from hypothesis import given, settings
@@ -76,7 +77,7 @@ def test_a_range_is_made_durable_once_at_the_end_and_an_index_file_at_once(tmp_p
         monkeypatch.setattr(f"os.{name}", lambda *a, real=real, name=name: calls.append(name) or real(*a))
     table = signals(12)
     written = publish.publish_signals(LocalBlobStore(tmp_path), table, RuleParams())
-    assert len(written) == 3 * 12 + 2 * len(FUNDS) + 7
+    assert len(written) == 3 * 12 + 2 * len(FUNDS) + 8  # 3 static files, the history (2), feed, rules, front page
     assert calls == ["sync", "sync", "sync", "fsync"]
     assert not list(tmp_path.rglob("*.tmp"))
 
@@ -200,3 +201,25 @@ def test_a_site_published_before_it_had_fund_pages_is_told_how_to_fill_them(tmp_
     assert _fund_pages_gap(store, "2024-06-26") is None  # nothing published before the run
     store.put("funds/510300.SH.json", b"{}")
     assert _fund_pages_gap(store, "2024-06-28") is None  # the pages exist: they hold every day since
+
+
+def test_the_feed_lists_the_newest_60_days_newest_first_with_their_crosses_linked(tmp_path):
+    publish_demo_site(tmp_path, 80)
+    feed = feedparser.parse((tmp_path / "feed.xml").read_bytes())
+    assert not feed.bozo and feed.version == "atom10"
+    history = json.loads((tmp_path / "history.json").read_text("utf-8"))
+    days = history["days"][:60]
+    # The ids are the days', not the site address's: a site moved or re-published keeps its readers' state.
+    assert [e.id for e in feed.entries] == [f"tag:alchemy,2026:reports/{day}" for day in days]
+    assert feed.feed.updated == f"{days[0]}T18:00:00+08:00"
+    crossed = 0
+    for entry, day in zip(feed.entries, history["crosses"][:60], strict=True):
+        assert entry.link == f"reports/{day['trade_date']}.html"
+        assert entry.updated == f"{day['trade_date']}T18:00:00+08:00"
+        assert entry.title == f"{day['trade_date']}: 可买 {len(day['buy'])}, 可卖 {len(day['sell'])}"
+        content = entry.content[0].value
+        for fund in day["buy"] + day["sell"]:
+            assert f'<a href="funds/{fund["ts_code"]}.html">{fund["name"]}({fund["ts_code"]})</a>' in content
+        crossed += bool(day["buy"] or day["sell"])
+        assert ("今日无买卖信号" in content) == (not day["buy"] and not day["sell"])
+    assert crossed > 0

@@ -138,6 +138,8 @@ def test_every_page_fits_a_phone_draws_without_errors_and_asks_nothing_of_other_
         width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
         assert width[0] <= width[1], f"{path} scrolls sideways on a 390 px phone: {width}"
         assert page.locator("nav.site a", has_text="规则与说明").count() == 1, path
+        feed = page.locator('link[rel="alternate"][type="application/atom+xml"]')
+        assert feed.evaluate("link => link.href") == f"{site['url']}/feed.xml", path
     assert seen == {"errors": [], "outside": []}
     page.goto(f"{site['url']}/index.html")
     shoot(page, "index-phone.png")

@@ -155,11 +155,11 @@ def build_automation(
         send_channel_messages()
 
     @exchange_schedule(
-        "0 18 * * 1-5",
+        f"0 {calendar.PUBLISH_HOUR} * * 1-5",
         daily_signals_job,
         running,
-        "18:00 Asia/Shanghai on trading days: publishes that day's signals. On a fresh instance it first "
-        "fetches the missing price history as one single-run backfill.",
+        f"{calendar.PUBLISH_HOUR}:00 {calendar.TIMEZONE} on trading days: publishes that day's signals. On a fresh "
+        "instance it first fetches the missing price history as one single-run backfill.",
     )
     def daily_signals_schedule(context: dg.ScheduleEvaluationContext, calendar_cache: TradingCalendarResource):
         day = context.scheduled_execution_time.astimezone(ZoneInfo(calendar.TIMEZONE)).date()

@@ -22,6 +22,8 @@ from alchemy_pipeline.domain.market.tushare_api import TushareClient
 EXCHANGE = "XSHG"
 TUSHARE_EXCHANGE = "SSE"
 TIMEZONE = "Asia/Shanghai"
+# The daily run's hour (Shanghai), after the close and the vendor's publication of the day.
+PUBLISH_HOUR = 18
 # The calendar is built from a little before the partitions start so that look-ups near the start work.
 CALENDAR_START = "2014-01-02"
 # The first trading day Alchemy covers: its partitions start here.

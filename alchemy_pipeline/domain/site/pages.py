@@ -15,6 +15,7 @@ from importlib import resources
 
 from alchemy_pipeline.domain.backtest import PORTFOLIO, PORTFOLIO_NAME
 from alchemy_pipeline.domain.signals.rule import State
+from alchemy_pipeline.domain.site.feed import FEED_KEY, FEED_TITLE
 from alchemy_pipeline.domain.site.report import (
     BACKTEST_UNAVAILABLE,
     EXECUTION_LABELS,
@@ -79,6 +80,7 @@ def page_html(title: str, body: str, root: str, scripts: tuple[str, ...] = ("sit
     return (
         '<!doctype html>\n<html lang="zh-CN">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n<link rel="icon" href="data:,">\n'
+        f'<link rel="alternate" type="application/atom+xml" title="{FEED_TITLE}" href="{root}{FEED_KEY}">\n'
         f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>\n{tags}\n</head>\n<body>\n{nav}\n"
         f'<main>{body}</main>\n<footer>{_DISCLAIMER} <a href="{root}rules.html#disclaimer">说明</a></footer>\n'
         "</body>\n</html>\n"

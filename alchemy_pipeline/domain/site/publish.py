@@ -21,6 +21,7 @@ import pandas as pd
 
 from alchemy_pipeline.domain.lab import Sweep, headline, sweep_document
 from alchemy_pipeline.domain.signals.rule import RuleParams
+from alchemy_pipeline.domain.site.feed import FEED_KEY, render_feed
 from alchemy_pipeline.domain.site.fund_pages import (
     document_bytes,
     fund_data_key,
@@ -56,6 +57,7 @@ CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
     ".parquet": "application/vnd.apache.parquet",
+    ".xml": "application/atom+xml; charset=utf-8",
 }
 # The front page, the history and the fund pages change every day; a dated report only if it is re-run.
 SHORT_CACHE = "public, max-age=300"
@@ -224,7 +226,7 @@ def refresh_site(
     store: BlobStore, subscribe_url: str | None = None, new_entries: Iterable[dict] = (), days: list[str] | None = None
 ) -> list[str]:
     """The pages about every day (``days``, the published days, when the caller knows them): the history
-    (with ``new_entries``, the run's days), the rules, the static files and, last, the front page."""
+    (with ``new_entries``, the run's days), the feed, the rules, the static files and, last, the front page."""
     days = published_days(store) if days is None else days
     if not days:
         return []
@@ -234,6 +236,7 @@ def refresh_site(
     files += [
         ("history.json", history_json(entries)),
         ("history.html", render_history(entries).encode("utf-8")),
+        (FEED_KEY, render_feed(entries)),
         ("rules.html", _rules_page(store, latest["strategy"], days[-1])),
     ]
     with store.batch():
