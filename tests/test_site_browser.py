@@ -81,6 +81,7 @@ def site(aws, tmp_path, monkeypatch):
     topic = boto3.client("sns").create_topic(Name=f"page-{uuid.uuid4().hex[:8]}")["TopicArn"]
     monkeypatch.setenv("TOPIC_ARN", topic)
     monkeypatch.setenv("ALLOWED_ORIGIN", origin)
+    monkeypatch.setenv("FUND_CODES", ",".join(FUNDS["ts_code"]))
     api = serve(lambda_adapter(load_lambda()))
     signals = publish_demo_site(tmp_path, DAYS, f"http://127.0.0.1:{api.server_address[1]}/subscribe")
     # An analyst's sweep of the same funds, published into the same site.
@@ -234,6 +235,28 @@ def test_subscribe_form_shows_the_pending_confirmation_without_leaving_the_page(
     assert page.url == f"{site['url']}/index.html"
     subscriptions = boto3.client("sns").list_subscriptions_by_topic(TopicArn=site["topic"])["Subscriptions"]
     assert [(s["Protocol"], s["Endpoint"]) for s in subscriptions] == [("email", "reader@example.com")]
+
+
+def test_a_visitor_ticks_the_funds_she_watches_and_her_subscription_filters_on_them(site, page):
+    page.goto(f"{site['url']}/index.html")
+    page.get_by_label("电子邮箱").fill("watcher@example.com")
+    page.get_by_text("只关注部分基金").click()
+    boxes = page.locator('#subscribe-funds input[name="funds"]')
+    assert boxes.count() == len(FUNDS) and all(boxes.nth(i).is_checked() for i in range(boxes.count()))
+    shoot(page, "subscribe-watchlist.png")
+    page.get_by_label("创业板ETF (159915.SZ)").uncheck()
+    page.get_by_role("button", name="订阅").click()
+    status = page.locator("#subscribe-status")
+    status.filter(has_text="确认邮件").wait_for(timeout=10_000)
+    sns = boto3.client("sns")
+    (subscription,) = sns.list_subscriptions_by_topic(TopicArn=site["topic"])["Subscriptions"]
+    policy = sns.get_subscription_attributes(SubscriptionArn=subscription["SubscriptionArn"])["Attributes"]
+    assert json.loads(policy["FilterPolicy"]) == {"crossed": ["510300.SH", "512880.SH"]}
+    # None ticked is refused before anything is sent.
+    for i in range(boxes.count()):
+        boxes.nth(i).uncheck()
+    page.get_by_role("button", name="订阅").click()
+    status.filter(has_text="请至少勾选一只基金").wait_for(timeout=5_000)
 
 
 def test_subscribe_form_shows_the_error_for_an_address_the_service_refuses(site, page):

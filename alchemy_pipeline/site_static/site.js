@@ -49,14 +49,24 @@
   if (form) {
     var email = document.getElementById("subscribe-email");
     var status = document.getElementById("subscribe-status");
+    var boxes = Array.prototype.slice.call(form.querySelectorAll('input[name="funds"]'));
     form.addEventListener("submit", function (event) {
       event.preventDefault();
+      var ticked = boxes.filter(function (box) { return box.checked; }).map(function (box) { return box.value; });
+      if (!ticked.length) {
+        status.dataset.state = "error";
+        status.textContent = "请至少勾选一只基金 (全部勾选即每日发送)。";
+        return;
+      }
+      // Every fund ticked is no watchlist: every day, whatever crosses.
+      var request = {email: email.value.trim()};
+      if (ticked.length < boxes.length) request.funds = ticked;
       status.dataset.state = "busy";
       status.textContent = "正在提交…";
       fetch(form.action, {
         method: "POST",
         headers: {"Content-Type": "application/json"},
-        body: JSON.stringify({email: email.value.trim()})
+        body: JSON.stringify(request)
       }).then(function (response) {
         return response.json().catch(function () { return {}; }).then(function (body) {
           status.dataset.state = response.ok ? "ok" : "error";

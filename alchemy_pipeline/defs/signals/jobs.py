@@ -23,7 +23,7 @@ from alchemy_pipeline.defs.trading_days import trading_days_partitions
 from alchemy_pipeline.domain.market import calendar
 from alchemy_pipeline.domain.site.channels import compose, notify_channel
 from alchemy_pipeline.domain.site.fund_pages import fund_page_key
-from alchemy_pipeline.domain.site.notify import build_message, choose_day_to_notify, must_send
+from alchemy_pipeline.domain.site.notify import build_message, choose_day_to_notify, crossed_funds, must_send
 from alchemy_pipeline.domain.site.publish import report_key
 from alchemy_pipeline.domain.site.report import render_text
 from alchemy_pipeline.infrastructure.storage import in_parallel
@@ -69,8 +69,9 @@ def send_signal_notification(
     if not must_send(record):
         context.log.info(f"{day} was already notified ({record['message_id']}); nothing sent")
         return dg.Output(None, metadata={"sent": False, "message_id": record["message_id"]})
-    text = render_text(published_report(site, day), fund_url=lambda code: site.url(fund_page_key(code)))
-    message = build_message(day, text, site.page_url(day))
+    report = published_report(site, day)
+    text = render_text(report, fund_url=lambda code: site.url(fund_page_key(code)))
+    message = build_message(day, text, site.page_url(day), crossed_funds(report))
     record, sent = outbox.send(message)
     return dg.Output(
         None,

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
+from alchemy_pipeline.domain.signals.rule import State
 from alchemy_pipeline.infrastructure.storage import BlobStore, WriteConflict, atomic_write
 
 SUBJECT = "Double MA Strategy Trade Signal: {day} - A Share"
@@ -22,11 +23,17 @@ MAX_SUBJECT_CHARS = 99
 MAX_BODY_BYTES = 250_000
 
 
+# The message attribute that lists the day's BUY and SELL funds: a watchlist subscriber's filter policy
+# (deploy/lambda/subscribe) matches it, so SNS delivers her the days one of her funds crosses.
+CROSSED = "crossed"
+
+
 @dataclass(frozen=True)
 class Message:
     trade_date: str
     subject: str
     body: str
+    crossed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,11 @@ def choose_day_to_notify(
     return Decision(newest, f"{newest} is the newest report and has not been notified")
 
 
-def build_message(day: str, text: str, page_url: str) -> Message:
+def crossed_funds(report: dict) -> tuple[str, ...]:
+    return tuple(e["ts_code"] for e in report["signals"] if e["state"] in (State.BUY, State.SELL))
+
+
+def build_message(day: str, text: str, page_url: str, crossed: tuple[str, ...] = ()) -> Message:
     subject = SUBJECT.format(day=day)
     if not subject.isascii() or len(subject) > MAX_SUBJECT_CHARS:
         raise ValueError(f"email subject must be ASCII and under 100 characters: {subject!r}")
@@ -60,7 +71,7 @@ def build_message(day: str, text: str, page_url: str) -> Message:
         room = MAX_BODY_BYTES - len((cut + link).encode("utf-8"))
         head = text.encode("utf-8")[:room].decode("utf-8", errors="ignore")
         body = head[: head.rfind("\n") + 1] + cut + link
-    return Message(day, subject, body)
+    return Message(day, subject, body, crossed)
 
 
 class NotificationInDoubt(RuntimeError):
@@ -169,6 +180,14 @@ class DayRecords:
         return None
 
 
+def message_attributes(message: Message) -> dict:
+    """The day, and the funds that crossed on it (none: no attribute, and no watchlist matches)."""
+    attributes = {"trade_date": {"DataType": "String", "StringValue": message.trade_date}}
+    if message.crossed:
+        attributes[CROSSED] = {"DataType": "String.Array", "StringValue": json.dumps(list(message.crossed))}
+    return attributes
+
+
 class SnsNotifier:
     """Publishes to an SNS topic, keeping each day's record at ``notifications/YYYY-MM-DD.json``."""
 
@@ -194,7 +213,7 @@ class SnsNotifier:
                 TopicArn=self.topic_arn,
                 Subject=message.subject,
                 Message=message.body,
-                MessageAttributes={"trade_date": {"DataType": "String", "StringValue": message.trade_date}},
+                MessageAttributes=message_attributes(message),
             )
         except (ClientError, EndpointConnectionError) as exc:
             # SNS refused the call or was never reached: nothing was sent, a retry may send.

@@ -57,6 +57,8 @@ figure.heatmap{margin:1rem 0}figcaption{font-size:.85rem;color:var(--muted)}
 .ranges button{margin-right:.3rem}
 form{display:flex;flex-wrap:wrap;gap:.5rem;align-items:center}input[type=email]{flex:1 1 12rem;padding:.5rem;
 font-size:1rem}button{padding:.3rem .8rem;font-size:1rem}
+#subscribe-funds fieldset{border:0;padding:0;margin:0;display:flex;flex-wrap:wrap;gap:.2rem 1rem}
+#subscribe-funds label.fund{white-space:nowrap;font-size:.9rem}
 #subscribe-status[data-state=ok]{color:#0a7d32}#subscribe-status[data-state=error]{color:#b00020}
 footer{margin-top:2rem;font-size:.8rem;color:var(--muted)}
 @media (max-width:40rem){body{padding:.5rem}table{font-size:.78rem}td,th{padding:.25rem}.wide{display:none}}
@@ -231,12 +233,27 @@ def render_files(report: dict, days: list[str]) -> dict[str, bytes]:
 _SUBSCRIBE_FORM = """<section aria-labelledby="subscribe-title"><h2 id="subscribe-title">邮件订阅</h2>
 <form id="subscribe-form" action="{url}" method="post"><label for="subscribe-email">电子邮箱</label>
 <input id="subscribe-email" name="email" type="email" required maxlength="254" autocomplete="email"
-placeholder="name@example.com"> <button type="submit">订阅</button></form>
+placeholder="name@example.com"> <button type="submit">订阅</button>
+<details id="subscribe-funds"><summary>只关注部分基金 (默认全部 {count} 只, 每日发送)</summary>
+<p>只勾选部分基金时, 仅在其中有基金出现买入或卖出信号的交易日发送 (最多 {most} 只)。</p>
+<fieldset><legend>关注的基金</legend>{boxes}</fieldset></details></form>
 <p id="subscribe-status" role="status" aria-live="polite"></p>
-<p>每个交易日收盘后发送一封邮件; 订阅后请点击确认邮件中的链接。</p></section>"""
+<p>每个交易日收盘后发送一封邮件; 订阅后请点击确认邮件中的链接。已订阅的邮箱再次提交即修改关注列表。</p></section>"""
+# The subscription Lambda's limit of funds in one watchlist.
+MAX_WATCHED_FUNDS = 50
 _SUBSCRIBE_OFF = """<section aria-labelledby="subscribe-title"><h2 id="subscribe-title">邮件订阅</h2>
 <p id="subscribe-off">本站未配置订阅接口。部署到 AWS 时 (ALCHEMY_ENV=aws), 将 ALCHEMY_SUBSCRIBE_URL 设为订阅 API 的地址,
 此处即显示订阅表单; 见 deploy/README.md。</p></section>"""
+
+
+def _subscribe_form(url: str, funds: list[dict]) -> str:
+    """The form, with a box per fund, all ticked: a visitor who leaves them all gets every day."""
+    boxes = "".join(
+        f'<label class="fund"><input type="checkbox" name="funds" value="{html.escape(f["ts_code"])}" checked> '
+        f"{html.escape(f['name'])} ({html.escape(f['ts_code'])})</label>"
+        for f in funds
+    )
+    return _SUBSCRIBE_FORM.format(url=html.escape(url), count=len(funds), most=MAX_WATCHED_FUNDS, boxes=boxes)
 
 
 def render_index(latest: dict, days: list[str], subscribe_url: str | None = None) -> str:
@@ -245,7 +262,7 @@ def render_index(latest: dict, days: list[str], subscribe_url: str | None = None
     day = latest["trade_date"]
     before, _ = _neighbours(day, days)
     title = "双均线策略交易信号"
-    form = _SUBSCRIBE_FORM.format(url=html.escape(subscribe_url)) if subscribe_url else _SUBSCRIBE_OFF
+    form = _subscribe_form(subscribe_url, latest["signals"]) if subscribe_url else _SUBSCRIBE_OFF
     body = (
         f'<h1>{title}</h1><h2 id="latest">最新: <a href="reports/{day}.html">{day}</a></h2>{_dated(day)}'
         + (f'<p class="pager"><a rel="prev" href="reports/{before}.html">← {before}</a></p>' if before else "")
