@@ -140,7 +140,7 @@ class Settings:
             text,
             "Tushare Pro token (or the seed's `TUSHARE_API_TOKEN`); never written to logs or run config",
             aws_need="the prices",
-            aws_meaning="as above",
+            aws_meaning="from the SecureString parameter the stack's `TushareTokenParameter` names",
         ),
     )
     tushare_api_url: str | None = setting(

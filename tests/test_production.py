@@ -54,7 +54,8 @@ def template(profile: str) -> dict:
     resources and outputs of the other profile gone."""
     parsed, errors = decode_str((DEPLOY / "cloudformation" / "alchemy.yaml").read_text())
     assert not errors
-    conditions = {"HasDomain": False, "IsSmall": profile == "small", "IsAlwaysOn": profile == "always-on"}
+    conditions = {"HasDomain": False, "HasNotifyUrls": True, "IsSmall": profile == "small",
+                  "IsAlwaysOn": profile == "always-on"}  # fmt: skip
     assert set(parsed["Conditions"]) == set(conditions)
     resolved = {}
     for section in ("Resources", "Outputs"):
@@ -150,6 +151,23 @@ def test_nothing_private_is_reachable_from_the_internet(profile):
     for bucket in ("DataBucket", "SiteBucket"):
         block = resources[bucket]["Properties"]["PublicAccessBlockConfiguration"]
         assert all(block.values())
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_the_operators_secrets_are_free_parameter_store_secure_strings_and_only_the_database_has_a_secret(profile):
+    resources = template(profile)["Resources"]
+    assert not [name for name, r in resources.items() if r["Type"] == "AWS::SecretsManager::Secret"]
+    parameter = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${%s}"
+    containers = [c for r in resources.values() if r["Type"] == "AWS::ECS::TaskDefinition"
+                  for c in r["Properties"]["ContainerDefinitions"]]  # fmt: skip
+    for container in containers:
+        secrets = {s["Name"]: s["ValueFrom"] for s in container.get("Secrets", [])}
+        assert secrets["TUSHARE_TOKEN"] == {"Fn::Sub": parameter % "TushareTokenParameter"}
+        assert secrets["ALCHEMY_NOTIFY_URLS"] == {"Fn::Sub": parameter % "NotifyUrlsParameter"}
+    execution = statements(resources["TaskExecutionRole"])
+    readable = [s["Resource"] for s in execution if s["Action"] == "ssm:GetParameters"]
+    names = ("TushareTokenParameter", "NotifyUrlsParameter")
+    assert readable == [[{"Fn::Sub": parameter % name} for name in names]]
 
 
 def test_the_small_profile_sleeps_between_wake_ups():
