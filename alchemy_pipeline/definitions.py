@@ -11,6 +11,7 @@ from alchemy_pipeline.defs.calendar.assets import build_calendar_schedule, tradi
 from alchemy_pipeline.defs.resources import automation_runs_by_default, build_resources
 from alchemy_pipeline.defs.signals.assets import signal_assets
 from alchemy_pipeline.defs.signals.jobs import build_automation, daily_signals_job
+from alchemy_pipeline.domain.control_plane import ceiling_after_late_data
 from alchemy_pipeline.settings import Settings, load_settings
 
 
@@ -18,7 +19,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     """The assets and jobs, with the resources, schedules and sensor of the environment ``settings`` name."""
     running = automation_runs_by_default(settings)
     notify_subscribers, daily_signals_schedule, notify_subscribers_sensor = build_automation(
-        running, settings.backtest_start
+        running,
+        settings.backtest_start,
+        ceiling_after_late_data(settings.late_data_retries, settings.late_data_retry_seconds),
     )
     return dg.Definitions(
         assets=[

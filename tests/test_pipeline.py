@@ -18,9 +18,11 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pandas as pd
 import pytest
+import yaml
 
 from alchemy_pipeline.definitions import build_definitions
 from alchemy_pipeline.defs.partitions import HISTORY_WINDOW
+from alchemy_pipeline.domain.control_plane import ceiling_after_late_data
 from alchemy_pipeline.domain.market import calendar
 from alchemy_pipeline.domain.signals.fast_path import classify, compute_indicators
 from alchemy_pipeline.domain.signals.rule import RuleParams
@@ -354,6 +356,20 @@ def test_a_daily_report_shows_the_portfolio_chart_and_plottable_numbers_in_the_u
     svg = ElementTree.fromstring(base64.b64decode(image.group(1)))
     curves = svg.findall("{http://www.w3.org/2000/svg}polyline")
     assert len(curves) >= 2  # the strategy and buy & hold, each split where it has no value
+
+
+def test_a_scheduled_run_may_wait_through_every_late_data_retry_before_run_monitoring_ends_it(scenario):
+    # deploy/dagster.yaml's run monitoring ends a run after an hour; a vendor-late day is retried for four
+    # (8 tries, 30 minutes apart). Each scheduled run carries Dagster's own max-runtime tag, from the same
+    # settings and the same rule as the small profile's control plane, which stays up as long.
+    instance_wide = yaml.safe_load((REPO_ROOT / "deploy" / "dagster.yaml").read_text())["run_monitoring"]
+    settings = load_settings(scenario["env"])
+    late_span = settings.late_data_retries * settings.late_data_retry_seconds
+    ceiling = ceiling_after_late_data(settings.late_data_retries, settings.late_data_retry_seconds)
+    for tick in scenario["ticks"].values():
+        for request in tick.run_requests:
+            allowed = int(request.tags["dagster/max_runtime"])
+            assert allowed == ceiling.total_seconds() >= late_span + 3600 > instance_wide["max_runtime_seconds"]
 
 
 def test_sensor_notifies_the_newest_day_once(scenario):

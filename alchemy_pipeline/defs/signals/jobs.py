@@ -36,8 +36,13 @@ daily_signals_job = dg.define_asset_job(
 )
 
 
+# Dagster's run monitoring ends a run past this many seconds (deploy/dagster.yaml's max_runtime_seconds
+# otherwise): a scheduled run may wait for a vendor-late day through every late-data retry.
+MAX_RUNTIME_TAG = "dagster/max_runtime"
+
+
 def scheduled_requests(
-    days: TradingDays, day: str, instance: dg.DagsterInstance, backtest_start: dt.date
+    days: TradingDays, day: str, instance: dg.DagsterInstance, backtest_start: dt.date, max_runtime: dt.timedelta
 ) -> list[dg.RunRequest]:
     plans = days.plan_runs(day, day, materialized_partitions(instance), DAILY, backtest_start)
     # Earlier plans feed later ones: give them the higher priority.
@@ -45,7 +50,11 @@ def scheduled_requests(
         dg.RunRequest(
             run_key=f"{day}:{plan.kind}:{plan.start}",
             asset_selection=[dg.AssetKey(a) for a in plan.assets],
-            tags={**plan_tags(plan, "schedule"), PRIORITY_TAG: str(len(plans) - i)},
+            tags={
+                **plan_tags(plan, "schedule"),
+                PRIORITY_TAG: str(len(plans) - i),
+                MAX_RUNTIME_TAG: str(int(max_runtime.total_seconds())),
+            },
         )
         for i, plan in enumerate(plans)
     ]
@@ -143,10 +152,11 @@ def send_channel_messages(
 
 
 def build_automation(
-    running: bool, backtest_start: dt.date
+    running: bool, backtest_start: dt.date, max_runtime: dt.timedelta
 ) -> tuple[dg.JobDefinition, dg.ScheduleDefinition, dg.SensorDefinition]:
     """The notification job, the daily schedule and the notification sensor, on or off by default; the
-    schedule plans the history the backtest from ``backtest_start`` reads."""
+    schedule plans the history the backtest from ``backtest_start`` reads, each run allowed ``max_runtime``
+    (the late-data retries' span and the time after the last try, as the control plane stays)."""
 
     @dg.job(partitions_def=trading_days_partitions, tags={LANE_TAG: "notify"})
     def notify_subscribers():
@@ -176,7 +186,7 @@ def build_automation(
             )
         if not known.is_trading_day(day):
             return dg.SkipReason(f"{day} is not a trading day of the {calendar.EXCHANGE} calendar")
-        return scheduled_requests(fresh, day.isoformat(), context.instance, backtest_start)
+        return scheduled_requests(fresh, day.isoformat(), context.instance, backtest_start, max_runtime)
 
     @dg.sensor(
         job=notify_subscribers,
