@@ -8,6 +8,7 @@ import dagster as dg
 from alchemy_pipeline.defs.backtest.assets import build_backtest_asset
 from alchemy_pipeline.defs.backtest.lab import build_sweep_asset
 from alchemy_pipeline.defs.calendar.assets import build_calendar_schedule, trading_calendar, trading_calendar_job
+from alchemy_pipeline.defs.operations import build_operations, deadline_job, published_by_deadline
 from alchemy_pipeline.defs.resources import automation_runs_by_default, build_resources
 from alchemy_pipeline.defs.signals.assets import signal_assets
 from alchemy_pipeline.defs.signals.jobs import build_automation, daily_signals_job
@@ -23,6 +24,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         settings.backtest_start,
         ceiling_after_late_data(settings.late_data_retries, settings.late_data_retry_seconds),
     )
+    deadline_schedule, failure_sensor, recovery_sensor = build_operations(running)
     return dg.Definitions(
         assets=[
             *signal_assets,
@@ -30,9 +32,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             build_sweep_asset(settings.backtest_start),
             trading_calendar,
         ],
-        jobs=[daily_signals_job, notify_subscribers, trading_calendar_job],
-        schedules=[daily_signals_schedule, build_calendar_schedule(running)],
-        sensors=[notify_subscribers_sensor],
+        asset_checks=[published_by_deadline],
+        jobs=[daily_signals_job, notify_subscribers, trading_calendar_job, deadline_job],
+        schedules=[daily_signals_schedule, build_calendar_schedule(running), deadline_schedule],
+        sensors=[notify_subscribers_sensor, failure_sensor, recovery_sensor],
         resources=build_resources(settings),
         # Every job, the CLI's and the UI's implicit asset job included, runs its steps in one process: the
         # four steps form a chain, so a process per step would only add an interpreter start and an import

@@ -242,6 +242,20 @@ class Settings:
             "the first wait before a channel that refused is tried again (doubling, 3 retries)",
         ),
     )
+    operator_channels: tuple[Channel, ...] = setting(
+        (),
+        Variable(
+            "ALCHEMY_OPERATOR_URLS",
+            channel_urls,
+            "Apprise URLs that tell the operator of a failed run, a day not published by 23:00 Asia/Shanghai "
+            "and the success after (docs/reliability.md); none: the run's log only",
+            shown_default="none",
+        ),
+    )
+    ui_url: str = setting(
+        "http://localhost:3000",
+        Variable("ALCHEMY_UI_URL", text, "base of the Dagster UI's links in the operator's alerts"),
+    )
     ma_short: int = setting(
         11, Variable("ALCHEMY_MA_SHORT", whole_number(), "short moving-average length in trading days")
     )

@@ -101,6 +101,16 @@ def use_env(mp: pytest.MonkeyPatch, env: dict[str, str], keep: tuple[str, ...] =
         mp.setenv(key, value)
 
 
+@pytest.fixture
+def receivers():
+    """Channels on loopback (tests/receivers.py)."""
+    from tests.receivers import Receivers
+
+    server = Receivers()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint():
     """One moto server for the session; each test makes its own buckets and topics."""

@@ -3,12 +3,8 @@ XML webhooks, one that refuses at first, one too slow to answer. The services be
 (WeCom, DingTalk, Feishu, Telegram ...) cannot be reached from here: their URLs are parsed by Apprise and
 their messages composed for Apprise's own description of each service (format, length)."""
 
-import http.server
 import json
 import re
-import threading
-import time
-from collections import Counter
 from pathlib import Path
 
 import apprise
@@ -24,48 +20,6 @@ from tests.site_fixture import publish_demo_site
 
 DAY = "2024-06-28"
 SITE = "https://signals.example.com"
-
-
-class Receivers:
-    """An HTTP server on loopback whose paths behave as channels do: ``/ok...`` takes every message,
-    ``/refuse-N`` answers 500 to the first N, ``/slow`` answers after ``slow_seconds``."""
-
-    def __init__(self, slow_seconds: float = 3.0):
-        self.posts: list[tuple[str, str, bytes]] = []
-        receivers = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receivers.posts.append((self.path, self.headers["Content-Type"], body))
-                refusals = re.fullmatch(r"/refuse-(\d+)", self.path)
-                seen = sum(path == self.path for path, _, _ in receivers.posts)
-                if self.path == "/slow":
-                    time.sleep(slow_seconds)
-                status = 500 if refusals and seen <= int(refusals[1]) else 200
-                self.send_response(status)
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def count(self) -> Counter:
-        return Counter(path for path, _, _ in self.posts)
-
-    def stop(self):
-        self.server.shutdown()
-
-
-@pytest.fixture
-def receivers():
-    server = Receivers()
-    yield server
-    server.stop()
 
 
 def report_with(buys: int, sells: int, holds: int) -> dict:

@@ -54,7 +54,7 @@ def template(profile: str) -> dict:
     resources and outputs of the other profile gone."""
     parsed, errors = decode_str((DEPLOY / "cloudformation" / "alchemy.yaml").read_text())
     assert not errors
-    conditions = {"HasDomain": False, "HasNotifyUrls": True, "IsSmall": profile == "small",
+    conditions = {"HasDomain": False, "HasNotifyUrls": True, "HasOperatorUrls": True, "IsSmall": profile == "small",
                   "IsAlwaysOn": profile == "always-on"}  # fmt: skip
     assert set(parsed["Conditions"]) == set(conditions)
     resolved = {}
@@ -164,9 +164,10 @@ def test_the_operators_secrets_are_free_parameter_store_secure_strings_and_only_
         secrets = {s["Name"]: s["ValueFrom"] for s in container.get("Secrets", [])}
         assert secrets["TUSHARE_TOKEN"] == {"Fn::Sub": parameter % "TushareTokenParameter"}
         assert secrets["ALCHEMY_NOTIFY_URLS"] == {"Fn::Sub": parameter % "NotifyUrlsParameter"}
+        assert secrets["ALCHEMY_OPERATOR_URLS"] == {"Fn::Sub": parameter % "OperatorUrlsParameter"}
     execution = statements(resources["TaskExecutionRole"])
     readable = [s["Resource"] for s in execution if s["Action"] == "ssm:GetParameters"]
-    names = ("TushareTokenParameter", "NotifyUrlsParameter")
+    names = ("TushareTokenParameter", "NotifyUrlsParameter", "OperatorUrlsParameter")
     assert readable == [[{"Fn::Sub": parameter % name} for name in names]]
 
 
@@ -180,8 +181,9 @@ def test_the_small_profile_sleeps_between_wake_ups():
     assert resources["DatabaseClusterInstance"]["Properties"]["DBInstanceClass"] == "db.serverless"
     wake_ups = {r["Properties"]["ScheduleExpression"]: r["Properties"] for r in resources.values()
                 if r["Type"] == "AWS::Scheduler::Schedule"}  # fmt: skip
-    # Five minutes before daily_signals_schedule (0 18 * * 1-5) and trading_calendar_schedule (0 8 * * *).
-    assert set(wake_ups) == {"cron(55 17 ? * MON-FRI *)", "cron(55 7 ? * MON-FRI *)"}
+    # Five minutes before daily_signals_schedule (0 18 * * 1-5), trading_calendar_schedule (0 8 * * *) and
+    # operator_deadline_schedule (0 23 * * 1-5), whose check must run on the days nothing else did.
+    assert set(wake_ups) == {"cron(55 17 ? * MON-FRI *)", "cron(55 7 ? * MON-FRI *)", "cron(55 22 ? * MON-FRI *)"}
     for wake_up in wake_ups.values():
         assert wake_up["ScheduleExpressionTimezone"] == "Asia/Shanghai"
         ecs = wake_up["Target"]["EcsParameters"]

@@ -17,7 +17,7 @@ from alchemy_pipeline.domain.market.demo_prices import DEMO_NOTICE, DemoTushareA
 from alchemy_pipeline.domain.market.tushare_api import RetryPolicy, TushareClient, shared_rate_limiter
 from alchemy_pipeline.domain.market.universe import load_universe
 from alchemy_pipeline.domain.signals.rule import RuleParams
-from alchemy_pipeline.domain.site.channels import NOTIFY_URLS, Channel, parse_channels
+from alchemy_pipeline.domain.site.channels import NOTIFY_URLS, OPERATOR_URLS, Channel, Outcome, alert, parse_channels
 from alchemy_pipeline.domain.site.notify import LocalOutbox, Notifier, SnsNotifier
 from alchemy_pipeline.infrastructure.storage import BlobStore, LocalBlobStore, S3BlobStore
 from alchemy_pipeline.settings import Settings
@@ -232,6 +232,22 @@ class ChannelsResource(dg.ConfigurableResource):
         return parse_channels(self.urls)
 
 
+class OperatorResource(dg.ConfigurableResource):
+    """Who hears when a day goes wrong: the operator's channels (``ALCHEMY_OPERATOR_URLS``, read from the
+    environment), or none, and then only the log; with links into the Dagster UI at ``ui_url``."""
+
+    records: dg.ResourceDependency[FilesResource]
+    urls: str = ""
+    timeout_seconds: float
+    ui_url: str
+
+    def alert(self, title: str, body: str) -> list[Outcome]:
+        return alert(parse_channels(self.urls, OPERATOR_URLS), title, body, self.timeout_seconds)
+
+    def run_url(self, run_id: str) -> str:
+        return f"{self.ui_url.rstrip('/')}/runs/{run_id}"
+
+
 def automation_runs_by_default(settings: Settings) -> bool:
     """A fresh AWS deployment runs on its own; locally, the schedule and sensor wait to be switched on."""
     return settings.env == "aws"
@@ -276,12 +292,18 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "timeout_seconds": settings.notify_timeout_seconds,
         "retry_seconds": settings.notify_retry_seconds,
     }
+    operator = {
+        "urls": dg.EnvVar(OPERATOR_URLS) if settings.operator_channels else "",
+        "timeout_seconds": settings.notify_timeout_seconds,
+        "ui_url": settings.ui_url,
+    }
     if settings.env == "aws":
         s3 = S3Resource(region_name=settings.aws_region)
         data: FilesResource = S3FilesResource(s3=s3, bucket=settings.data_bucket)
         return {
             **common,
             "channels": ChannelsResource(records=data, **channels),
+            "operator": OperatorResource(records=data, **operator),
             "io_manager": S3ParquetIOManager(s3=s3, bucket=settings.data_bucket),
             "calendar_cache": TradingCalendarResource(files=data),
             "site": SiteResource(
@@ -300,6 +322,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
     return {
         **common,
         "channels": ChannelsResource(records=data, **channels),
+        "operator": OperatorResource(records=data, **operator),
         "io_manager": LocalParquetIOManager(base_dir=str(settings.data_dir)),
         "calendar_cache": TradingCalendarResource(files=data),
         "site": SiteResource(

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from alchemy_pipeline.defs.automation import exchange_schedule
+from alchemy_pipeline.defs.operations import published_by_deadline
 from alchemy_pipeline.defs.partitions import (
     DAILY,
     DAILY_ASSETS,
@@ -30,7 +31,8 @@ from alchemy_pipeline.infrastructure.storage import in_parallel
 
 daily_signals_job = dg.define_asset_job(
     name="daily_signals_job",
-    selection=list(DAILY_ASSETS),
+    # The deadline's check is the operator's schedule's own, at the deadline (defs/operations.py).
+    selection=dg.AssetSelection.assets(*DAILY_ASSETS) - dg.AssetSelection.checks(published_by_deadline),
     tags={LANE_TAG: LANE},
     description="Fetch, compute and publish the trading signals of a trading day (or of a range, as one run).",
 )
@@ -91,7 +93,8 @@ def send_signal_notification(
 def published_report(site: SiteResource, day: str) -> dict:
     published = site.store().get(report_key(day, ".json"))
     if published is None:
-        raise dg.Failure(description=f"No published report for {day}: nothing to notify")
+        # Not retried: a report missing now is not published by waiting a minute.
+        raise dg.Failure(description=f"No published report for {day}: nothing to notify", allow_retries=False)
     return json.loads(published)
 
 

@@ -24,6 +24,9 @@ TUSHARE_EXCHANGE = "SSE"
 TIMEZONE = "Asia/Shanghai"
 # The daily run's hour (Shanghai), after the close and the vendor's publication of the day.
 PUBLISH_HOUR = 18
+# By this hour (Shanghai) a trading day is published, or the operator is told: after the late-data retries'
+# last try (the defaults: 8 tries 30 minutes apart from about 18:00) and its run.
+DEADLINE_HOUR = 23
 # The calendar is built from a little before the partitions start so that look-ups near the start work.
 CALENDAR_START = "2014-01-02"
 # The first trading day Alchemy covers: its partitions start here.

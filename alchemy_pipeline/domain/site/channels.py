@@ -20,9 +20,10 @@ from alchemy_pipeline.domain.backtest import PORTFOLIO_NAME
 from alchemy_pipeline.domain.signals.rule import State
 from alchemy_pipeline.domain.site.notify import DayRecords, NotificationInDoubt
 from alchemy_pipeline.domain.site.report import BACKTEST_UNAVAILABLE, backtest_line, signal_line
-from alchemy_pipeline.infrastructure.storage import BlobStore
+from alchemy_pipeline.infrastructure.storage import BlobStore, in_parallel
 
 NOTIFY_URLS = "ALCHEMY_NOTIFY_URLS"
+OPERATOR_URLS = "ALCHEMY_OPERATOR_URLS"
 # Apprise logs a URL it cannot parse whole, token included: none of its log lines reach the process's
 # log. What a send did is read from its result instead, and redacted (``redact``).
 logging.getLogger("apprise").propagate = False
@@ -195,3 +196,10 @@ def notify_channel(
     outcome = send(channel, message_for(channel.service()), timeout_seconds)
     records.write(day, **fields, state=outcome.state, **({"detail": outcome.detail} if outcome.detail else {}))
     return outcome
+
+
+def alert(channels: tuple[Channel, ...], title: str, body: str, timeout_seconds: float) -> list[Outcome]:
+    """Tells the operator's channels, side by side, in plain text; what each did (nothing when there are
+    none). An alert is not retried: the next failure, or the success after, says where things stand."""
+    message = ChannelMessage(title, body, apprise.NotifyFormat.TEXT)
+    return in_parallel(lambda channel: send(channel, message, timeout_seconds), channels)
