@@ -158,10 +158,18 @@ def test_front_page_shows_the_latest_day_in_a_table_that_sorts_by_a_column(site,
         return [float(v) for v in page.locator(f"table.signals tbody td:nth-child({column + 1})").evaluate_all(
             "cells => cells.map(c => c.dataset.v)")]  # fmt: skip
 
-    page.locator("table.signals th", has_text="涨跌").locator("button").click()
+    header = page.locator("table.signals th", has_text="涨跌")
+    header.locator("button").click()
     assert changes() == sorted(changes())
-    page.locator("table.signals th", has_text="涨跌").locator("button").click()
+    header.locator("button").press("Enter")  # the keyboard's way
     assert changes() == sorted(changes(), reverse=True)
+    # A click in the cell beside its label sorts as well, and only once (the label's click is the cell's).
+    cell, label = header.bounding_box(), header.locator("button").bounding_box()
+    beside = {"x": cell["width"] - 2, "y": cell["height"] - 2}
+    label_right, label_bottom = label["x"] - cell["x"] + label["width"], label["y"] - cell["y"] + label["height"]
+    assert beside["x"] > label_right or beside["y"] > label_bottom  # outside the label
+    header.click(position=beside)
+    assert changes() == sorted(changes()) and header.get_attribute("aria-sort") == "ascending"
     assert page.get_by_label("电子邮箱").is_visible()
 
 

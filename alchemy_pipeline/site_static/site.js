@@ -8,7 +8,8 @@
     Array.prototype.forEach.call(document.querySelectorAll(selector), action);
   }
 
-  // Tables sort by a column on a click of its header (again: the other way); blank cells stay last.
+  // Tables sort by a column on a click anywhere in its header cell (again: the other way); the label is a
+  // button, so the keyboard sorts too (its click reaches the cell). Blank cells stay last.
   function sortKey(cell, kind) {
     var value = cell.getAttribute("data-v");
     if (value === null) value = cell.textContent;
@@ -18,7 +19,7 @@
   each("table.sortable", function (table) {
     var headers = table.tHead.rows[0].cells;
     Array.prototype.forEach.call(headers, function (th, column) {
-      th.querySelector("button").addEventListener("click", function () {
+      th.addEventListener("click", function () {
         var ascending = th.getAttribute("aria-sort") !== "ascending";
         var kind = th.getAttribute("data-sort");
         Array.prototype.forEach.call(headers, function (h) { h.removeAttribute("aria-sort"); });

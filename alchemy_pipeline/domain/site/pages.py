@@ -45,6 +45,7 @@ padding-bottom:.4rem}
 table{border-collapse:collapse;width:100%;font-size:.9rem;font-variant-numeric:tabular-nums}
 td,th{padding:.3rem .4rem;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
 td:first-child,th:first-child,td.names{text-align:left;white-space:normal}
+th[data-sort]{cursor:pointer}
 th button{font:inherit;font-weight:bold;background:none;border:0;padding:0;cursor:pointer;color:inherit}
 th[aria-sort=ascending] button::after{content:" ▲"}th[aria-sort=descending] button::after{content:" ▼"}
 .code{color:var(--muted);font-size:.8rem;display:block}
