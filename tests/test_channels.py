@@ -166,7 +166,7 @@ def test_each_channel_gets_the_day_once_a_refusal_is_retried_and_a_slow_one_is_n
     failure = next(e for e in result.all_events if e.is_step_failure)
     slow = Channel(urls[2])
     assert failure.step_key == "send_channel_messages"
-    assert f"1 of 3 channels did not take {DAY}: xml:{slow.id} unknown" in failure_text(failure)
+    assert f"1 of 3 channels did not take {DAY}: xml:{slow.id}: unknown" in failure_text(failure)
     # The webhooks got the message as Apprise sends it: the day's title, the funds and the day's link.
     _, content_type, body = next(post for post in receivers.posts if post[0] == "/ok")
     assert content_type.startswith("application/json")

@@ -36,14 +36,13 @@ def failure_reason(event: dg.DagsterEvent) -> str:
     return re.sub(rf"^[\w.]*{re.escape(error.cls_name or '')}: ", "", error.message) if error else "no reason given"
 
 
-def tell(log, operator: OperatorResource, title: str, body: str) -> list[str]:
-    """Logs the alert and sends it to the operator's channels; returns how each channel took it."""
+def tell(log, operator: OperatorResource, title: str, body: str) -> None:
+    """Logs the alert and sends it to the operator's channels, logging any that did not take it."""
     log.warning(f"{title}: {body}")
     outcomes = operator.alert(title, body)
     for outcome in outcomes:
         if outcome.state != "sent":
-            log.warning(f"operator channel {outcome.channel}: {outcome.state} ({outcome.detail})")
-    return [f"{o.channel}: {o.state}" for o in outcomes]
+            log.warning(f"operator channel {outcome.described()}")
 
 
 def open_alerts(operator: OperatorResource) -> dict[str, str]:

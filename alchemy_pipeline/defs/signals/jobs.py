@@ -128,8 +128,7 @@ def send_channel_messages(
         lambda channel: notify_channel(channel, store, day, message_for, channels.timeout_seconds), configured
     )
     for outcome in outcomes:
-        said = f"{outcome.channel}: {outcome.state}" + (f" ({outcome.detail})" if outcome.detail else "")
-        (context.log.info if outcome.state in ("sent", "already sent") else context.log.warning)(said)
+        (context.log.info if outcome.state in ("sent", "already sent") else context.log.warning)(outcome.described())
     table = "\n".join(["| channel | outcome |", "|---|---|"] + [
         f"| `{o.channel}` | {o.state}{': ' + o.detail if o.detail else ''} |" for o in outcomes
     ])  # fmt: skip
@@ -148,7 +147,7 @@ def send_channel_messages(
     if unsettled:
         raise dg.Failure(
             description=f"{len(unsettled)} of {len(outcomes)} channels did not take {day}: "
-            + "; ".join(f"{o.channel} {o.state}" + (f" ({o.detail})" if o.detail else "") for o in unsettled),
+            + "; ".join(o.described() for o in unsettled),
             metadata=metadata,
         )
     return dg.Output(None, metadata=metadata)

@@ -145,6 +145,9 @@ class Outcome:
     state: str
     detail: str = ""
 
+    def described(self) -> str:
+        return f"{self.channel}: {self.state}" + (f" ({self.detail})" if self.detail else "")
+
 
 def redact(text: str, url: str) -> str:
     """``text`` without any secret-looking part of ``url`` (its user, password, token or path pieces; host
