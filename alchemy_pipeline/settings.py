@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alchemy_pipeline.domain.backtest import EXECUTIONS, NEXT_OPEN
-from alchemy_pipeline.domain.market.calendar import FIRST_DAY
+from alchemy_pipeline.domain.market.calendar import DEADLINE_HOUR, FIRST_DAY, TIMEZONE
 from alchemy_pipeline.domain.signals.rule import MIN_SEARCH_DAYS, RuleParams
 from alchemy_pipeline.domain.site.channels import Channel, ChannelError, parse_channels
 
@@ -247,8 +247,8 @@ class Settings:
         Variable(
             "ALCHEMY_OPERATOR_URLS",
             channel_urls,
-            "Apprise URLs that tell the operator of a failed run, a day not published by 23:00 Asia/Shanghai "
-            "and the success after (docs/reliability.md); none: the run's log only",
+            f"Apprise URLs that tell the operator of a failed run, a day not published by {DEADLINE_HOUR}:00 "
+            f"{TIMEZONE} and the success after (docs/reliability.md); none: the run's log only",
             shown_default="none",
         ),
     )

@@ -176,7 +176,8 @@ def _watchlist(codes: list[str]) -> list[str]:
     watchlist = list(dict.fromkeys(code.strip().upper() for code in codes if code.strip()))
     if len(watchlist) > MAX_FUNDS:
         raise BadRequest(400, "too_many_funds", f"关注列表最多 {MAX_FUNDS} 只基金（收到 {len(watchlist)} 只）。")
-    unknown = [code for code in watchlist if code not in _known_funds()]
+    known = _known_funds()
+    unknown = [code for code in watchlist if code not in known]
     if unknown:
         shown = "、".join(code[:16] for code in unknown[:5]) + ("等" if len(unknown) > 5 else "")
         raise BadRequest(400, "unknown_funds", f"未知的基金代码：{shown}（只能关注本站列出的基金）。")
@@ -212,14 +213,16 @@ def _subscribe(email: str, funds: list[str]) -> dict:
         if existing is not None and existing.startswith("arn:"):
             # A confirmed address: SNS refuses a second subscription with other attributes, so the
             # watchlist is changed on the subscription itself.
-            sns_client().set_subscription_attributes(SubscriptionArn=existing, AttributeName="FilterPolicy",
-                                               AttributeValue=policy)  # fmt: skip
+            sns_client().set_subscription_attributes(
+                SubscriptionArn=existing, AttributeName="FilterPolicy", AttributeValue=policy
+            )
             logger.info("watchlist of %s set to %d funds", mask(email), len(funds))
             return _answer(200, {"status": "updated", "funds": funds, "message": _updated(email, funds)})
         attributes = {"FilterPolicy": policy, "FilterPolicyScope": "MessageAttributes"} if funds else {}
         # Pending or new: (re)subscribing sends the confirmation email again.
-        sns_client().subscribe(TopicArn=topic, Protocol="email", Endpoint=email, ReturnSubscriptionArn=False,
-                         Attributes=attributes)  # fmt: skip
+        sns_client().subscribe(
+            TopicArn=topic, Protocol="email", Endpoint=email, ReturnSubscriptionArn=False, Attributes=attributes
+        )
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         said = exc.response.get("Error", {}).get("Message", "")
