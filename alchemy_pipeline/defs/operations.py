@@ -23,7 +23,8 @@ DEADLINE = f"{calendar.DEADLINE_HOUR}:00 {calendar.TIMEZONE}"
 
 
 def one_line(text: str, limit: int = 300) -> str:
-    first = (text or "").strip().splitlines()[0] if (text or "").strip() else "no reason given"
+    lines = (text or "").strip().splitlines()
+    first = lines[0] if lines else "no reason given"
     return first if len(first) <= limit else first[: limit - 3] + "..."
 
 
@@ -151,7 +152,6 @@ def build_operations(running: bool) -> tuple[dg.ScheduleDefinition, dg.SensorDef
         if not alerts:
             return
         run = context.dagster_run
-        published = context.instance.get_materialized_partitions(dg.AssetKey(REPORT_ASSET))
         closed = {}
         failed = alerts.get(f"run:{run.job_name}")
         if failed is not None:
@@ -160,9 +160,14 @@ def build_operations(running: bool) -> tuple[dg.ScheduleDefinition, dg.SensorDef
                 f"run {run.run_id} of {run.job_name} succeeded after run {failed} failed "
                 f"{operator.run_url(run.run_id)}",
             )
-        for key in [k for k in alerts if k.startswith("deadline:") and k.split(":", 1)[1] in published]:
-            day = key.split(":", 1)[1]
-            closed[key] = (f"Alchemy: {day} published", f"{day} is published after its deadline (run {run.run_id})")
+        late = {key.removeprefix("deadline:"): key for key in alerts if key.startswith("deadline:")}
+        if late:
+            published = context.instance.get_materialized_partitions(dg.AssetKey(REPORT_ASSET))
+            for day in sorted(late.keys() & published):
+                closed[late[day]] = (
+                    f"Alchemy: {day} published",
+                    f"{day} is published after its deadline (run {run.run_id})",
+                )
         for title, body in closed.values():
             tell(context.log, operator, title, body)
         if closed:

@@ -158,8 +158,8 @@ def redact(text: str, url: str) -> str:
     return text
 
 
-def send(channel: Channel, message: ChannelMessage, timeout_seconds: float) -> Outcome:
-    service = channel.service()
+def send(channel: Channel, service: apprise.NotifyBase, message: ChannelMessage, timeout_seconds: float) -> Outcome:
+    """Sends ``message`` through the channel's ``service`` (``Channel.service``) and says what came of it."""
     # A slow answer must end as Apprise's timeout (the message may have arrived), never as the service's own
     # read timeout, which Apprise reports as a failure like a refusal.
     service.socket_read_timeout = timeout_seconds + 30
@@ -196,7 +196,8 @@ def notify_channel(
             return Outcome(channel.name, "already sent")
     except NotificationInDoubt as doubt:
         return Outcome(channel.name, "unknown", str(doubt))
-    outcome = send(channel, message_for(channel.service()), timeout_seconds)
+    service = channel.service()
+    outcome = send(channel, service, message_for(service), timeout_seconds)
     records.write(day, **fields, state=outcome.state, **({"detail": outcome.detail} if outcome.detail else {}))
     return outcome
 
@@ -205,4 +206,4 @@ def alert(channels: tuple[Channel, ...], title: str, body: str, timeout_seconds:
     """Tells the operator's channels, side by side, in plain text; what each did (nothing when there are
     none). An alert is not retried: the next failure, or the success after, says where things stand."""
     message = ChannelMessage(title, body, apprise.NotifyFormat.TEXT)
-    return in_parallel(lambda channel: send(channel, message, timeout_seconds), channels)
+    return in_parallel(lambda channel: send(channel, channel.service(), message, timeout_seconds), channels)
