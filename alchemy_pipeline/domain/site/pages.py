@@ -58,7 +58,8 @@ figure.heatmap{margin:1rem 0}figcaption{font-size:.85rem;color:var(--muted)}
 .ranges button{margin-right:.3rem}
 form{display:flex;flex-wrap:wrap;gap:.5rem;align-items:center}input[type=email]{flex:1 1 12rem;padding:.5rem;
 font-size:1rem}button{padding:.3rem .8rem;font-size:1rem}
-#subscribe-funds fieldset{border:0;padding:0;margin:0;display:flex;flex-wrap:wrap;gap:.2rem 1rem}
+#subscribe-funds{flex-basis:100%}#subscribe-funds fieldset{border:0;padding:0;margin:0;display:flex;flex-wrap:wrap;
+gap:.2rem 1rem}
 #subscribe-funds label.fund{white-space:nowrap;font-size:.9rem}
 #subscribe-status[data-state=ok]{color:#0a7d32}#subscribe-status[data-state=error]{color:#b00020}
 footer{margin-top:2rem;font-size:.8rem;color:var(--muted)}
