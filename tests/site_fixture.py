@@ -1,6 +1,6 @@
 """A small published site made the way the pipeline makes it, from the demo's synthetic prices: the signals
-(fast_path), the backtest and its documents, then the reports and pages, in two runs (a range, then the
-next day) as the daily schedule would publish them."""
+(fast_path), the backtest, its documents and equity ledger, then the reports and pages with the tearsheets, in
+two runs (a range, then the next day) as the daily schedule would publish them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from alchemy_pipeline.domain.backtest import BacktestSettings, document_files, run_backtest, summary_table, trade_lists
+from alchemy_pipeline.domain.backtest import (
+    BacktestSettings,
+    document_files,
+    ledger,
+    run_backtest,
+    summary_table,
+    trade_lists,
+)
 from alchemy_pipeline.domain.market.demo_prices import fund_series
 from alchemy_pipeline.domain.signals.fast_path import classify, compute_indicators
 from alchemy_pipeline.domain.signals.rule import RuleParams
@@ -45,7 +52,10 @@ def publish_run(store, prices, universe, days: list[dt.date], start: dt.date, su
     publish_backtests(store, document_files(backtest, PARAMS.described(), only=set(days)), trades)
     signals = history[history["trade_date"].dt.date.isin(days)].reset_index(drop=True)
     summaries = summary_table(backtest.frame[backtest.frame["trade_date"].dt.date.isin(days)], settings)
-    publish_signals(store, signals, PARAMS, None, subscribe_url, summaries, prices)
+    # As the chain and signal_report do: the equity ledger kept beside the pipeline's data, read whole.
+    data = LocalBlobStore(Path(f"{store.root}.data"))
+    ledger.write(data, [backtest.frame])
+    publish_signals(store, signals, PARAMS, None, subscribe_url, summaries, prices, ledger=ledger.read(data))
     return signals
 
 

@@ -8,6 +8,7 @@ commands' plans (as scripts/backfill runs them), then the daily runs of 2024-06-
 
 import contextlib
 import json
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -172,3 +173,55 @@ def test_a_backtest_that_fails_leaves_the_days_report_out_without_it_and_the_nex
     report = json.loads((site / "reports" / f"{NEXT}.json").read_text("utf-8"))
     assert report["backtest"]["portfolio"]["strategy"]["total_return"] is not None
     assert json.loads((site / "backtests" / f"{NEXT}.json").read_text("utf-8"))["as_of"] == NEXT
+
+
+def test_the_newest_days_tearsheets_and_downloads_follow_the_backtest_and_are_rebuilt_without_a_ledger(world):
+    one = world("one")
+    one.publish(START, RANGE_END)
+    (run,) = one.publish(DAILY, DAILY)
+    site = one.root / "site"
+    document = json.loads((site / "backtests" / f"{DAILY}.json").read_text("utf-8"))
+    cash = document["settings"]["cash"]
+    # The UI's etf_backtest shows the portfolio's Sortino ratio and beta as its tearsheet publishes them.
+    (state,) = materializations(run, "etf_backtest")
+    portfolio = json.loads((site / "backtests" / "tearsheets" / "PORTFOLIO.json").read_text("utf-8"))
+    assert state.metadata["portfolio_sortino"].value == portfolio["strategy"]["sortino"] is not None
+    assert state.metadata["portfolio_beta"].value == portfolio["relative"]["beta"] is not None
+    figures = {f["ts_code"]: f for f in document["funds"]} | {"PORTFOLIO": document["portfolio"]}
+    episodes = 0
+    for code, fund in figures.items():
+        sheet = json.loads((site / "backtests" / "tearsheets" / f"{code}.json").read_text("utf-8"))
+        assert sheet["as_of"] == DAILY and sheet["ts_code"] == code
+        strategy = fund["strategy"]
+        episodes += len(sheet["strategy"]["drawdowns"])
+        deepest = (sheet["strategy"]["drawdowns"] or [{"depth": 0.0, "trough": None}])[0]
+        assert (deepest["depth"], deepest["trough"]) == (strategy["max_drawdown"], strategy["max_drawdown_trough"])
+        growth = 1.0
+        for value in sheet["strategy"]["yearly_returns"].values():
+            growth *= 1 + value
+        assert growth - 1 == pytest.approx(strategy["total_return"], abs=2e-6)
+        equity = (site / "backtests" / "csv" / f"{code}.equity.csv").read_bytes()
+        assert equity.startswith(b"\xef\xbb\xbfday,strategy,buy_and_hold\r\n")
+        rows = [line.split(",") for line in equity.decode("utf-8-sig").splitlines()[1:]]
+        start = cash * (len(FUNDS) if code == "PORTFOLIO" else 1)
+        assert float(rows[-1][1]) == pytest.approx(start * (1 + strategy["total_return"]), abs=start * 1e-6)
+        assert rows[-1][0] == DAILY and all(len(value.split(".")[1]) == 2 for row in rows for value in row[1:])
+        page = (site / "funds" / f"{code}.html").read_text("utf-8")
+        assert f'href="../backtests/csv/{code}.equity.csv"' in page and "rolling-sharpe-chart" in page
+        if code == "PORTFOLIO":
+            continue
+        series = json.loads((site / "funds" / f"{code}.json").read_text("utf-8"))["series"]
+        bars = [d for d, close in zip(series["dates"], series["close"], strict=True) if close is not None]
+        assert [row[0] for row in rows] == [d for d in bars if d >= START]
+        trades = json.loads((site / "backtests" / "trades" / f"{code}.json").read_text("utf-8"))
+        listed = (site / "backtests" / "csv" / f"{code}.trades.csv").read_text("utf-8-sig").splitlines()[1:]
+        assert [line.split(",")[:4] for line in listed] == [
+            [code, FUNDS[code], t["signal_day"], t["entry_day"]] for t in trades
+        ]
+        assert sheet["strategy"]["closed_trades"] == sum(t["exit_day"] is not None for t in trades)
+    assert episodes >= 5
+    # An instance from before the equity ledger: its next run adds the stored days from their states.
+    before = one.site()
+    shutil.rmtree(one.root / "data" / "backtest_equity")
+    one.publish(DAILY, DAILY)
+    assert one.site() == before

@@ -153,6 +153,11 @@ def test_the_held_back_day_leaves_no_trace_in_any_backtest_file(backfilled):
             assert BAD_DAY not in (trade["entry_day"], trade["exit_day"], trade["signal_day"], trade["exit_signal_day"])
     for data in (site / "funds").glob("*.json"):
         assert BAD_DAY not in json.loads(data.read_text("utf-8"))["series"]["dates"], data.name
+    sheets = list((site / "backtests" / "tearsheets").glob("*.json"))
+    downloads = list((site / "backtests" / "csv").glob("*.csv"))
+    assert len(sheets) > 1 and len(downloads) == 2 * len(sheets)
+    for published in sheets + downloads:
+        assert BAD_DAY not in published.read_text("utf-8-sig"), published.name
     # Stored for the day after to go on from: the day before's state, unchanged.
     before = BUNDLED_DAYS.calendar.sessions(START, BAD_DAY)[-2].isoformat()
     held, previous = (

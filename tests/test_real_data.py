@@ -398,3 +398,16 @@ def test_the_sweeps_production_cell_reproduces_the_production_backtests_trades(r
     for code, entry, exit_ in differing:  # each listed
         assert f"| {code} | {entry}...{exit_} |" in page, (code, entry, exit_)
     assert len(differing) < 0.03 * total
+
+
+def test_the_tearsheets_agree_with_quantstats_to_their_published_precision(real_run):
+    pytest.importorskip("quantstats", reason="quantstats (the dev extra) cross-checks the tearsheets")
+    from benchmarks.tearsheet import compare_site
+
+    gaps = compare_site(real_run["store"], real_run["site"])
+    # Every figure but the trades', fractions and ratios published at 6 decimals: within half their last digit.
+    assert set(gaps) == {
+        "sortino", "monthly_returns", "yearly_returns", "rolling_sharpe", "drawdowns.depth", "drawdowns.trough",
+        "alpha", "beta",
+    }  # fmt: skip
+    assert all(gap <= 5.000001e-7 for gap in gaps.values()), gaps

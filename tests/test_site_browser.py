@@ -204,9 +204,13 @@ def test_a_fund_page_draws_both_charts_with_a_marker_on_every_cross(site, page):
     states = data["series"]["state"]
     markers = page.evaluate("window.alchemyCharts.priceMarkers.markers().map(m => m.text)")
     assert markers.count("买") == states.count("BUY") > 0 and markers.count("卖") == states.count("SELL") > 0
-    for chart in ("#price-chart", "#equity-chart"):
+    for chart in ("#price-chart", "#equity-chart", "#rolling-sharpe-chart"):
         assert page.locator(f"{chart} canvas").count() > 0
         assert page.locator(chart).bounding_box()["height"] > 200
+    # The rolling Sharpe ratio: a point a month for each sleeve, the whole history in view.
+    sheet = json.loads((site["dir"] / "backtests" / "tearsheets" / f"{FUND}.json").read_text())
+    months = "window.alchemyCharts.rollingSharpe.timeScale().getVisibleRange()"
+    assert page.evaluate(months)["from"] == sheet["strategy"]["rolling_sharpe"][0]["day"]
     visible = "window.alchemyCharts.price.timeScale().getVisibleRange()"
     assert page.evaluate(visible)["from"] > data["series"]["dates"][0]  # the last year first
     page.get_by_role("button", name="全部").click()
@@ -225,9 +229,21 @@ def test_pages_read_without_javascript(site, page):
     quiet.goto(f"{site['url']}/funds/{FUND}.html")
     trades = json.loads((site["dir"] / "backtests" / "trades" / f"{FUND}.json").read_text())
     assert quiet.locator("table.trades tbody tr").count() == len(trades) > 0
-    assert "累计收益" in quiet.locator("table.metrics").inner_text()
+    assert "累计收益" in quiet.locator("table.metrics").first.inner_text()
     assert quiet.locator("table.crosses tbody tr").count() > 0
-    assert quiet.locator("noscript p", has_text="图表需要 JavaScript").is_visible()
+    assert quiet.locator("noscript p", has_text="图表需要 JavaScript").first.is_visible()
+    # The tearsheet: a row per year and sleeve of monthly returns, coloured by sign; the drawdowns; downloads.
+    sheet = json.loads((site["dir"] / "backtests" / "tearsheets" / f"{FUND}.json").read_text())
+    years = sheet["strategy"]["yearly_returns"]
+    assert quiet.locator("table.months tbody tr").count() == 2 * len(years) > 0
+    assert quiet.locator("table.months td.p1, table.months td.p2, table.months td.p3").count() > 0
+    assert quiet.locator("table.drawdowns tbody tr").count() == sum(
+        len(sheet[s]["drawdowns"]) for s in ("strategy", "buy_and_hold")
+    )
+    with quiet.expect_download() as download:
+        quiet.get_by_role("link", name="交易记录 (CSV)").click()
+    data = Path(download.value.path()).read_bytes()
+    assert data.startswith("\ufeffts_code,name,".encode()) and f"{FUND},沪深300ETF,".encode() in data
     quiet.goto(f"{site['url']}/index.html")
     assert quiet.locator("table.signals tbody tr").count() == 3
     context.close()

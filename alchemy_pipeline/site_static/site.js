@@ -146,10 +146,23 @@
     charts.equity = equity;
   }
 
+  if (fund.tearsheet && document.getElementById("rolling-sharpe-chart")) {
+    // One point a month; the whole history shown, whatever range the charts above show.
+    var rolling = chart("rolling-sharpe-chart", 2);
+    var monthly = function (sheet) {
+      return sheet.rolling_sharpe.map(function (p) { return p.value === null ? {time: p.day} : {time: p.day, value: p.value}; });
+    };
+    rolling.addSeries(LC.LineSeries, {color: UP, lineWidth: 2, title: "策略"}).setData(monthly(fund.tearsheet.strategy));
+    rolling.addSeries(LC.LineSeries, {color: MUTED, lineWidth: 2, title: "持有"}).setData(monthly(fund.tearsheet.buy_and_hold));
+    rolling.timeScale().fitContent();
+    charts.rollingSharpe = rolling;
+  }
+
   // The last year at first; the buttons show the last 3 years or the whole history (then drag or zoom).
   function showYears(years) {
     var end = dates[dates.length - 1];
     Object.keys(charts).forEach(function (name) {
+      if (name === "rollingSharpe") return;
       var timeScale = charts[name].timeScale && charts[name].timeScale();
       if (!timeScale) return;
       if (!years) return timeScale.fitContent();

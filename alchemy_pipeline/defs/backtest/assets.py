@@ -13,6 +13,9 @@ from alchemy_pipeline.defs.partitions import BACKTEST_ASSET, range_days
 from alchemy_pipeline.defs.resources import BacktestResource, SiteResource, StrategyResource, UniverseResource
 from alchemy_pipeline.defs.trading_days import TRADING_DAYS, trading_days_partitions
 from alchemy_pipeline.domain import backtest as bt
+from alchemy_pipeline.domain.backtest import PORTFOLIO
+from alchemy_pipeline.domain.backtest import ledger as bt_ledger
+from alchemy_pipeline.domain.backtest.tearsheet import headline_ratios
 from alchemy_pipeline.domain.market.quality import QUALITY_COLUMNS
 from alchemy_pipeline.domain.site.publish import backtest_key
 from alchemy_pipeline.settings import SettingsError
@@ -156,7 +159,12 @@ def build_backtest_asset(start: dt.date) -> dg.AssetsDefinition:
         # The UI shows the last day: its rows alone (a decade of a large universe is millions of rows).
         summaries = bt.summary_table(result.frame[result.frame["trade_date"] == pd.Timestamp(last)], chain.settings)
         metadata = _summary_metadata(summaries, len(result.frame), len(days), last, site.url(backtest_key(last)))
+        # The portfolio's ratios of its tearsheet, over every stored day's equity (the ledger's one fund).
+        equity = bt_ledger.bars(bt_ledger.read(io_manager.store(), PORTFOLIO))
+        ratios = headline_ratios(equity[equity["day"] <= last], chain.settings.cash * len(chain.codes))
         metadata.update(
+            portfolio_sortino=ratios["sortino"],
+            portfolio_beta=ratios["beta"],
             fingerprint=chain.fingerprint,
             documents_published=result.documents,
             trades_rewritten=result.trades_rewritten,

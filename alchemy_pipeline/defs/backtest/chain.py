@@ -5,8 +5,9 @@ A run carries the state stored for the day before its first day. When that state
 (none stored, another fingerprint, or trades published that do not match it), the run recomputes the chain
 from the backtest's start out of the stored prices and signals. When the run leaves its last day's state
 other than it was stored and later days are stored, it carries the chain on through them. Either way it
-rewrites those days' states, republishes their backtest documents where they were published, and lists the
-days whose reports must be published again (``REPUBLISH_KEY``), which ``signal_report`` does.
+rewrites those days' states and their equity ledger, republishes their backtest documents where they were
+published, and lists the days whose reports must be published again (``REPUBLISH_KEY``), which
+``signal_report`` does.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from alchemy_pipeline.defs.partitions import (
 )
 from alchemy_pipeline.defs.trading_days import TRADING_DAYS
 from alchemy_pipeline.domain import backtest as bt
+from alchemy_pipeline.domain.backtest import ledger
 from alchemy_pipeline.domain.market.quality import QUALITY_COLUMNS, held_back_days
 from alchemy_pipeline.domain.site.publish import publish_backtests, published_days, trades_key
 from alchemy_pipeline.infrastructure.storage import BlobStore, in_parallel
@@ -154,6 +156,8 @@ class BacktestChain:
         outside = [c for c in (earlier, later) if c is not None]
         result.other_days = [d.isoformat() for c in outside for d in c.days]
         result.documents, result.trades_rewritten = self._publish(chain, run, outside, kept)
+        # Beside the states (the run's are stored by the IO manager once the step returns): their equity.
+        ledger.write(self.io_manager.store(), [c.frame for c in chain])
         self._mark_for_republishing(outside)
         return result
 

@@ -30,6 +30,7 @@ from alchemy_pipeline.defs.resources import (
 from alchemy_pipeline.defs.trading_days import trading_days_partitions
 from alchemy_pipeline.domain import backtest as bt
 from alchemy_pipeline.domain.backtest import PORTFOLIO
+from alchemy_pipeline.domain.backtest import ledger as bt_ledger
 from alchemy_pipeline.domain.market.prices import fetch_prices
 from alchemy_pipeline.domain.market.quality import (
     QUALITY_COLUMNS,
@@ -306,11 +307,12 @@ def signal_report(
     republished = _republish(context, io_manager, store, run_days, params, prices.notice, site.subscribe_url, settings)
     summaries = bt.summary_table(etf_backtest, settings)
     del etf_backtest
+    ledger = _equity_ledger(context, io_manager, settings)
     unavailable = _backtest_unavailable(kept, summaries, settings)
     if unavailable:
         context.log.error(f"The backtest of {', '.join(unavailable)} is unavailable: published without it")
     written = publish_signals(
-        store, kept, params, prices.notice, site.subscribe_url, summaries, factors, unavailable=unavailable
+        store, kept, params, prices.notice, site.subscribe_url, summaries, factors, unavailable, ledger
     )
     days = kept["trade_date"].drop_duplicates()
     newest = backtest_summaries(summaries[summaries["trade_date"] == days.max()])
@@ -369,9 +371,35 @@ def _republish(context, io_manager, store, run_days: set[str], params, notice, s
     signals = io_manager.read(dg.AssetKey(SIGNALS_ASSET), days)
     factors = io_manager.read(dg.AssetKey(PRICE_ASSET), days, ["ts_code", "trade_date", "adj_factor"])
     states = io_manager.read(dg.AssetKey(BACKTEST_ASSET), days)
-    publish_signals(store, signals, params, notice, subscribe_url, bt.summary_table(states, settings), factors)
+    summaries = bt.summary_table(states, settings)
+    ledger = _equity_ledger(context, io_manager, settings)
+    publish_signals(store, signals, params, notice, subscribe_url, summaries, factors, ledger=ledger)
     io_manager.store().put(REPUBLISH_KEY, b"[]")
     return days
+
+
+def _equity_ledger(context, io_manager, settings) -> pd.DataFrame:
+    """The equity ledger of every stored day of the backtest. Days stored before the ledger was kept (by a
+    version without it) are added from their stored states first, a year at a time, once."""
+    store = io_manager.store()
+    ledger = bt_ledger.read(store)
+    start = settings.start.isoformat()
+    stored = sorted(
+        key.removeprefix(f"{BACKTEST_ASSET}/").removesuffix(".parquet")
+        for key in store.keys(f"{BACKTEST_ASSET}/")
+        if key.endswith(".parquet")
+    )
+    missing = sorted({d for d in stored if d >= start} - bt_ledger.days_held(ledger))
+    if not missing:
+        return ledger
+    context.log.info(
+        f"Adding {len(missing)} days ({missing[0]}...{missing[-1]}) to the equity ledger from their stored "
+        "states: they were stored before the ledger was kept"
+    )
+    for year in sorted({d[:4] for d in missing}):
+        days = [d for d in missing if d.startswith(year)]
+        bt_ledger.write(store, [io_manager.read(dg.AssetKey(BACKTEST_ASSET), days)])
+    return bt_ledger.read(store)
 
 
 def _fund_pages_gap(store, first_day: str) -> str | None:

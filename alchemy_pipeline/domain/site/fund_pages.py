@@ -89,9 +89,17 @@ def merge_series(stored: dict | None, new: dict) -> dict:
     return merged
 
 
-def fund_document(code: str, name: str, series: dict, strategy: dict, backtest: dict | None, trades: list) -> dict:
+def fund_document(
+    code: str,
+    name: str,
+    series: dict,
+    strategy: dict,
+    backtest: dict | None,
+    trades: list,
+    tearsheet: dict | None = None,
+) -> dict:
     """A fund's published data: its series, and the backtest's figures as of its last day when ``backtest``
-    (that day's published backtest document) is given."""
+    (that day's published backtest document) is given, with the day's ``tearsheet``."""
     as_of = series["dates"][-1]
     figures = None
     if backtest is not None and backtest["as_of"] == as_of:
@@ -108,6 +116,7 @@ def fund_document(code: str, name: str, series: dict, strategy: dict, backtest: 
         "backtest": terms,
         "figures": figures,
         "trades": trades,
+        "tearsheet": tearsheet if figures is not None else None,
         "series": series,
     }
 
@@ -202,6 +211,101 @@ def _trades(trades: list[dict]) -> str:
     return _table("trades", headers, rows) if rows else "<p>回测期内没有交易。</p>"
 
 
+SLEEVE_LABELS = {"strategy": "策略", "buy_and_hold": "买入持有"}
+TEARSHEET_LABELS = {
+    "sortino": "索提诺比率",
+    "alpha": "阿尔法(年化)",
+    "beta": "贝塔",
+    "closed_trades": "已平仓交易",
+    "profit_factor": "盈亏比",
+    "expectancy": "每笔期望收益",
+    "average_holding_days": "平均持有交易日",
+    "best_trade": "最佳交易",
+    "worst_trade": "最差交易",
+}
+TEARSHEET_FRACTIONS = {"alpha", "expectancy", "best_trade", "worst_trade"}
+
+
+def _tearsheet_value(metric: str, value) -> str:
+    if value is None:
+        return "-"
+    if metric in TEARSHEET_FRACTIONS:
+        return f"{value * 100:.2f}%"
+    return str(value) if isinstance(value, int) else f"{value:.2f}"
+
+
+def _month_cell(value: float | None) -> str:
+    """A month's return, shaded by its size: red for a gain, green for a loss, as the market colours them."""
+    if value is None:
+        return "<td>-</td>"
+    level = min(3, 1 + int(abs(value) / 0.04)) if value else 0
+    shade = f' class="{"p" if value > 0 else "n"}{level}"' if level else ""
+    return f"<td{shade}>{value * 100:.1f}</td>"
+
+
+def _monthly_returns(sheet: dict) -> str:
+    years = sorted(sheet["strategy"]["yearly_returns"], reverse=True)
+    head = "".join(f"<th>{m}月</th>" for m in range(1, 13))
+    rows = []
+    for year in years:
+        for k, sleeve in enumerate(SLEEVE_LABELS):
+            months = sheet[sleeve]["monthly_returns"]
+            cells = "".join(_month_cell(months.get(f"{year}-{m:02d}")) for m in range(1, 13))
+            label = f"{year} {SLEEVE_LABELS[sleeve]}" if not k else SLEEVE_LABELS[sleeve]
+            whole = _month_cell(sheet[sleeve]["yearly_returns"].get(year))
+            rows.append(f"<tr><td>{label}</td>{cells}{whole}</tr>")
+    return (
+        f'<div class="scroll"><table class="months"><thead><tr><th>年份</th>{head}<th>全年</th></tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def _drawdowns(sheet: dict) -> str:
+    rows = [
+        [
+            SLEEVE_LABELS[sleeve],
+            e["peak"],
+            e["trough"],
+            e["recovery"] or "未恢复",
+            f'<span class="down">{e["depth"] * 100:.2f}%</span>',
+            str(e["days"]),
+        ]
+        for sleeve in SLEEVE_LABELS
+        for e in sheet[sleeve]["drawdowns"]
+    ]
+    headers = ["", "高点", "低点", "恢复", "深度", "自然日"]
+    return _table("drawdowns", headers, rows) if rows else "<p>回测期内没有回撤。</p>"
+
+
+def _tearsheet(sheet: dict, code: str) -> list[str]:
+    """The tearsheet's sections: its ratios and trade statistics, the monthly returns, the deepest drawdowns,
+    the rolling Sharpe ratio's chart and the downloads."""
+    strategy, hold, relative = sheet["strategy"], sheet["buy_and_hold"], sheet["relative"]
+    rows = [[TEARSHEET_LABELS["sortino"], *(_tearsheet_value("sortino", s["sortino"]) for s in (strategy, hold))]]
+    rows += [[TEARSHEET_LABELS[m], _tearsheet_value(m, relative[m]), ""] for m in ("alpha", "beta")]
+    rows += [[TEARSHEET_LABELS[m], _tearsheet_value(m, strategy[m]), ""] for m in list(TEARSHEET_LABELS)[3:]]
+    downloads = " · ".join(
+        f'<a href="../backtests/{path}" download>{label}</a>'
+        for path, label in (
+            (f"csv/{code}.equity.csv", "每日净值 (CSV)"),
+            (f"csv/{code}.trades.csv", "交易记录 (CSV)"),
+            (f"tearsheets/{code}.json", "全部指标 (JSON)"),
+        )
+    )
+    return [
+        '<h2 id="tearsheet">风险与交易统计</h2>',
+        _table("metrics", ["指标", "策略", "买入持有"], rows),
+        "<h2>月度收益 (%)</h2>",
+        _monthly_returns(sheet),
+        "<h2>最深的回撤</h2>",
+        _drawdowns(sheet),
+        "<h2>滚动夏普比率 (244个交易日)</h2>",
+        NO_SCRIPT,
+        '<div id="rolling-sharpe-chart" class="chart short"></div>',
+        f'<p class="downloads">下载: {downloads}</p>',
+    ]
+
+
 def _crosses(series: dict) -> str:
     rows = [
         [
@@ -265,6 +369,8 @@ def render_fund_page(document: dict, data: bytes) -> str:
             '<a href="../rules.html#backtest">假设与成本</a></p>'
         )
         parts.append(_metrics(document["figures"]))
+    if document["tearsheet"] is not None:
+        parts += _tearsheet(document["tearsheet"], code)
     if not portfolio:
         parts += ["<h2>回测交易</h2>", _trades(document["trades"]), "<h2>信号历史</h2>", _crosses(series)]
     parts.append(_embedded(data))

@@ -53,7 +53,9 @@ th[aria-sort=ascending] button::after{content:" ▲"}th[aria-sort=descending] bu
 .EMPTY{color:var(--down)}.NO_DATA,.INSUFFICIENT_HISTORY{color:var(--muted)}
 .state{display:inline-block;padding:0 .35rem;border-radius:3px}
 .up{color:var(--up)}.down{color:var(--down)}
-.chart{height:22rem;margin:.5rem 0}.chart.tall{height:28rem}
+.chart{height:22rem;margin:.5rem 0}.chart.tall{height:28rem}.chart.short{height:16rem}
+table.months td{padding:.2rem .3rem}.p1{background:#fbe5e8}.p2{background:#f5bcc4}.p3{background:#ec8796}
+.n1{background:#e2f3e7}.n2{background:#b5dfc1}.n3{background:#7cc594}
 figure.heatmap{margin:1rem 0}figcaption{font-size:.85rem;color:var(--muted)}
 .ranges button{margin-right:.3rem}
 form{display:flex;flex-wrap:wrap;gap:.5rem;align-items:center}input[type=email]{flex:1 1 12rem;padding:.5rem;

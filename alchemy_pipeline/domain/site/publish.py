@@ -3,6 +3,7 @@
 Layout: ``reports/YYYY-MM-DD.json|.txt|.html``; ``index.html``, ``history.html``, ``history.json`` and
 ``rules.html``; ``funds/<ts_code>.json|.html`` (and ``funds/PORTFOLIO.*``); ``static/`` (the pages' script
 and charting library); the backtest's ``backtests/YYYY-MM-DD.json`` and ``backtests/trades/<ts_code>.json``;
+the newest day's ``backtests/tearsheets/<ts_code>.json`` and ``backtests/csv/<ts_code>.equity.csv|.trades.csv``;
 the parameter lab's sweeps, ``lab/<run id>/`` and ``lab/latest/``.
 A day's report JSON is written last, and the history lists only days whose JSON exists, so a day appears
 on the site only once all three of its files are there; the fund pages, the history and the front page
@@ -19,8 +20,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from alchemy_pipeline.domain.backtest import PORTFOLIO
+from alchemy_pipeline.domain.backtest.ledger import bars as ledger_bars
+from alchemy_pipeline.domain.backtest.tearsheet import closed_trades, tearsheet
 from alchemy_pipeline.domain.lab import Sweep, headline, sweep_document
 from alchemy_pipeline.domain.signals.rule import RuleParams
+from alchemy_pipeline.domain.site.downloads import equity_csv, equity_csv_key, trades_csv, trades_csv_key
 from alchemy_pipeline.domain.site.feed import FEED_KEY, render_feed
 from alchemy_pipeline.domain.site.fund_pages import (
     document_bytes,
@@ -58,6 +63,7 @@ CONTENT_TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".parquet": "application/vnd.apache.parquet",
     ".xml": "application/atom+xml; charset=utf-8",
+    ".csv": "text/csv; charset=utf-8",
 }
 # The front page, the history and the fund pages change every day; a dated report only if it is re-run.
 SHORT_CACHE = "public, max-age=300"
@@ -110,11 +116,13 @@ def publish_signals(
     backtests: pd.DataFrame | None = None,
     factors: pd.DataFrame | None = None,
     unavailable: Iterable[str] = (),
+    ledger: pd.DataFrame | None = None,
 ) -> list[str]:
     """Publishes the report of every day in ``signals``, with its backtest summary from the summary table
     ``backtests`` (on the days ``unavailable``, a report that says the backtest is unavailable); then each
-    fund's page with these days added (their adjustment factors from ``factors``, the prices), the pages of
-    the published days on either side, the history and the front page. Rendering is pure Python: a long
+    fund's page with these days added (their adjustment factors from ``factors``, the prices) and, given the
+    equity ``ledger`` of every published day, the tearsheets and downloads; the pages of the published days
+    on either side, the history and the front page. Rendering is pure Python: a long
     range is rendered in worker processes, a batch of days each, while this process writes the files."""
 
     missing = dict.fromkeys(unavailable)
@@ -144,7 +152,7 @@ def publish_signals(
             entries += [entry for _, _, entry in batch]
     # Once every day's files are durable: the pages that link to them.
     written += _relink_neighbours(store, run_days, days)
-    written += publish_fund_pages(store, run_series(signals, factors, backtests), params.described())
+    written += publish_fund_pages(store, run_series(signals, factors, backtests), params.described(), ledger)
     return written + refresh_site(store, subscribe_url, entries, days)
 
 
@@ -159,9 +167,12 @@ def _relink_neighbours(store: BlobStore, run_days: list[str], days: list[str]) -
     return [report_key(day, ".html") for day in outside]
 
 
-def publish_fund_pages(store: BlobStore, new_days: dict[str, dict], rule: dict) -> list[str]:
+def publish_fund_pages(
+    store: BlobStore, new_days: dict[str, dict], rule: dict, ledger: pd.DataFrame | None = None
+) -> list[str]:
     """Adds each fund's new days (``run_series``) to its stored data and re-renders its page, with the
-    backtest's figures of its last day and its trades as the backtest published them."""
+    backtest's figures of its last day, its trades as the backtest published them and, given the ``ledger``,
+    its tearsheet (``publish_tearsheets``)."""
 
     @functools.cache
     def backtest_as_of(day: str) -> dict | None:
@@ -169,13 +180,25 @@ def publish_fund_pages(store: BlobStore, new_days: dict[str, dict], rule: dict) 
         stored = store.get(backtest_key(day))
         return json.loads(stored) if stored is not None else None
 
+    written, sheets = [], {}
+    equity = ledger_bars(ledger) if ledger is not None else None
+    if equity is not None and len(equity) and (newest := backtest_as_of(equity["day"].max())) is not None:
+        written, sheets = publish_tearsheets(store, equity, newest)
+
     def publish(code: str) -> list[str]:
         stored = store.get(fund_data_key(code))
         series = merge_series(json.loads(stored)["series"] if stored else None, new_days[code]["series"])
         trades = store.get(trades_key(code))
         backtest = backtest_as_of(series["dates"][-1])
+        sheet = sheets.get(code)
         document = fund_document(
-            code, new_days[code]["name"], series, rule, backtest, json.loads(trades) if trades else []
+            code,
+            new_days[code]["name"],
+            series,
+            rule,
+            backtest,
+            json.loads(trades) if trades else [],
+            sheet if sheet is not None and sheet["as_of"] == series["dates"][-1] else None,
         )
         data = document_bytes(document)
         _put(store, fund_data_key(code), data, SHORT_CACHE)
@@ -183,7 +206,50 @@ def publish_fund_pages(store: BlobStore, new_days: dict[str, dict], rule: dict) 
         return [fund_data_key(code), fund_page_key(code)]
 
     with store.batch():
-        return [key for keys in in_parallel(publish, list(new_days)) for key in keys]
+        return written + [key for keys in in_parallel(publish, list(new_days)) for key in keys]
+
+
+def tearsheet_key(code: str) -> str:
+    return f"backtests/tearsheets/{code}.json"
+
+
+def publish_tearsheets(store: BlobStore, equity: pd.DataFrame, backtest: dict) -> tuple[list[str], dict[str, dict]]:
+    """Each fund's and the portfolio's tearsheet as of ``backtest``'s day (its published document) and their
+    equity and trades as CSV, from the ``equity`` at each bar (the ledger's) and the published trades. The
+    portfolio's trade statistics pool its funds' trades; its trades file lists them all."""
+    cash = backtest["settings"]["cash"]
+    funds = [(f["ts_code"], f["name"]) for f in backtest["funds"]]
+    equity = equity[equity["day"] <= backtest["as_of"]]
+    rows = dict(tuple(equity.groupby("ts_code", sort=False)))
+    empty = equity.iloc[0:0]
+
+    def fund_files(fund: tuple[str, str]) -> tuple[dict, list, list, dict[str, bytes]]:
+        code, name = fund
+        bars, stored = rows.get(code, empty), store.get(trades_key(code))
+        trades = [(code, name, t) for t in (json.loads(stored) if stored else [])]
+        closed = closed_trades([t for _, _, t in trades], bars["day"].tolist())
+        sheet = tearsheet(code, backtest["as_of"], bars, cash, closed)
+        return sheet, closed, trades, _tearsheet_files(code, sheet, bars, trades)
+
+    made = in_parallel(fund_files, funds)
+    pooled = [trade for _, closed, _, _ in made for trade in closed]
+    portfolio_equity = rows.get(PORTFOLIO, empty)
+    portfolio = tearsheet(PORTFOLIO, backtest["as_of"], portfolio_equity, cash * len(funds), pooled)
+    files = {key: data for *_, made_files in made for key, data in made_files.items()}
+    every_trade = [trade for _, _, trades, _ in made for trade in trades]
+    files.update(_tearsheet_files(PORTFOLIO, portfolio, portfolio_equity, every_trade))
+    with store.batch():
+        in_parallel(lambda item: _put(store, item[0], item[1], SHORT_CACHE), list(files.items()))
+    sheets = {code: sheet for (code, _), (sheet, *_) in zip(funds, made, strict=True)}
+    return list(files), {**sheets, PORTFOLIO: portfolio}
+
+
+def _tearsheet_files(code: str, sheet: dict, equity: pd.DataFrame, trades: list) -> dict[str, bytes]:
+    return {
+        tearsheet_key(code): json.dumps(sheet, ensure_ascii=False, indent=1, allow_nan=False).encode("utf-8"),
+        equity_csv_key(code): equity_csv(equity),
+        trades_csv_key(code): trades_csv(trades),
+    }
 
 
 def backtest_key(day: str) -> str:

@@ -1,0 +1,178 @@
+"""The tearsheet of a fund or of the portfolio: the figures analysts judge a strategy by beyond the running
+ones of the backtest's documents (``backtests/tearsheets/<ts_code>.json``).
+
+Every figure is computed from a sleeve's equity at each of the fund's published bars, in full precision (the
+backtest's state, as the equity ledger keeps it), and from the starting value before the first bar: the daily
+returns are ``equity / previous equity - 1``, the very returns of the documents' volatility and Sharpe ratio.
+Fractions are rounded as the documents round them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pandas as pd
+
+from alchemy_pipeline.domain.backtest.engine import FRACTION_DIGITS, TRADING_DAYS_PER_YEAR
+
+DRAWDOWN_EPISODES = 5
+# The rolling Sharpe ratio looks back a trading year, as the documents annualise.
+ROLLING_BARS = TRADING_DAYS_PER_YEAR
+HOLDING_DIGITS = 2
+TRADE_STATISTICS = ("profit_factor", "expectancy", "average_holding_days", "best_trade", "worst_trade")
+_ANNUAL = math.sqrt(TRADING_DAYS_PER_YEAR)
+
+
+def _fraction(value: float) -> float | None:
+    return round(float(value), FRACTION_DIGITS) if math.isfinite(value) else None
+
+
+def daily_returns(equity: np.ndarray, start_value: float) -> np.ndarray:
+    """Each bar's return over the bar before (the starting value before the first), as the backtest's running
+    figures take it."""
+    equity = np.asarray(equity, float)
+    return equity / np.concatenate(([start_value], equity[:-1])) - 1
+
+
+def sortino(returns: np.ndarray) -> float:
+    """The mean daily return over the downside deviation ``sqrt(mean(min(r, 0)^2))``, annualised with the
+    square root of 244, the risk-free rate 0; NaN without a return or without a loss."""
+    if not len(returns):
+        return math.nan
+    downside = math.sqrt(float(np.mean(np.minimum(returns, 0.0) ** 2)))
+    return float(np.mean(returns)) / downside * _ANNUAL if downside > 0 else math.nan
+
+
+def period_returns(dates: list[str], equity: np.ndarray, start_value: float, width: int) -> dict[str, float | None]:
+    """The return of each calendar period (``width`` 7: months ``YYYY-MM``, 4: years ``YYYY``): its last
+    equity over the previous period's last, the starting value before the first."""
+    if not dates:
+        return {}
+    periods = [d[:width] for d in dates]
+    last = [i for i in range(len(periods)) if i + 1 == len(periods) or periods[i + 1] != periods[i]]
+    closing = equity[last]
+    opening = np.concatenate(([start_value], closing[:-1]))
+    return {periods[i]: _fraction(c / o - 1) for i, c, o in zip(last, closing, opening, strict=True)}
+
+
+def drawdown_episodes(
+    dates: list[str], equity: np.ndarray, start_value: float, as_of: str, count: int = DRAWDOWN_EPISODES
+) -> list[dict]:
+    """The ``count`` deepest drawdowns, deepest first (the earlier of two as deep): each a stretch of bars
+    below the highest equity so far (the starting value included), with the day of its peak (its last bar at
+    the peak, the first bar when the peak is the starting value), of its trough (the first at its depth) and of
+    its recovery (the first bar back at the peak; None while not recovered), its depth and its calendar days
+    from the peak to the recovery, or to ``as_of``."""
+    equity = np.asarray(equity, float)
+    if not len(equity):
+        return []
+    peaks = np.maximum.accumulate(np.concatenate(([start_value], equity)))[1:]
+    drawdown = equity / peaks - 1
+    below = np.concatenate(([0], (equity < peaks).astype(np.int8), [0]))
+    starts, ends = np.flatnonzero(np.diff(below) == 1), np.flatnonzero(np.diff(below) == -1)
+    if not len(starts):
+        return []
+    depths = np.minimum.reduceat(drawdown, starts)
+    deepest = sorted(range(len(starts)), key=lambda k: (depths[k], starts[k]))[:count]
+    episodes = []
+    for k in deepest:
+        first, end = int(starts[k]), int(ends[k])
+        peak = dates[first - 1] if first else dates[0]
+        recovery = dates[end] if end < len(dates) else None
+        days = (dt.date.fromisoformat(recovery or as_of) - dt.date.fromisoformat(peak)).days
+        trough = first + int(np.argmin(drawdown[first:end]))
+        episodes.append(
+            {"peak": peak, "trough": dates[trough], "recovery": recovery, "depth": _fraction(depths[k]), "days": days}
+        )
+    return episodes
+
+
+def rolling_sharpe(dates: list[str], returns: np.ndarray, bars: int = ROLLING_BARS) -> list[dict]:
+    """At each month's last bar, the Sharpe ratio of the ``bars`` daily returns ending on it (inclusive; the
+    sample standard deviation; annualised as the documents do); None while fewer bars, or flat."""
+    points = []
+    for i, day in enumerate(dates):
+        if i + 1 < len(dates) and dates[i + 1][:7] == day[:7]:
+            continue
+        value = math.nan
+        if i + 1 >= bars:
+            window = returns[i + 1 - bars : i + 1]
+            sd = float(np.std(window, ddof=1))
+            if sd > 0:
+                value = float(np.mean(window)) / sd * _ANNUAL
+        points.append({"day": day, "value": _fraction(value)})
+    return points
+
+
+def sleeve_tearsheet(dates: list[str], equity: np.ndarray, start_value: float, as_of: str) -> dict:
+    """A sleeve's figures from its equity at each bar of ``dates``."""
+    returns = daily_returns(equity, start_value)
+    return {
+        "sortino": _fraction(sortino(returns)),
+        "monthly_returns": period_returns(dates, equity, start_value, 7),
+        "yearly_returns": period_returns(dates, equity, start_value, 4),
+        "drawdowns": drawdown_episodes(dates, equity, start_value, as_of),
+        "rolling_sharpe": rolling_sharpe(dates, returns),
+    }
+
+
+def closed_trades(trades: list[dict], dates: list[str]) -> list[tuple[float, int]]:
+    """The net return and the bars held (from the entry's bar to the exit's, among ``dates``, the fund's bars)
+    of each closed trade as published."""
+    closed = [t for t in trades if t["exit_day"] is not None]
+    entries = np.searchsorted(dates, [t["entry_day"] for t in closed])
+    exits = np.searchsorted(dates, [t["exit_day"] for t in closed])
+    return [(t["return"], int(b)) for t, b in zip(closed, exits - entries, strict=True)]
+
+
+def trade_statistics(closed: list[tuple[float, int]]) -> dict:
+    """Over closed trades (``closed_trades``; the portfolio pools its funds'), net of fees: the profit factor
+    (the sum of the gains over the sum of the losses, of their net returns; None without a loss), the
+    expectancy (the mean net return), the average bars held, and the best and worst net returns."""
+    if not closed:
+        return {"closed_trades": 0, **dict.fromkeys(TRADE_STATISTICS)}
+    returns = np.array([r for r, _ in closed], float)
+    losses = -returns[returns < 0].sum()
+    return {
+        "closed_trades": len(closed),
+        "profit_factor": _fraction(returns[returns > 0].sum() / losses) if losses > 0 else None,
+        "expectancy": _fraction(returns.mean()),
+        "average_holding_days": round(float(np.mean([b for _, b in closed])), HOLDING_DIGITS),
+        "best_trade": _fraction(returns.max()),
+        "worst_trade": _fraction(returns.min()),
+    }
+
+
+def relative(strategy: np.ndarray, hold: np.ndarray) -> dict:
+    """The strategy's beta (the sample covariance of its daily returns with holding's over holding's sample
+    variance) and alpha (``(mean strategy - beta x mean holding) x 244``); None under two returns or when
+    holding's did not vary."""
+    if len(hold) < 2 or not np.ptp(hold) > 0:
+        return {"alpha": None, "beta": None}
+    beta = float(np.cov(strategy, hold, ddof=1)[0, 1] / np.var(hold, ddof=1))
+    alpha = (float(np.mean(strategy)) - beta * float(np.mean(hold))) * TRADING_DAYS_PER_YEAR
+    return {"alpha": _fraction(alpha), "beta": _fraction(beta)}
+
+
+def headline_ratios(equity: pd.DataFrame, start_value: float) -> dict:
+    """The strategy's Sortino ratio and beta against holding, as its tearsheet publishes them."""
+    strategy = daily_returns(equity["strategy"].to_numpy(float), start_value)
+    hold = daily_returns(equity["buy_and_hold"].to_numpy(float), start_value)
+    return {"sortino": _fraction(sortino(strategy)), "beta": relative(strategy, hold)["beta"]}
+
+
+def tearsheet(code: str, as_of: str, equity: pd.DataFrame, start_value: float, closed: list[tuple[float, int]]) -> dict:
+    """The published tearsheet of one fund (or the portfolio) as of ``as_of``: ``equity`` is its ledger
+    (``day``, ``strategy``, ``buy_and_hold``: the equity at each published bar, in day order) and ``closed``
+    its closed trades (``closed_trades``)."""
+    dates = equity["day"].tolist()
+    sleeves = {
+        sleeve: sleeve_tearsheet(dates, equity[sleeve].to_numpy(float), start_value, as_of)
+        for sleeve in ("strategy", "buy_and_hold")
+    }
+    sleeves["strategy"].update(trade_statistics(closed))
+    strategy = daily_returns(equity["strategy"].to_numpy(float), start_value)
+    hold = daily_returns(equity["buy_and_hold"].to_numpy(float), start_value)
+    return {"as_of": as_of, "ts_code": code, **sleeves, "relative": relative(strategy, hold)}
