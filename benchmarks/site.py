@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from alchemy_pipeline.domain.backtest import BacktestSettings, document_files, run_backtest, summary_table, trade_lists
+from alchemy_pipeline.domain.backtest import (
+    BacktestSettings,
+    document_files,
+    ledger,
+    run_backtest,
+    summary_table,
+    trade_lists,
+)
 from alchemy_pipeline.domain.market.universe import load_universe
 from alchemy_pipeline.domain.signals.fast_path import classify, compute_indicators
 from alchemy_pipeline.domain.signals.rule import RuleParams
@@ -21,7 +28,7 @@ from alchemy_pipeline.infrastructure.storage import LocalBlobStore
 from tests.site_fixture import demo_prices
 
 START, END = "2015-01-05", "2024-12-31"
-DAY_TARGET_S, FUND_PAGE_KB, INDEX_KB = 2.0, 300, 100
+DAY_TARGET_S, FUND_PAGE_KB, INDEX_KB = 2.0, 150, 100
 
 
 class CountingStore(LocalBlobStore):
@@ -52,16 +59,20 @@ def site_publishing() -> tuple[list[str], list[tuple[str, str, bool]]]:
     backtest = run_backtest(prices, signals, universe, settings, days)
     summaries = summary_table(backtest.frame, settings)
     last = pd.Timestamp(days[-1])
-    with tempfile.TemporaryDirectory(prefix="bench-site-") as root:
-        store = CountingStore(root)
+    with tempfile.TemporaryDirectory(prefix="bench-site-") as root, tempfile.TemporaryDirectory() as data:
+        store, data_store = CountingStore(root), LocalBlobStore(data)
         publish_backtests(store, document_files(backtest, params.described()), trade_lists(backtest, {}))
+        ledger.write(data_store, [backtest.frame])
         store.writes.clear()
         started = time.perf_counter()
-        publish_signals(store, signals[signals["trade_date"] < last], params, None, None, summaries, prices)
+        before = signals[signals["trade_date"] < last]
+        publish_signals(store, before, params, None, None, summaries, prices, ledger=ledger.read(data_store))
         backfill = time.perf_counter() - started
         most_writes = max(n for key, n in store.writes.items() if key.startswith("funds/"))
         started = time.perf_counter()
-        publish_signals(store, signals[signals["trade_date"] == last], params, None, None, summaries, prices)
+        # As signal_report does: the equity ledger read whole for the tearsheets.
+        day = signals[signals["trade_date"] == last]
+        publish_signals(store, day, params, None, None, summaries, prices, ledger=ledger.read(data_store))
         daily = time.perf_counter() - started
         site = Path(root)
         scripts = [site / "static" / CHARTS_LIBRARY, site / "static" / "site.js"]
@@ -76,8 +87,8 @@ def site_publishing() -> tuple[list[str], list[tuple[str, str, bool]]]:
         f"In one process, the reports and pages alone (no Dagster), on local files: the default {len(universe)} "
         f"funds' demo prices, {len(days):,} trading days from {START} to {END}, signals and backtest computed "
         "first (not timed). The days but the last published as one run, then the last day as the daily run "
-        "publishes it (its report, the pages either side of it, every fund page with its data, the history, "
-        "the rules and the front page).",
+        "publishes it (its report, the pages either side of it, every fund page with its data, the equity "
+        "ledger read for every fund's tearsheet and downloads, the history, the rules and the front page).",
         "",
         "| measure | value |",
         "|---|---:|",
@@ -92,7 +103,8 @@ def site_publishing() -> tuple[list[str], list[tuple[str, str, bool]]]:
         (f"publishing a day, {len(universe)} funds x 10 years: at most {DAY_TARGET_S:g} s", f"{daily:.2f} s",
          daily <= DAY_TARGET_S),
         ("a 10-year run renders each fund page once", f"{most_writes} writes", most_writes == 1),
-        (f"fund page with its data under {FUND_PAGE_KB} KB gzipped", f"{page_kb} KB", page_kb < FUND_PAGE_KB),
+        (f"largest fund page with its scripts at most {FUND_PAGE_KB} KB gzipped", f"{page_kb} KB",
+         page_kb <= FUND_PAGE_KB),
         (f"front page under {INDEX_KB} KB gzipped", f"{index_kb} KB", index_kb < INDEX_KB),
     ]  # fmt: skip
     return lines, rows

@@ -323,6 +323,17 @@ def test_the_docs_backtest_figures_are_those_published(real_run):
         f"the market {strategy['exposure'] * 100:.1f}% of the\ntime and paid {strategy['fees']:,.2f} CNY in fees"
     )
     assert sentence in page
+    sheet = json.loads((real_run["site"] / "backtests" / "tearsheets" / "PORTFOLIO.json").read_text("utf-8"))
+    for label, sleeve in (("following the signals", "strategy"), ("buying and holding", "buy_and_hold")):
+        row = next(line for line in readme.splitlines() if line.startswith(f"| {label} |") and line.count("|") == 5)
+        deepest = sheet[sleeve]["drawdowns"][0]
+        want = [f"{sheet[sleeve]['sortino']:.2f}", deepest["peak"], deepest["recovery"]]
+        assert [cell.strip() for cell in row.strip("|").split("|")[1:]] == want, label
+    relative, trades = sheet["relative"], sheet["strategy"]
+    assert (
+        f"beta {relative['beta']:.2f}, alpha {relative['alpha'] * 100:.2f}% a year; {trades['closed_trades']} "
+        f"closed trades, profit factor {trades['profit_factor']:.2f}"
+    ) in " ".join(readme.split())
 
 
 def sweep_trades(prices: pd.DataFrame, funds: pd.DataFrame, start: dt.date, end: dt.date) -> dict[str, list]:

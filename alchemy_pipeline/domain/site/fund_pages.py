@@ -294,6 +294,7 @@ def _tearsheet(sheet: dict, code: str) -> list[str]:
     )
     return [
         '<h2 id="tearsheet">风险与交易统计</h2>',
+        f'<p class="meta">截至 {sheet["as_of"]}, 自回测开始; <a href="../rules.html#tearsheet">各指标的定义</a></p>',
         _table("metrics", ["指标", "策略", "买入持有"], rows),
         "<h2>月度收益 (%)</h2>",
         _monthly_returns(sheet),
