@@ -72,7 +72,7 @@ def run_alchemy(compare: bool, out: Path) -> dict:
     started = time.perf_counter()
     returns = []
     for history in lab.fund_histories(prices, universe, END):
-        signals = lab.pair_signals(history.closes, history.factors, pairs, decimals=None)
+        signals = lab.pair_signals(history.closes, history.factors, pairs, rounded=False)
         runs = lab.simulate_pairs(signals, history.opens, history.closes, history.factors, settings)
         returns.append(runs.equity[:, -1] / settings.cash - 1)
     seconds = time.perf_counter() - started
@@ -122,7 +122,7 @@ def run_vectorbt(out: Path) -> dict:
     # The engines alone: vectorbt's from_signals on the entries and exits Alchemy computed.
     same = []
     for fund in funds:
-        signals = lab.pair_signals(fund["close"].to_numpy(), np.ones(len(fund)), pairs, decimals=None).T
+        signals = lab.pair_signals(fund["close"].to_numpy(), np.ones(len(fund)), pairs, rounded=False).T
         same.append(portfolio(fund, signals == 1, signals == -1))
     np.save(out, np.stack([np.stack(own), np.stack(same)]))
     return {"cold": cold, "warm": warm}

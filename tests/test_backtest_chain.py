@@ -16,6 +16,8 @@ import pytest
 
 from alchemy_pipeline.definitions import build_definitions
 from alchemy_pipeline.defs.partitions import materialized_partitions, plan_tags
+from alchemy_pipeline.domain import backtest as bt
+from alchemy_pipeline.domain.signals.rule import RULE_VERSION
 from alchemy_pipeline.domain.site.report import BACKTEST_UNAVAILABLE
 from alchemy_pipeline.settings import load_settings
 from tests.conftest import BUNDLED_DAYS, use_env, vendor_tables, write_universe
@@ -225,3 +227,23 @@ def test_the_newest_days_tearsheets_and_downloads_follow_the_backtest_and_are_re
     shutil.rmtree(one.root / "data" / "backtest_equity")
     one.publish(DAILY, DAILY)
     assert one.site() == before
+
+
+def test_a_backtest_stored_by_the_rules_previous_version_names_the_commands_that_compute_its_signals_again(
+    world, monkeypatch
+):
+    one = world("one")
+    current = bt.fingerprint
+    # The range as the rule's previous definition stored it (its version is in every state's fingerprint).
+    monkeypatch.setattr(bt, "fingerprint", lambda *args: current(*args, RULE_VERSION - 1))
+    one.publish(START, RANGE_END)
+    monkeypatch.setattr(bt, "fingerprint", current)
+    (run,) = one.publish(DAILY, DAILY)
+    site = one.root / "site"
+    assert json.loads((site / "reports" / f"{DAILY}.json").read_text("utf-8"))["backtest"] is None
+    assert not (site / "backtests" / f"{DAILY}.json").exists(), "nothing traded on the old rule's signals"
+    (state,) = materializations(run, "etf_backtest")
+    error = state.metadata["error"].value
+    assert error.startswith(f"The stored backtest and signals were made by version {RULE_VERSION - 1} of the rule")
+    for asset in ("etf_indicators", "trade_signals"):
+        assert f"dg launch --assets {asset} --partition-range {START}...{DAILY}" in error

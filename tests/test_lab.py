@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from decimal import ROUND_HALF_UP, Decimal
 
 import numpy as np
 import pandas as pd
 import pytest
-import talib
 
 from alchemy_pipeline.domain import backtest as bt
 from alchemy_pipeline.domain import lab
@@ -23,6 +23,7 @@ UNIVERSE = pd.DataFrame({"ts_code": [*CODES, "588000.SH"], "name": ["沪深300ET
 END = dt.date(2021, 12, 31)
 START = dt.date(2019, 1, 2)
 GRID = lab.Grid(3, 7, 8, 13)
+THOUSANDTH = Decimal("0.001")
 
 
 def lab_prices() -> pd.DataFrame:
@@ -36,18 +37,25 @@ def lab_prices() -> pd.DataFrame:
 
 
 def plain_signals(prices: pd.DataFrame, short: int, long: int) -> pd.DataFrame:
-    """The sweep's rule written out bar by bar: on bar i, the averages of bars i and i - 1 of close x factor,
-    over factor i, rounded to 3 decimals; the signals the backtest engine is given for one pair."""
+    """The sweep's rule written out bar by bar in decimal arithmetic: on bar i, the averages of bars i and
+    i - 1 of close x factor over factor i, rounded half up to 3 decimals; the signals the backtest engine is
+    given for one pair."""
     frames = []
     for code, bars in prices.groupby("ts_code"):
         bars = bars.sort_values("trade_date")
-        factors = bars["adj_factor"].to_numpy()
-        scaled = bars["close"].to_numpy() * factors
-        a, b = talib.SMA(scaled, short), talib.SMA(scaled, long)
+        factors = [Decimal(str(f)) for f in bars["adj_factor"].tolist()]
+        scaled = [Decimal(str(c)) * f for c, f in zip(bars["close"].tolist(), factors, strict=True)]
+
+        def average(n: int, end: int, factor: Decimal, scaled=scaled) -> Decimal | None:
+            if end < n - 1:
+                return None
+            return (sum(scaled[end - n + 1 : end + 1]) / (n * factor)).quantize(THOUSANDTH, rounding=ROUND_HALF_UP)
+
         states = [State.HOLD]
         for i in range(1, len(scaled)):
-            now_a, now_b, then_a, then_b = (np.round(x / factors[i], 3) for x in (a[i], b[i], a[i - 1], b[i - 1]))
-            if np.isnan(then_a) or np.isnan(then_b):
+            now_a, now_b = average(short, i, factors[i]), average(long, i, factors[i])
+            then_a, then_b = average(short, i - 1, factors[i]), average(long, i - 1, factors[i])
+            if then_a is None or then_b is None:
                 states.append(State.HOLD)
             elif now_a > now_b and not then_a > then_b:
                 states.append(State.BUY)
@@ -129,7 +137,8 @@ def test_a_row_whose_cash_cannot_buy_a_lot_is_traded_as_the_engine_trades_it():
     prices = prices[prices["ts_code"] == CODES[0]]
     universe = UNIVERSE.head(1)
     settings = bt.BacktestSettings(start=START, cash=3_000, min_commission=5)
-    fund = prices.assign(close=prices["close"] * 7, open=prices["open"] * 7)  # a lot costs about what the cash is
+    # A lot costs about what the cash is (prices quoted in thousandths, as ever).
+    fund = prices.assign(close=(prices["close"] * 7).round(3), open=(prices["open"] * 7).round(3))
     sweep = lab.run_sweep(fund, universe, GRID, settings, END)
     unaffordable = 0
     for short, long in GRID.pairs().tolist():

@@ -28,6 +28,7 @@ from alchemy_pipeline.defs.partitions import (
     INDICATOR_ASSET,
     PRICE_ASSET,
     SIGNALS_ASSET,
+    backfill_command,
     contiguous_ranges,
     to_day,
 )
@@ -35,6 +36,7 @@ from alchemy_pipeline.defs.trading_days import TRADING_DAYS
 from alchemy_pipeline.domain import backtest as bt
 from alchemy_pipeline.domain.backtest import ledger
 from alchemy_pipeline.domain.market.quality import QUALITY_COLUMNS, held_back_days
+from alchemy_pipeline.domain.signals.rule import RULE_VERSION
 from alchemy_pipeline.domain.site.publish import publish_backtests, published_days, trades_key
 from alchemy_pipeline.infrastructure.storage import BlobStore, in_parallel
 
@@ -132,6 +134,7 @@ class BacktestChain:
             try:
                 state = bt.BacktestState.from_frame(previous, self.settings, self.universe, self.fingerprint)
             except bt.StateError as why:
+                self._refuse_older_rule(previous, days[-1])
                 reason = f"the state before {days[0]} cannot be carried on: {why}"
             if reason is None:
                 kept = self._kept_trades(state, days[0])
@@ -160,6 +163,23 @@ class BacktestChain:
         ledger.write(self.io_manager.store(), [c.frame for c in chain])
         self._mark_for_republishing(outside)
         return result
+
+    def _refuse_older_rule(self, previous: pd.DataFrame, last: dt.date) -> None:
+        """A state made by the rule's previous definition means the stored signals are that rule's too: the
+        backtest would trade them. Fails naming the commands that compute the signals again."""
+        if previous.empty or "fingerprint" not in previous.columns:
+            return
+        older = bt.fingerprint(self.settings, self.rule, self.codes, self.max_funds_without_data, RULE_VERSION - 1)
+        if previous["fingerprint"].iloc[0] != older:
+            return
+        ranges = [(self.settings.start.isoformat(), last.isoformat())]
+        commands = "; ".join(backfill_command(a, ranges, upstream=False) for a in (INDICATOR_ASSET, SIGNALS_ASSET))
+        raise RuntimeError(
+            f"The stored backtest and signals were made by version {RULE_VERSION - 1} of the rule; version "
+            f"{RULE_VERSION} computes the averages exactly, which changes the signals of days whose average is "
+            f"half-way between two thousandths. Compute the signals since the backtest's start again, then run "
+            f"this day again: {commands}"
+        )
 
     def _carry_stored(self, state: bt.BacktestState, days: list[dt.date]) -> bt.CarriedRun:
         """``state`` carried through ``days`` out of the stored prices and signals; their states stored."""

@@ -195,12 +195,12 @@ def _require_history(context, days, io_manager, funds, universe, strategy, backt
     partitions_def=trading_days_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name=GROUP,
-    kinds={"talib", "pandas", "parquet"},
+    kinds={"numpy", "pandas", "parquet"},
     # Only the columns the rule reads: a decade of a large universe is millions of rows.
     ins={"etf_daily_prices": dg.AssetIn(partition_mapping=history_mapping, metadata={"columns": PRICE_INPUT_COLUMNS})},
     description=(
         "Per fund and day: close, adjustment factor, the short and long simple moving averages of the "
-        "forward-adjusted close (TA-Lib, rounded to 3 decimals), the previous day's averages and the "
+        "forward-adjusted close (exact, rounded half up to 3 decimals), the previous day's averages and the "
         "latest golden and death crosses, computed over a fixed window of trading days ending on the day."
     ),
 )

@@ -33,12 +33,14 @@ from alchemy_pipeline.domain.backtest.engine import (
 from alchemy_pipeline.domain.signals.rule import RULE_VERSION, State
 
 
-def fingerprint(settings: BacktestSettings, rule: dict, codes: list[str], max_funds_without_data: int) -> str:
+def fingerprint(
+    settings: BacktestSettings, rule: dict, codes: list[str], max_funds_without_data: int, version: int = RULE_VERSION
+) -> str:
     """What every figure depends on besides the prices: the rule (its lengths and definition's version), the
     backtest's settings and start, the universe's codes in order, and the held-back threshold. States and
     documents carry it; a stored state with another one is not carried on."""
     described = {
-        "rule": {**rule, "version": RULE_VERSION},
+        "rule": {**rule, "version": version},
         "backtest": {"start": settings.start.isoformat(), **settings.as_json()},
         "universe": list(codes),
         "max_funds_without_data": max_funds_without_data,

@@ -115,7 +115,8 @@ def sweep_settings(sweep: Sweep) -> dict:
         "in_sample": sweep.in_sample,
         "grid": sweep.grid.as_json(),
         "production": {"short": sweep.production[0], "long": sweep.production[1]},
-        "averages": "TA-Lib SMA of the forward-adjusted close, rounded to 3 decimals as production rounds them",
+        "averages": "simple averages of the forward-adjusted close, exact and rounded half up to 3 decimals, as "
+        "production computes them",
     }
 
 

@@ -20,7 +20,8 @@ import pandas as pd
 import talib
 
 from alchemy_pipeline.domain import backtest as bt
-from alchemy_pipeline.domain.signals.rule import AVERAGE_DECIMALS, State
+from alchemy_pipeline.domain.signals.averages import bar_sums, rounded_averages
+from alchemy_pipeline.domain.signals.rule import State
 
 # The figures each pair gets per part of the period: the backtest's names, less the drawdown's dates.
 EQUITY_METRICS = ["total_return", "cagr", "max_drawdown", "volatility", "sharpe", "calmar"]
@@ -66,23 +67,26 @@ def fund_histories(prices: pd.DataFrame, universe: pd.DataFrame, end: dt.date) -
     return histories
 
 
-def pair_signals(
-    closes: np.ndarray, factors: np.ndarray, pairs: np.ndarray, decimals: int | None = AVERAGE_DECIMALS
-) -> np.ndarray:
+def pair_signals(closes: np.ndarray, factors: np.ndarray, pairs: np.ndarray, rounded: bool = True) -> np.ndarray:
     """Per pair (row) and bar (column): 1 a BUY, -1 a SELL, 0 neither, by the production rule: on bar t the
-    averages of t and of the bar before, forward-adjusted to t's factor and rounded to ``decimals`` (None: not
-    rounded, for comparing with tools that do not round)."""
-    scaled = closes * factors
-    signals = np.zeros((len(pairs), len(scaled)), dtype=np.int8)
-    if len(scaled) < 2:
+    averages of t and of the bar before, forward-adjusted to t's factor, exactly and rounded to thousandths as
+    the rule computes them (``signals.averages``); not ``rounded``, TA-Lib's floating-point averages, for
+    comparing with tools that do not round."""
+    signals = np.zeros((len(pairs), len(closes)), dtype=np.int8)
+    if len(closes) < 2:
         return signals
     today, yesterday = {}, {}
     for n in np.unique(pairs).tolist():
-        average = talib.SMA(scaled, n) if len(scaled) >= n else np.full(len(scaled), np.nan)
-        # Bar t's window is adjusted to t's factor: its average, and the one of the bar before, over it.
-        today[n], yesterday[n] = average / factors, np.r_[np.nan, average[:-1]] / factors
-        if decimals is not None:
-            today[n], yesterday[n] = np.round(today[n], decimals), np.round(yesterday[n], decimals)
+        if rounded:
+            sums = bar_sums(closes, factors, n)
+            # Bar t's window is adjusted to t's factor: its average, and the one of the bar before, over it.
+            today[n] = rounded_averages(sums, n, factors)
+            yesterday[n] = rounded_averages(np.r_[0, sums[:-1]], n, factors)
+            today[n][: n - 1], yesterday[n][:n] = np.nan, np.nan
+        else:
+            scaled = closes * factors
+            average = talib.SMA(scaled, n) if len(scaled) >= n else np.full(len(scaled), np.nan)
+            today[n], yesterday[n] = average / factors, np.r_[np.nan, average[:-1]] / factors
     for short in np.unique(pairs[:, 0]).tolist():
         rows = np.flatnonzero(pairs[:, 0] == short)
         longs = pairs[rows, 1].tolist()

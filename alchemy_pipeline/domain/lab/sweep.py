@@ -1,13 +1,12 @@
 """The parameter lab: the backtest of every pair of average lengths on a grid, in and out of sample.
 
-A pair's signals are the production rule's (``rule.fund_signal``): on each bar, TA-Lib's simple
-averages of the close forward-adjusted to that bar's factor, rounded to 3 decimals, a BUY where the short
-average is above the long one and was not on the bar before (both defined there), a SELL the other way
-round. One difference: the averages are summed over the fund's whole history, not each day's 300-day
-window. The sums then differ in their last bit, which matters only for an average exactly halfway
-between two thousandths (common: prices have three decimals), rounded one way here and the other there.
-``tests/test_real_data.py`` checks on the real data that this is the only reason any trade of the
-(11, 22) cell differs from the production backtest's; docs/lab.md lists those trades.
+A pair's signals are the production rule's (``rule.fund_signal``): on each bar, the simple averages of
+the close forward-adjusted to that bar's factor, computed exactly and rounded to thousandths by the one
+function the rule uses (``signals.averages``), a BUY where the short average is above the long one and was
+not on the bar before (both defined there), a SELL the other way round. The averages are summed over the
+fund's whole history rather than each day's 300-day window, which being exact changes nothing:
+``tests/test_real_data.py`` checks on the real data that the (11, 22) cell makes the production backtest's
+trades, every one.
 
 Each pair is traded by the backtest's model (``backtest.follow_signals``: same fills, lots, costs and
 marks), three times over: the whole period; its in-sample part (the first ``in_sample`` share of its

@@ -11,8 +11,11 @@ it is safe:
   copy of a sliding view of the fund's bars). The forward adjustment is the rule's ``close * factor /
   factor of the day``, in the same order of operations: the product is taken once per bar, the division
   per row.
-  Rows are right-aligned: a row with fewer bars (a late listing, suspensions) starts at column ``first``,
-  and TA-Lib's SMA runs over each row's own bars, as in the rule.
+  Rows are right-aligned: a row with fewer bars (a late listing, suspensions) starts at column ``first``.
+- **Averages from the fund's sums.** The rule's exact averages (``averages``) divide the sum of ``close x
+  factor`` over n bars by n x the day's factor: the sum ending at a bar is the same in every window that
+  holds its n bars, so it is taken once per bar of the fund, and each row divides by its day's factor; a
+  column with fewer than n of the row's own bars before it has no average, as in the rule.
 - **Crosses as column masks.** The rule's lists of golden and death crosses become boolean masks over
   the rounded averages; the latest of each (and the latest column the averages differ) is the last True
   of a row.
@@ -37,11 +40,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import talib
 
 from alchemy_pipeline.domain.numbers import python_round
+from alchemy_pipeline.domain.signals.averages import bar_sums, rounded_averages
 from alchemy_pipeline.domain.signals.rule import (
-    AVERAGE_DECIMALS,
     MISSING_BAR,
     NOT_TRADING,
     RuleParams,
@@ -199,12 +201,15 @@ _INDICATOR_DTYPES = {
 }
 
 
-def _moving_average(windows: np.ndarray, period: int, first: np.ndarray) -> np.ndarray:
-    """TA-Lib's SMA of each row's bars (from column ``first`` of the row), before the 3-decimal rounding; NaN
-    before a row's first bar and wherever it has fewer than ``period`` bars."""
-    averages = np.full_like(windows, np.nan)
-    for i, start in enumerate(first.tolist()):
-        averages[i, start:] = talib.SMA(windows[i, start:], period)
+def _moving_average(
+    closes: np.ndarray, factors: np.ndarray, period: int, hi: np.ndarray, first: np.ndarray, width: int
+) -> np.ndarray:
+    """Each row's exact averages over ``period`` bars (``averages``), forward-adjusted to its day's factor; NaN
+    wherever the row has fewer than ``period`` of its own bars up to the column."""
+    sums = np.concatenate([np.zeros(width - 1, np.int64), bar_sums(closes, factors, period)])
+    windows = np.lib.stride_tricks.sliding_window_view(sums, width)[hi - 1]
+    averages = rounded_averages(windows, period, factors[hi - 1][:, None])
+    averages[np.arange(width)[None, :] < (first + period - 1)[:, None]] = np.nan
     return averages
 
 
@@ -215,10 +220,8 @@ def _windows_ending_at(values: np.ndarray, ends: np.ndarray, width: int) -> np.n
 
 
 def _latest_crosses(short: np.ndarray, long: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row of the averages (rounded to 3 decimals here), the columns of the latest golden cross and
-    death cross (0: none, as a cross needs the column before it) and of the latest column on which the
-    two averages differ (-1: none)."""
-    short, long = np.round(short, AVERAGE_DECIMALS), np.round(long, AVERAGE_DECIMALS)
+    """Per row of the averages, the columns of the latest golden cross and death cross (0: none, as a cross
+    needs the column before it) and of the latest column on which the two averages differ (-1: none)."""
     above, below = short > long, short < long  # False wherever an average is not defined yet
     defined = ~(np.isnan(short) | np.isnan(long))
     buy = _last(above[:, 1:] & ~above[:, :-1] & defined[:, :-1]) + 1  # columns of the pairs are shifted by one
@@ -253,20 +256,19 @@ def _fund_days(ts_code, dates, closes, factors, lo: np.ndarray, hi: np.ndarray, 
     bad = unusable_before[hi] > unusable_before[lo]
     # The columns before a row's first bar (older bars of the fund, or NaN) are not the day's window: each
     # row's averages are TA-Lib's over its own bars, NaN before them, so no cross is found there.
-    ma_short = _moving_average(adjusted, params.short, first)
-    ma_long = _moving_average(adjusted, params.long, first)
+    ma_short = _moving_average(closes, factors, params.short, hi, first, width)
+    ma_long = _moving_average(closes, factors, params.long, hi, first, width)
     buy, sell, apart = _latest_crosses(ma_short, ma_long)
-    last_short, last_long = np.round(ma_short[:, -1], AVERAGE_DECIMALS), np.round(ma_long[:, -1], AVERAGE_DECIMALS)
     rows = np.arange(len(lo))
     part = {
         "ts_code": ts_code,
         "trade_date": dates[hi - 1],
         "close": closes[hi - 1],
         "adj_factor": day_factor,
-        "ma_short": last_short,
-        "ma_long": last_long,
-        "prev_ma_short": np.round(ma_short[:, -2], AVERAGE_DECIMALS) if width > 1 else np.nan,
-        "prev_ma_long": np.round(ma_long[:, -2], AVERAGE_DECIMALS) if width > 1 else np.nan,
+        "ma_short": ma_short[:, -1],
+        "ma_long": ma_long[:, -1],
+        "prev_ma_short": ma_short[:, -2] if width > 1 else np.nan,
+        "prev_ma_long": ma_long[:, -2] if width > 1 else np.nan,
         "bars": bars,
     }
     for name, at in (("buy", buy), ("sell", sell)):
@@ -275,7 +277,7 @@ def _fund_days(ts_code, dates, closes, factors, lo: np.ndarray, hi: np.ndarray, 
             found, dates[np.where(found, lo + at - first, 0)], np.datetime64("NaT", "D")
         )
         part[f"last_{name}_close"] = np.where(found, adjusted[rows, at], np.nan)
-    above = np.round(ma_short[rows, apart], AVERAGE_DECIMALS) > np.round(ma_long[rows, apart], AVERAGE_DECIMALS)
+    above = ma_short[rows, apart] > ma_long[rows, apart]
     part["trend"] = np.where(apart < 0, 0, np.where(above, 1, -1))
     if bad.any():
         for name in ("ma_short", "ma_long", "prev_ma_short", "prev_ma_long", "last_buy_close", "last_sell_close"):

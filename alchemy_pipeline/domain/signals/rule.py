@@ -12,13 +12,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
-import talib
+
+from alchemy_pipeline.domain.signals.averages import bar_sums, rounded_averages
 
 # The version of the rule's definition: raised whenever a change to this module changes what it publishes,
 # so that the backtest's fingerprint tells figures of the old rule from the new.
-RULE_VERSION = 1
+# 2: the averages computed exactly (``averages``), where TA-Lib's floating point rounded half-way ties either way.
+RULE_VERSION = 2
 MIN_SEARCH_DAYS = 250
-# The averages are rounded to this many decimals, as the reports show them, before they are compared.
+# The averages are rounded to this many decimals, as the reports show them, before they are compared
+# (``averages.PRICE_UNITS``: thousandths).
 AVERAGE_DECIMALS = 3
 # The rule's name in what is published.
 RULE_NAME = "double_ma"
@@ -91,8 +94,7 @@ def fund_signal(
     if unusable := [d for d, f in zip(dates, factors, strict=True) if not f > 0]:
         return Signal(State.NO_DATA, close=close, note=no_usable_factor(unusable))
     adjusted = closes * factors / factors[-1]  # forward-adjusted to the day's factor
-    short = np.round(talib.SMA(adjusted, params.short), AVERAGE_DECIMALS)
-    long = np.round(talib.SMA(adjusted, params.long), AVERAGE_DECIMALS)
+    short, long = (_averages(closes, factors, n) for n in (params.short, params.long))
     shown = {"close": close, "ma_short": _number(short[-1]), "ma_long": _number(long[-1])}
     if len(dates) < params.long + 1:
         return Signal(State.INSUFFICIENT_HISTORY, **shown, note=too_few_bars(len(dates), params))
@@ -116,6 +118,14 @@ def fund_signal(
     # The adjusted close on the day is its close; pct is rounded as Python's round does it.
     pct = round((close / adjusted[crosses[-1]] - 1) * 100, 2)
     return Signal(state, **shown, since=since, days=(day - since).days, pct=pct)
+
+
+def _averages(closes: np.ndarray, factors: np.ndarray, n: int) -> np.ndarray:
+    """The ``n``-bar averages of the closes forward-adjusted to the last bar's factor, exactly, rounded to
+    thousandths; NaN before the window's ``n``-th bar."""
+    averages = rounded_averages(bar_sums(closes, factors, n), n, factors[-1])
+    averages[: n - 1] = np.nan
+    return averages
 
 
 def _number(value: float) -> float | None:
