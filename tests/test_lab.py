@@ -12,6 +12,7 @@ import pytest
 
 from alchemy_pipeline.domain import backtest as bt
 from alchemy_pipeline.domain import lab
+from alchemy_pipeline.domain.backtest import ledger
 from alchemy_pipeline.domain.signals.rule import State
 from alchemy_pipeline.domain.site.lab_page import render_lab_page
 from alchemy_pipeline.domain.site.publish import LAB_HEADLINE, publish_sweep
@@ -265,3 +266,70 @@ def test_the_published_sweep_has_the_documented_layout_and_its_page(tmp_path):
     assert page.count('class="production"') == 2  # both heatmaps mark 11/22
     assert page.count("<rect") == 2 * (20 + 1)
     assert 'href="../../funds/510300.SH.html"' in page and 'src="../../static/site.js"' in page
+    # The walk-forward: per fund and for the portfolio, each fold's days, choice and scores, and their summary.
+    assert document["settings"]["walk_forward_folds"] == lab.DEFAULT_FOLDS
+    for entry in (document["portfolio"], *document["funds"]):
+        assert len(entry["walk_forward"]["folds"]) == lab.DEFAULT_FOLDS
+        assert set(entry["walk_forward"]) == {"folds", "chosen", "production"}
+    walk = document["portfolio"]["walk_forward"]
+    assert page.count("<tr><td>") >= lab.DEFAULT_FOLDS and 'class="walk-forward"' in page
+    assert f"当前参数 11/22 {walk['production']['mean']:.2f} ± {walk['production']['sd']:.2f}" in page
+
+
+def test_each_walk_forward_fold_chooses_the_best_in_sample_pair_and_scores_it_on_the_next_stretch():
+    prices = lab_prices()
+    settings = bt.BacktestSettings(start=START)
+    sweep = lab.run_sweep(prices, UNIVERSE, GRID, settings, END, folds=3, production=(5, 10))
+    days = [d.isoformat() for d in trading_days(prices, START, END)]
+    code = CODES[1]  # suspended for six weeks: its bars are not the period's days
+    # The engine's equity of every pair at each of the fund's bars, from the backtest's own states.
+    equity = {}
+    for short, long in GRID.pairs().tolist():
+        run = bt.run_backtest(
+            prices, plain_signals(prices, short, long), UNIVERSE, settings, trading_days(prices, START, END)
+        )
+        rows = ledger.bars(ledger.ledger_rows(run.frame))
+        equity[(short, long)] = rows[rows["ts_code"] == code].set_index("day")["strategy"]
+    bars = equity[(5, 10)].index.tolist()
+
+    def sharpe(values: pd.Series, first: str, last: str) -> float:
+        returns = (values / values.shift(1, fill_value=settings.cash) - 1)[
+            (values.index >= first) & (values.index <= last)
+        ]
+        return float(returns.mean() / returns.std(ddof=1) * np.sqrt(244)) if returns.std(ddof=1) > 0 else np.nan
+
+    walk = sweep.walk_forward[code]
+    assert len(walk["folds"]) == 3
+    for k, fold in enumerate(walk["folds"], 1):
+        # Anchored: in sample from the period's start; out of sample the k-th of four equal stretches.
+        assert fold["in_sample"]["first"] == days[0]
+        assert fold["out_of_sample"]["first"] == days[len(days) * k // 4]
+        assert fold["out_of_sample"]["last"] == days[len(days) * (k + 1) // 4 - 1]
+        assert days.index(fold["in_sample"]["last"]) + 1 == days.index(fold["out_of_sample"]["first"])
+        in_sample = {pair: sharpe(e, days[0], fold["in_sample"]["last"]) for pair, e in equity.items()}
+        best = max(in_sample, key=lambda pair: (in_sample[pair], -list(in_sample).index(pair)))
+        assert (fold["chosen"]["short"], fold["chosen"]["long"]) == best
+        stretch = (fold["out_of_sample"]["first"], fold["out_of_sample"]["last"])
+        assert fold["chosen_out_of_sample_sharpe"] == pytest.approx(sharpe(equity[best], *stretch), abs=5e-5)
+        assert fold["production_out_of_sample_sharpe"] == pytest.approx(sharpe(equity[(5, 10)], *stretch), abs=5e-5)
+    scored = [f["production_out_of_sample_sharpe"] for f in walk["folds"]]
+    assert walk["production"] == {
+        "folds_scored": 3,
+        "mean": pytest.approx(np.mean(scored), abs=1e-4),
+        "sd": pytest.approx(np.std(scored, ddof=1), abs=1e-4),
+    }
+    assert set(bars) <= set(days) and len(bars) < len(days)
+    assert set(sweep.walk_forward) == {bt.PORTFOLIO, *CODES, "588000.SH"}
+    assert all(f["chosen"] is None for f in sweep.walk_forward["588000.SH"]["folds"]), "a fund without bars"
+
+
+@pytest.mark.parametrize(
+    ("folds", "message"),
+    [
+        (0, "folds=0: walk-forward needs 1 fold or more"),
+        (600, r"folds=600: the period.s \d+ trading days cut into 601 stretches leave fewer than 2"),
+    ],
+)
+def test_a_walk_forward_the_period_cannot_hold_fails_naming_it(folds, message):
+    with pytest.raises(lab.GridError, match=message):
+        lab.run_sweep(lab_prices(), UNIVERSE, GRID, bt.BacktestSettings(start=START), END, folds=folds)

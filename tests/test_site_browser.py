@@ -319,6 +319,10 @@ def test_the_rules_page_leads_to_the_sweeps_heatmaps_with_the_production_pair_ma
     production = next(p for p in document["portfolio"]["pairs"] if (p["short"], p["long"]) == (11, 22))
     tooltip = page.locator("figure.heatmap svg").first.locator("title", has_text="11/22:").text_content()
     assert tooltip == f"11/22: {production['out_of_sample']['sharpe']:.2f}"
+    # On a phone there is no hover: a tap on a cell shows its figure under the map.
+    page.locator("figure.heatmap svg").first.locator("rect.production").click(force=True)
+    cell = page.locator("figure.heatmap").first.locator("p.cell-value")
+    assert cell.text_content() == tooltip
     # The standing, and each fund's row linking its page.
     ranked = document["portfolio"]["standing"]["ranked"]["out_of_sample"]
     rank = document["portfolio"]["standing"]["production"]["out_of_sample_rank"]

@@ -80,6 +80,18 @@
     });
   }
 
+  // A heatmap cell's figure: in its tooltip on hover, and under the map on a tap or click (phones have no hover).
+  each("figure.heatmap", function (figure) {
+    var shown = document.createElement("p");
+    shown.className = "cell-value";
+    shown.setAttribute("aria-live", "polite");
+    figure.appendChild(shown);
+    figure.addEventListener("click", function (event) {
+      var title = event.target.querySelector && event.target.querySelector("title");
+      if (title) shown.textContent = title.textContent;
+    });
+  });
+
   var embedded = document.getElementById("fund-data");
   if (!embedded || !window.LightweightCharts) return;
   var fund = JSON.parse(embedded.textContent);

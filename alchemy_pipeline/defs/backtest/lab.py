@@ -35,6 +35,7 @@ class SweepConfig(dg.Config):
     start: str | None = Field(None, description="first day, YYYY-MM-DD; default ALCHEMY_BACKTEST_START")
     end: str | None = Field(None, description="last day, YYYY-MM-DD; default the latest published day")
     in_sample: float = Field(lab.DEFAULT_IN_SAMPLE, description="share of the period's trading days in sample")
+    folds: int = Field(lab.DEFAULT_FOLDS, description="folds of the anchored walk-forward")
 
     def grid(self) -> lab.Grid:
         return lab.Grid(self.short_from, self.short_to, self.long_from, self.long_to, self.step)
@@ -72,6 +73,17 @@ def _standing_metadata(standing: dict) -> dict:
     return {k: v for k, v in metadata.items() if v is not None}
 
 
+def _walk_forward_metadata(walk: dict) -> dict:
+    """The portfolio's walk-forward: the mean (and sample standard deviation) of the out-of-sample Sharpe
+    ratio of each fold's chosen pair and of the production pair."""
+    metadata = {}
+    for who in ("chosen", "production"):
+        for stat in ("mean", "sd"):
+            if walk[who][stat] is not None:
+                metadata[f"walk_forward_{who}_sharpe_{stat}"] = walk[who][stat]
+    return metadata
+
+
 def build_sweep_asset(backtest_start: dt.date) -> dg.AssetsDefinition:
     """The ``ma_sweep`` asset; its period starts on ``backtest_start`` (ALCHEMY_BACKTEST_START) unless its
     run config says otherwise."""
@@ -86,7 +98,9 @@ def build_sweep_asset(backtest_start: dt.date) -> dg.AssetsDefinition:
             "moving-average lengths on a grid (default short 3..30, long 10..120, short < long: 2,877 pairs), "
             "for every fund and the equal-weight portfolio, over the whole period, its first 70% of trading days "
             "(in sample) and the rest (out of sample, from fresh cash). Where the production pair ranks, whether "
-            "the best in-sample pair held up, and how many of the production pair's neighbours do as well. "
+            "the best in-sample pair held up, and how many of the production pair's neighbours do as well; an "
+            "anchored walk-forward over 5 folds (run config): each fold's best in-sample pair and the production "
+            "pair scored on the next stretch. "
             f"Publishes lab/<run id>/ and {LAB_LATEST}/ (sweep.parquet, sweep.json, a heatmap page). Reads the "
             "stored prices only. Not in the daily job: materialize it with a grid and period as run config."
         ),
@@ -105,6 +119,8 @@ def build_sweep_asset(backtest_start: dt.date) -> dg.AssetsDefinition:
             # Everything the config says is checked before anything is read.
             grid = config.grid()
             lab.check_in_sample(config.in_sample)
+            if config.folds < 1:
+                raise lab.GridError(f"folds={config.folds}: walk-forward needs 1 fold or more")
             start = _day("start", config.start) if config.start else backtest_start
             if config.end:
                 end = _day("end", config.end)
@@ -129,6 +145,7 @@ def build_sweep_asset(backtest_start: dt.date) -> dg.AssetsDefinition:
                 end,
                 config.in_sample,
                 (params.short, params.long),
+                config.folds,
             )
         except (lab.GridError, MissingPartitionsError) as error:
             raise dg.Failure(description=str(error), allow_retries=False) from None
@@ -156,6 +173,7 @@ def build_sweep_asset(backtest_start: dt.date) -> dg.AssetsDefinition:
                 "pairs": len(grid.pairs()),
                 "funds": int(sweep.table["ts_code"].nunique()) - 1,
                 **_standing_metadata(summary["portfolio"]),
+                **_walk_forward_metadata(sweep.walk_forward[PORTFOLIO]),
                 "top_pairs_out_of_sample": dg.MetadataValue.md(top.to_markdown(index=False, floatfmt=".4f")),
                 "page": dg.MetadataValue.url(site.url(f"lab/{context.run.run_id}/index.html")),
             }

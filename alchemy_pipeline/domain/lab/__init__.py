@@ -1,13 +1,16 @@
 """The parameter lab: every pair of average lengths on a grid (``grid``), simulated a fund at a time
-(``simulation``), swept in and out of sample (``sweep``) and described as JSON (``documents``); its page is
-the site's (``site.lab_page``). The names other packages use are gathered here."""
+(``simulation``), swept in and out of sample and walked forward (``sweep``, ``walk_forward``) and described
+as JSON (``documents``); its page is the site's (``site.lab_page``). The names other packages use are
+gathered here."""
 
 from alchemy_pipeline.domain.lab.documents import headline, standing, sweep_document
 from alchemy_pipeline.domain.lab.grid import DEFAULT_IN_SAMPLE, Grid, GridError, check_in_sample
 from alchemy_pipeline.domain.lab.simulation import PAIR_METRICS, fund_histories, pair_signals, simulate_pairs
 from alchemy_pipeline.domain.lab.sweep import Sweep, run_sweep
+from alchemy_pipeline.domain.lab.walk_forward import DEFAULT_FOLDS
 
 __all__ = [
+    "DEFAULT_FOLDS",
     "DEFAULT_IN_SAMPLE",
     "PAIR_METRICS",
     "Grid",

@@ -115,6 +115,7 @@ def sweep_settings(sweep: Sweep) -> dict:
         "in_sample": sweep.in_sample,
         "grid": sweep.grid.as_json(),
         "production": {"short": sweep.production[0], "long": sweep.production[1]},
+        "walk_forward_folds": sweep.folds,
         "averages": "simple averages of the forward-adjusted close, exact and rounded half up to 3 decimals, as "
         "production computes them",
     }
@@ -133,8 +134,8 @@ def headline(sweep: Sweep) -> dict:
 
 
 def sweep_document(sweep: Sweep) -> dict:
-    """``sweep.json``: every pair's figures for the portfolio and each fund, buy-and-hold's, and the
-    standings."""
+    """``sweep.json``: every pair's figures for the portfolio and each fund, buy-and-hold's, the standings
+    and the walk-forward."""
     holds = {row["ts_code"]: row for _, row in sweep.buy_and_hold.iterrows()}
     entries = []
     for code, rows in sweep.table.groupby("ts_code", sort=False):
@@ -144,6 +145,7 @@ def sweep_document(sweep: Sweep) -> dict:
                 "name": rows["name"].iloc[0],
                 "standing": standing(rows, sweep.production),
                 "buy_and_hold": _hold_json(holds[code]),
+                "walk_forward": sweep.walk_forward.get(code),
                 "pairs": _pairs_json(rows),
             }
         )

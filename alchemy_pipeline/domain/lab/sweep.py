@@ -12,7 +12,8 @@ Each pair is traded by the backtest's model (``backtest.follow_signals``: same f
 marks), three times over: the whole period; its in-sample part (the first ``in_sample`` share of its
 trading days: the whole run's figures as of the part's last day, which read nothing after it); and the
 out-of-sample rest, as a backtest of its own that starts on the split day with fresh cash (a regime
-running then is not entered, as at the backtest's start).
+running then is not entered, as at the backtest's start). The whole period's run also gives the anchored
+walk-forward over K folds (``walk_forward``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from alchemy_pipeline.domain.lab.simulation import (
     period_metrics,
     simulate_pairs,
 )
+from alchemy_pipeline.domain.lab.walk_forward import DEFAULT_FOLDS, fold_bounds, walk_forward
 from alchemy_pipeline.infrastructure.workers import WORKER_PROCESSES, map_in_processes
 
 PERIODS = ("full", "in_sample", "out_of_sample")
@@ -115,15 +117,20 @@ def _hold_equity(days: np.ndarray, opens, closes, factors, settings: bt.Backtest
 
 
 def sweep_funds(
-    histories: list[FundHistory], pairs: np.ndarray, settings: bt.BacktestSettings, period: SweepPeriod
-) -> tuple[list[dict], list[dict], _Sums]:
-    """For each of ``histories``, every pair's figures (a dict of columns) and buy-and-hold's; and what the
-    funds add to the portfolio."""
+    histories: list[FundHistory],
+    pairs: np.ndarray,
+    settings: bt.BacktestSettings,
+    period: SweepPeriod,
+    bounds: list[int],
+    production: int | None,
+) -> tuple[list[dict], list[dict], dict[str, dict], _Sums]:
+    """For each of ``histories``, every pair's figures (a dict of columns), buy-and-hold's and the walk-forward
+    over the folds ``bounds``; and what the funds add to the portfolio."""
     days, oos_days = period.days, period.days[period.split :]
     n_pairs, cash = len(pairs), settings.cash
     sums = _Sums(np.zeros((n_pairs, len(days))), np.zeros((n_pairs, len(oos_days))), np.zeros((1, len(days))),
                  np.zeros((1, len(oos_days))))  # fmt: skip
-    tables, holds = [], []
+    tables, holds, walks = [], [], {}
     for h in histories:
         signals = pair_signals(h.closes, h.factors, pairs)
         at = np.flatnonzero((h.days >= days[0]) & (h.days <= days[-1]) & (h.opens > 0))
@@ -170,6 +177,8 @@ def sweep_funds(
             sums.add_counts(name, counts)
         tables.append(table)
         holds.append(hold_row)
+        full = runs.get("full", (np.empty((n_pairs, 0)), None))[0]
+        walks[h.ts_code] = walk_forward(full, cash, fund_days, days, bounds, pairs, production)
         for run_name, fund_part, total, hold_total, on in (
             ("full", fund_days, sums.equity, sums.hold, days),
             ("out_of_sample", fund_days[split:], sums.oos_equity, sums.oos_hold, oos_days),
@@ -177,7 +186,7 @@ def sweep_funds(
             equity, hold = runs.get(run_name, (None, None))
             total += _on_days(equity, fund_part, on, cash)
             hold_total += _on_days(hold, fund_part, on, cash)
-    return tables, holds, sums
+    return tables, holds, walks, sums
 
 
 # Pair-bars (pairs x bars of the period x funds) below which worker processes cost more than they save.
@@ -195,6 +204,8 @@ class Sweep:
     production: tuple[int, int]
     table: pd.DataFrame  # the portfolio's pairs (ts_code PORTFOLIO), then each fund's, in universe order
     buy_and_hold: pd.DataFrame  # one row each, in the same order
+    folds: int = DEFAULT_FOLDS
+    walk_forward: dict[str, dict] = field(default_factory=dict)  # by ts_code, the portfolio's first
 
     def rows(self, ts_code: str) -> pd.DataFrame:
         return self.table[self.table["ts_code"] == ts_code]
@@ -208,25 +219,30 @@ def run_sweep(
     end: dt.date,
     in_sample: float = DEFAULT_IN_SAMPLE,
     production: tuple[int, int] = (11, 22),
+    folds: int = DEFAULT_FOLDS,
 ) -> Sweep:
-    """The sweep of ``grid`` over ``settings.start`` to ``end``. ``prices`` holds every fund's bars (ts_code,
-    trade_date, open, close, adj_factor) from its first to ``end``, or from early enough before the start
-    for the longest average."""
+    """The sweep of ``grid`` over ``settings.start`` to ``end``, with its anchored walk-forward over
+    ``folds``. ``prices`` holds every fund's bars (ts_code, trade_date, open, close, adj_factor) from its first
+    to ``end``, or from early enough before the start for the longest average."""
     histories = fund_histories(prices, universe, end)
     grid.check_history(max(len(h.days) for h in histories), end)
     period = sweep_period(histories, settings.start, end, in_sample)
+    bounds = fold_bounds(len(period.days), folds)
     pairs = grid.pairs()
+    found = np.flatnonzero((pairs[:, 0] == production[0]) & (pairs[:, 1] == production[1]))
+    production_row = int(found[0]) if len(found) else None
     cells = len(pairs) * sum(int(((h.days >= period.days[0]) & (h.days <= period.days[-1])).sum()) for h in histories)
     if WORKER_PROCESSES > 1 and cells >= MIN_CELLS_FOR_WORKERS and len(histories) > 1:
         # Funds dealt round-robin, so each group holds long and short histories alike.
         groups = [histories[i :: 2 * WORKER_PROCESSES] for i in range(2 * WORKER_PROCESSES)]
-        done = map_in_processes(sweep_funds, [g for g in groups if g], pairs, settings, period)
+        done = map_in_processes(sweep_funds, [g for g in groups if g], pairs, settings, period, bounds, production_row)
     else:
-        done = iter([sweep_funds(histories, pairs, settings, period)])
-    tables, holds, sums = next(done)
-    for more_tables, more_holds, more in done:  # added as they come: each group's sums are large
+        done = iter([sweep_funds(histories, pairs, settings, period, bounds, production_row)])
+    tables, holds, walks, sums = next(done)
+    for more_tables, more_holds, more_walks, more in done:  # added as they come: each group's sums are large
         tables += more_tables
         holds += more_holds
+        walks.update(more_walks)
         sums.add(more)
     tables = {t["ts_code"]: t for t in tables}
     holds = {h["ts_code"]: h for h in holds}
@@ -253,4 +269,8 @@ def run_sweep(
     entries = [portfolio, *(tables[h.ts_code] for h in histories)]
     table = pd.concat([pd.DataFrame(t) for t in entries], ignore_index=True)
     hold_table = pd.DataFrame([portfolio_hold, *(holds[h.ts_code] for h in histories)])
-    return Sweep(grid, period, settings, in_sample, production, table, hold_table)
+    walks = {
+        bt.PORTFOLIO: walk_forward(sums.equity, start_value, period.days, period.days, bounds, pairs, production_row),
+        **{h.ts_code: walks[h.ts_code] for h in histories},
+    }
+    return Sweep(grid, period, settings, in_sample, production, table, hold_table, folds, walks)

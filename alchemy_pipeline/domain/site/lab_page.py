@@ -128,6 +128,8 @@ FUND_COLUMNS = [
     ("其样本外排名", "number", "wide"),
     ("稳健度", "number", ""),
     ("买入持有样本外夏普", "number", "wide"),
+    ("前推选优样本外夏普", "number", "wide"),
+    ("前推当前参数样本外夏普", "number", "wide"),
 ]
 
 
@@ -138,6 +140,7 @@ def _fund_rows(funds: list[dict], root: str) -> str:
         production, best, robust = standing["production"], standing["best_in_sample"], standing["robustness"]
         hold = fund["buy_and_hold"]["out_of_sample"]["sharpe"]
         share = robust["share"] if robust else None
+        walk = fund["walk_forward"]
         name = (
             f'<td class="names" data-v="{html.escape(fund["name"])}"><a href="{root}funds/{fund["ts_code"]}.html">'
             f'{html.escape(fund["name"])}</a><span class="code">{fund["ts_code"]}</span></td>'
@@ -151,9 +154,45 @@ def _fund_rows(funds: list[dict], root: str) -> str:
             + cell(*number_cell(best and best["out_of_sample_rank"], 0), "wide")
             + cell(*percent_cell(share))
             + cell(*number_cell(hold, 2), "wide")
+            + cell(*number_cell(walk["chosen"]["mean"], 2), "wide")
+            + cell(*number_cell(walk["production"]["mean"], 2), "wide")
             + "</tr>"
         )
     return "".join(rows)
+
+
+def _mean_sd(summary: dict) -> str:
+    if summary["mean"] is None:
+        return "-"
+    sd = f" ± {summary['sd']:.2f}" if summary["sd"] is not None else ""
+    return f"{summary['mean']:.2f}{sd} ({summary['folds_scored']} 折)"
+
+
+def walk_forward_html(walk: dict, production: tuple[int, int]) -> str:
+    """The portfolio's folds: each fold's days, the pair it chose and the out-of-sample Sharpe ratio of it and
+    of the production pair; then their mean and sample standard deviation."""
+    rows = []
+    for k, fold in enumerate(walk["folds"], 1):
+        chosen = fold["chosen"]
+        rows.append(
+            f"<tr><td>{k}</td><td>{fold['in_sample']['first']}–{fold['in_sample']['last']}</td>"
+            f"<td>{fold['out_of_sample']['first']}–{fold['out_of_sample']['last']}</td>"
+            f"<td>{chosen['short']}/{chosen['long']}</td>"
+            f"<td>{_sharpe(fold['chosen_out_of_sample_sharpe'])}</td>"
+            f"<td>{_sharpe(fold['production_out_of_sample_sharpe'])}</td></tr>"
+            if chosen
+            else f"<tr><td>{k}</td><td colspan=5>-</td></tr>"
+        )
+    head = (
+        "<tr><th>折</th><th>样本内</th><th>样本外</th><th>样本内最优</th><th>其样本外夏普</th>"
+        f"<th>{production[0]}/{production[1]} 样本外夏普</th></tr>"
+    )
+    summary = (
+        f"<p>样本外夏普的均值 ± 样本标准差: 每折选出的参数 {_mean_sd(walk['chosen'])}; "
+        f"当前参数 {production[0]}/{production[1]} {_mean_sd(walk['production'])}。</p>"
+    )
+    table = f'<table class="walk-forward"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+    return f'<div class="scroll">{table}</div>{summary}'
 
 
 def render_lab_page(document: dict, portfolio_rows: pd.DataFrame, root: str = "../../") -> str:
@@ -177,12 +216,18 @@ def render_lab_page(document: dict, portfolio_rows: pd.DataFrame, root: str = ".
 <h2>等权组合</h2>
 {_headline_html(portfolio["standing"], portfolio["buy_and_hold"]["out_of_sample"]["sharpe"])}
 {"".join(heatmaps)}
+<h3 id="walk-forward">滚动前推检验 ({terms["walk_forward_folds"]} 折)</h3>
+<p>把期间的交易日等分为 {terms["walk_forward_folds"] + 1} 段; 第 k 折以期初至第 k 段之前为样本内,
+选出样本内夏普比率最高的参数, 再以第 k 段为样本外, 计算它与当前参数在这段时间里的夏普比率
+(策略照常运行, 样本内建立的持仓延续)。一次切分可能碰巧,
+多折的均值与离散度说明选择是否稳定。</p>
+{walk_forward_html(portfolio["walk_forward"], production)}
 <h2>各基金</h2>
 <div class="scroll"><table class="sortable"><thead><tr>{header_cells(FUND_COLUMNS)}</tr></thead>
 <tbody>{_fund_rows(document["funds"], root)}</tbody></table></div>
 <h2>方法</h2>
-<p>每组参数的信号与生产规则相同 (前复权收盘价的 TA-Lib 简单移动平均, 金叉买、死叉卖, 相等时沿用前状态),
-均线也保留3位小数, 但按基金全部历史而非300日窗口求和; 因此在均线恰在两个千分位之间的日子可能与已发布的信号不同。
+<p>每组参数的信号与生产规则相同 (前复权收盘价的简单移动平均, 以整数精确计算并四舍五入到3位小数, 金叉买、死叉卖,
+相等时沿用前状态), 按基金全部历史而非300日窗口求和, 结果与已发布的信号逐日相同。
 每组参数按回测的规则与成本交易, 指标名称与回测相同。排名按夏普比率, 1 为最好。</p>
 <p>数据: <a href="sweep.json">sweep.json</a> (每组参数的全部指标), <a href="sweep.parquet">sweep.parquet</a>。</p>"""
     return page_html("参数实验室", body, root)
