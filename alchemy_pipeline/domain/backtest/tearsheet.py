@@ -45,16 +45,21 @@ def sortino(returns: np.ndarray) -> float:
     return float(np.mean(returns)) / downside * _ANNUAL if downside > 0 else math.nan
 
 
+def period_ends(dates: list[str], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The calendar periods of ``dates`` (``width`` 7: months ``YYYY-MM``, 4: years ``YYYY``) and the index of
+    each one's last date."""
+    periods = np.asarray(dates, dtype=f"U{width}")  # ISO dates cut to their month or year
+    last = np.flatnonzero(np.append(periods[1:] != periods[:-1], True)) if len(periods) else np.array([], int)
+    return periods[last], last
+
+
 def period_returns(dates: list[str], equity: np.ndarray, start_value: float, width: int) -> dict[str, float | None]:
     """The return of each calendar period (``width`` 7: months ``YYYY-MM``, 4: years ``YYYY``): its last
     equity over the previous period's last, the starting value before the first."""
-    if not dates:
-        return {}
-    periods = [d[:width] for d in dates]
-    last = [i for i in range(len(periods)) if i + 1 == len(periods) or periods[i + 1] != periods[i]]
-    closing = equity[last]
+    periods, last = period_ends(dates, width)
+    closing = np.asarray(equity, float)[last]
     opening = np.concatenate(([start_value], closing[:-1]))
-    return {periods[i]: _fraction(c / o - 1) for i, c, o in zip(last, closing, opening, strict=True)}
+    return {p: _fraction(r) for p, r in zip(periods.tolist(), (closing / opening - 1).tolist(), strict=True)}
 
 
 def drawdown_episodes(
@@ -92,18 +97,15 @@ def drawdown_episodes(
 def rolling_sharpe(dates: list[str], returns: np.ndarray, bars: int = ROLLING_BARS) -> list[dict]:
     """At each month's last bar, the Sharpe ratio of the ``bars`` daily returns ending on it (inclusive; the
     sample standard deviation; annualised as the documents do); None while fewer bars, or flat."""
-    points = []
-    for i, day in enumerate(dates):
-        if i + 1 < len(dates) and dates[i + 1][:7] == day[:7]:
-            continue
-        value = math.nan
-        if i + 1 >= bars:
-            window = returns[i + 1 - bars : i + 1]
-            sd = float(np.std(window, ddof=1))
-            if sd > 0:
-                value = float(np.mean(window)) / sd * _ANNUAL
-        points.append({"day": day, "value": _fraction(value)})
-    return points
+    _, ends = period_ends(dates, 7)
+    values = np.full(len(ends), np.nan)
+    full = ends >= bars - 1
+    if full.any():
+        windows = np.lib.stride_tricks.sliding_window_view(np.asarray(returns, float), bars)[ends[full] - bars + 1]
+        sd = windows.std(axis=1, ddof=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values[full] = np.where(sd > 0, windows.mean(axis=1) / sd * _ANNUAL, np.nan)
+    return [{"day": dates[i], "value": _fraction(v)} for i, v in zip(ends.tolist(), values.tolist(), strict=True)]
 
 
 def sleeve_tearsheet(dates: list[str], equity: np.ndarray, start_value: float, as_of: str) -> dict:

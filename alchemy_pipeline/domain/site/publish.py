@@ -246,7 +246,7 @@ def publish_tearsheets(store: BlobStore, equity: pd.DataFrame, backtest: dict) -
 
 def _tearsheet_files(code: str, sheet: dict, equity: pd.DataFrame, trades: list) -> dict[str, bytes]:
     return {
-        tearsheet_key(code): json.dumps(sheet, ensure_ascii=False, indent=1, allow_nan=False).encode("utf-8"),
+        tearsheet_key(code): document_bytes(sheet),
         equity_csv_key(code): equity_csv(equity),
         trades_csv_key(code): trades_csv(trades),
     }
