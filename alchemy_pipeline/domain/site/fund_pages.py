@@ -240,7 +240,8 @@ def _month_cell(value: float | None) -> str:
         return "<td>-</td>"
     level = min(3, 1 + int(abs(value) / 0.04)) if value else 0
     shade = f' class="{"p" if value > 0 else "n"}{level}"' if level else ""
-    return f"<td{shade}>{value * 100:.1f}</td>"
+    shown = f"{value * 100:.1f}"
+    return f"<td{shade}>{'0.0' if shown == '-0.0' else shown}</td>"
 
 
 def _monthly_returns(sheet: dict) -> str:
