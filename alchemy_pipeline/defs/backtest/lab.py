@@ -119,8 +119,7 @@ def build_sweep_asset(backtest_start: dt.date) -> dg.AssetsDefinition:
             # Everything the config says is checked before anything is read.
             grid = config.grid()
             lab.check_in_sample(config.in_sample)
-            if config.folds < 1:
-                raise lab.GridError(f"folds={config.folds}: walk-forward needs 1 fold or more")
+            lab.check_folds(config.folds)
             start = _day("start", config.start) if config.start else backtest_start
             if config.end:
                 end = _day("end", config.end)

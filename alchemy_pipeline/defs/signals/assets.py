@@ -304,10 +304,13 @@ def signal_report(
     if gap := _fund_pages_gap(store, kept["trade_date"].min().strftime("%Y-%m-%d")):
         context.log.warning(gap)
     run_days = set(kept["trade_date"].dt.strftime("%Y-%m-%d"))
-    republished = _republish(context, io_manager, store, run_days, params, prices.notice, site.subscribe_url, settings)
+    # Every stored day's equity, which etf_backtest has written (the republished days' too): read once.
+    ledger = _equity_ledger(context, io_manager, settings)
+    republished = _republish(
+        context, io_manager, store, run_days, params, prices.notice, site.subscribe_url, settings, ledger
+    )
     summaries = bt.summary_table(etf_backtest, settings)
     del etf_backtest
-    ledger = _equity_ledger(context, io_manager, settings)
     unavailable = _backtest_unavailable(kept, summaries, settings)
     if unavailable:
         context.log.error(f"The backtest of {', '.join(unavailable)} is unavailable: published without it")
@@ -357,7 +360,9 @@ def _backtest_unavailable(signals: pd.DataFrame, summaries: pd.DataFrame, settin
     return sorted(days - have)
 
 
-def _republish(context, io_manager, store, run_days: set[str], params, notice, subscribe_url, settings) -> list[str]:
+def _republish(
+    context, io_manager, store, run_days: set[str], params, notice, subscribe_url, settings, ledger
+) -> list[str]:
     """Publishes again the days outside the run whose backtest changed (listed by etf_backtest), from the stored
     signals, prices and backtest states; then clears the list."""
     listed = io_manager.store().get(REPUBLISH_KEY)
@@ -372,7 +377,6 @@ def _republish(context, io_manager, store, run_days: set[str], params, notice, s
     factors = io_manager.read(dg.AssetKey(PRICE_ASSET), days, ["ts_code", "trade_date", "adj_factor"])
     states = io_manager.read(dg.AssetKey(BACKTEST_ASSET), days)
     summaries = bt.summary_table(states, settings)
-    ledger = _equity_ledger(context, io_manager, settings)
     publish_signals(store, signals, params, notice, subscribe_url, summaries, factors, ledger=ledger)
     io_manager.store().put(REPUBLISH_KEY, b"[]")
     return days

@@ -31,12 +31,13 @@ def ledger_rows(states: pd.DataFrame) -> pd.DataFrame:
     """Of a state table, the rows of a bar (a row whose last bar is its day), with the equity of both sleeves
     after it, and the portfolio's row of every day."""
     bar = states["last_day"].to_numpy("datetime64[D]") == states["trade_date"].to_numpy("datetime64[D]")
-    rows = states[bar | (states["ts_code"] == PORTFOLIO).to_numpy()]
+    kept = bar | (states["ts_code"] == PORTFOLIO).to_numpy()
+    rows = states[kept]
     return pd.DataFrame(
         {
             "ts_code": rows["ts_code"].to_numpy(object),
             "day": np.datetime_as_string(rows["trade_date"].to_numpy("datetime64[D]"), unit="D").astype(object),
-            "bar": bar[bar | (states["ts_code"] == PORTFOLIO).to_numpy()],
+            "bar": bar[kept],
             "strategy": rows["strategy_previous"].to_numpy(float),
             "buy_and_hold": rows["buy_and_hold_previous"].to_numpy(float),
         },

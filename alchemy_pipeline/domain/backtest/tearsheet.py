@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from alchemy_pipeline.domain.backtest.engine import FRACTION_DIGITS, TRADING_DAYS_PER_YEAR
+from alchemy_pipeline.domain.backtest.state import SLEEVES
 
 DRAWDOWN_EPISODES = 5
 # The rolling Sharpe ratio looks back a trading year, as the documents annualise.
@@ -31,9 +32,20 @@ def _fraction(value: float) -> float | None:
 
 def daily_returns(equity: np.ndarray, start_value: float) -> np.ndarray:
     """Each bar's return over the bar before (the starting value before the first), as the backtest's running
-    figures take it."""
+    figures take it; along the last axis (a curve, or rows of curves)."""
     equity = np.asarray(equity, float)
-    return equity / np.concatenate(([start_value], equity[:-1])) - 1
+    first = np.full((*equity.shape[:-1], 1), start_value)
+    return equity / np.concatenate((first, equity[..., :-1]), axis=-1) - 1
+
+
+def sharpe_ratios(returns: np.ndarray) -> np.ndarray:
+    """Each row's Sharpe ratio: its mean daily return over their sample standard deviation, annualised as the
+    documents do, the risk-free rate 0; NaN under two returns or when flat."""
+    if returns.shape[1] < 2:
+        return np.full(len(returns), np.nan)
+    sd = returns.std(axis=1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sd > 0, returns.mean(axis=1) / sd * _ANNUAL, np.nan)
 
 
 def sortino(returns: np.ndarray) -> float:
@@ -102,15 +114,12 @@ def rolling_sharpe(dates: list[str], returns: np.ndarray, bars: int = ROLLING_BA
     full = ends >= bars - 1
     if full.any():
         windows = np.lib.stride_tricks.sliding_window_view(np.asarray(returns, float), bars)[ends[full] - bars + 1]
-        sd = windows.std(axis=1, ddof=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            values[full] = np.where(sd > 0, windows.mean(axis=1) / sd * _ANNUAL, np.nan)
+        values[full] = sharpe_ratios(windows)
     return [{"day": dates[i], "value": _fraction(v)} for i, v in zip(ends.tolist(), values.tolist(), strict=True)]
 
 
-def sleeve_tearsheet(dates: list[str], equity: np.ndarray, start_value: float, as_of: str) -> dict:
-    """A sleeve's figures from its equity at each bar of ``dates``."""
-    returns = daily_returns(equity, start_value)
+def sleeve_tearsheet(dates: list[str], equity: np.ndarray, returns: np.ndarray, start_value: float, as_of: str) -> dict:
+    """A sleeve's figures from its equity at each bar of ``dates`` and its daily returns."""
     return {
         "sortino": _fraction(sortino(returns)),
         "monthly_returns": period_returns(dates, equity, start_value, 7),
@@ -170,11 +179,11 @@ def tearsheet(code: str, as_of: str, equity: pd.DataFrame, start_value: float, c
     (``day``, ``strategy``, ``buy_and_hold``: the equity at each published bar, in day order) and ``closed``
     its closed trades (``closed_trades``)."""
     dates = equity["day"].tolist()
-    sleeves = {
-        sleeve: sleeve_tearsheet(dates, equity[sleeve].to_numpy(float), start_value, as_of)
-        for sleeve in ("strategy", "buy_and_hold")
-    }
-    sleeves["strategy"].update(trade_statistics(closed))
-    strategy = daily_returns(equity["strategy"].to_numpy(float), start_value)
-    hold = daily_returns(equity["buy_and_hold"].to_numpy(float), start_value)
-    return {"as_of": as_of, "ts_code": code, **sleeves, "relative": relative(strategy, hold)}
+    curves = {sleeve: equity[sleeve].to_numpy(float) for sleeve in SLEEVES}
+    returns = {sleeve: daily_returns(curve, start_value) for sleeve, curve in curves.items()}
+    sheet = {"as_of": as_of, "ts_code": code}
+    for sleeve in SLEEVES:
+        sheet[sleeve] = sleeve_tearsheet(dates, curves[sleeve], returns[sleeve], start_value, as_of)
+    sheet["strategy"].update(trade_statistics(closed))
+    sheet["relative"] = relative(returns["strategy"], returns["buy_and_hold"])
+    return sheet

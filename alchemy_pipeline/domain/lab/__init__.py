@@ -7,7 +7,7 @@ from alchemy_pipeline.domain.lab.documents import headline, standing, sweep_docu
 from alchemy_pipeline.domain.lab.grid import DEFAULT_IN_SAMPLE, Grid, GridError, check_in_sample
 from alchemy_pipeline.domain.lab.simulation import PAIR_METRICS, fund_histories, pair_signals, simulate_pairs
 from alchemy_pipeline.domain.lab.sweep import Sweep, run_sweep
-from alchemy_pipeline.domain.lab.walk_forward import DEFAULT_FOLDS
+from alchemy_pipeline.domain.lab.walk_forward import DEFAULT_FOLDS, check_folds
 
 __all__ = [
     "DEFAULT_FOLDS",
@@ -16,6 +16,7 @@ __all__ = [
     "Grid",
     "GridError",
     "Sweep",
+    "check_folds",
     "check_in_sample",
     "fund_histories",
     "headline",

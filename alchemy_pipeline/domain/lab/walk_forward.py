@@ -16,18 +16,21 @@ import math
 
 import numpy as np
 
-from alchemy_pipeline.domain import backtest as bt
+from alchemy_pipeline.domain.backtest.tearsheet import daily_returns, sharpe_ratios
 from alchemy_pipeline.domain.lab.grid import GridError
 
 DEFAULT_FOLDS = 5
 SHARPE_DIGITS = 4
-_ANNUAL = math.sqrt(bt.TRADING_DAYS_PER_YEAR)
+
+
+def check_folds(folds: int) -> None:
+    if folds < 1:
+        raise GridError(f"folds={folds}: walk-forward needs 1 fold or more")
 
 
 def fold_bounds(days: int, folds: int) -> list[int]:
     """The first day (an index of the period's days) of each of the ``folds + 1`` stretches, and the end."""
-    if folds < 1:
-        raise GridError(f"folds={folds}: walk-forward needs 1 fold or more")
+    check_folds(folds)
     bounds = [days * k // (folds + 1) for k in range(folds + 2)]
     if min(b - a for a, b in itertools.pairwise(bounds)) < 2:
         raise GridError(
@@ -37,21 +40,9 @@ def fold_bounds(days: int, folds: int) -> list[int]:
     return bounds
 
 
-def daily_returns(equity: np.ndarray, start_value: float) -> np.ndarray:
-    """Each row's returns at each bar, the first from the starting value (the lab's and backtest's)."""
-    previous = np.concatenate([np.full((len(equity), 1), start_value), equity[:, :-1]], axis=1)
-    return equity / previous - 1
-
-
 def sharpe_between(returns: np.ndarray, first: int, end: int) -> np.ndarray:
-    """Each row's Sharpe ratio over the returns of bars ``first`` to ``end`` (excluded): the mean over the
-    sample standard deviation, annualised; NaN under two bars or when flat."""
-    window = returns[:, first:end]
-    if window.shape[1] < 2:
-        return np.full(len(returns), np.nan)
-    sd = window.std(axis=1, ddof=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(sd > 0, window.mean(axis=1) / sd * _ANNUAL, np.nan)
+    """Each row's Sharpe ratio over the returns of bars ``first`` to ``end`` (excluded)."""
+    return sharpe_ratios(returns[:, first:end])
 
 
 def _rounded(value: float) -> float | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -180,15 +180,19 @@ def publish_fund_pages(
         stored = store.get(backtest_key(day))
         return json.loads(stored) if stored is not None else None
 
+    @functools.cache
+    def published_trades(code: str) -> list[dict]:
+        stored = store.get(trades_key(code))
+        return json.loads(stored) if stored is not None else []
+
     written, sheets = [], {}
     equity = ledger_bars(ledger) if ledger is not None else None
     if equity is not None and len(equity) and (newest := backtest_as_of(equity["day"].max())) is not None:
-        written, sheets = publish_tearsheets(store, equity, newest)
+        written, sheets = publish_tearsheets(store, equity, newest, published_trades)
 
     def publish(code: str) -> list[str]:
         stored = store.get(fund_data_key(code))
         series = merge_series(json.loads(stored)["series"] if stored else None, new_days[code]["series"])
-        trades = store.get(trades_key(code))
         backtest = backtest_as_of(series["dates"][-1])
         sheet = sheets.get(code)
         document = fund_document(
@@ -197,7 +201,7 @@ def publish_fund_pages(
             series,
             rule,
             backtest,
-            json.loads(trades) if trades else [],
+            published_trades(code),
             sheet if sheet is not None and sheet["as_of"] == series["dates"][-1] else None,
         )
         data = document_bytes(document)
@@ -213,10 +217,12 @@ def tearsheet_key(code: str) -> str:
     return f"backtests/tearsheets/{code}.json"
 
 
-def publish_tearsheets(store: BlobStore, equity: pd.DataFrame, backtest: dict) -> tuple[list[str], dict[str, dict]]:
+def publish_tearsheets(
+    store: BlobStore, equity: pd.DataFrame, backtest: dict, published_trades: Callable[[str], list[dict]]
+) -> tuple[list[str], dict[str, dict]]:
     """Each fund's and the portfolio's tearsheet as of ``backtest``'s day (its published document) and their
-    equity and trades as CSV, from the ``equity`` at each bar (the ledger's) and the published trades. The
-    portfolio's trade statistics pool its funds' trades; its trades file lists them all."""
+    equity and trades as CSV, from the ``equity`` at each bar (the ledger's) and each fund's published trades.
+    The portfolio's trade statistics pool its funds' trades; its trades file lists them all."""
     cash = backtest["settings"]["cash"]
     funds = [(f["ts_code"], f["name"]) for f in backtest["funds"]]
     equity = equity[equity["day"] <= backtest["as_of"]]
@@ -225,8 +231,8 @@ def publish_tearsheets(store: BlobStore, equity: pd.DataFrame, backtest: dict) -
 
     def fund_files(fund: tuple[str, str]) -> tuple[dict, list, list, dict[str, bytes]]:
         code, name = fund
-        bars, stored = rows.get(code, empty), store.get(trades_key(code))
-        trades = [(code, name, t) for t in (json.loads(stored) if stored else [])]
+        bars = rows.get(code, empty)
+        trades = [(code, name, t) for t in published_trades(code)]
         closed = closed_trades([t for _, _, t in trades], bars["day"].tolist())
         sheet = tearsheet(code, backtest["as_of"], bars, cash, closed)
         return sheet, closed, trades, _tearsheet_files(code, sheet, bars, trades)
