@@ -327,7 +327,10 @@ def test_each_walk_forward_fold_chooses_the_best_in_sample_pair_and_scores_it_on
     ("folds", "message"),
     [
         (0, "folds=0: walk-forward needs 1 fold or more"),
-        (600, r"folds=600: the period.s \d+ trading days cut into 601 stretches leave fewer than 2"),
+        (
+            600,
+            r"folds=600: the period.s \d+ trading days, cut into 601 stretches, leave fewer than 2 days in a stretch",
+        ),
     ],
 )
 def test_a_walk_forward_the_period_cannot_hold_fails_naming_it(folds, message):

@@ -34,8 +34,8 @@ def fold_bounds(days: int, folds: int) -> list[int]:
     bounds = [days * k // (folds + 1) for k in range(folds + 2)]
     if min(b - a for a, b in itertools.pairwise(bounds)) < 2:
         raise GridError(
-            f"folds={folds}: the period's {days} trading days cut into {folds + 1} stretches leave fewer than 2 in "
-            "one; use fewer folds or a longer period"
+            f"folds={folds}: the period's {days} trading days, cut into {folds + 1} stretches, leave fewer than 2 "
+            "days in a stretch; use fewer folds or a longer period"
         )
     return bounds
 
