@@ -164,7 +164,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         if missing:
             raise MissingPartitionsError(missing_message(asset_key.to_user_string(), missing, keys))
         frame = self._read(self.store(), asset_key, keys, columns)
-        if frame.empty and columns:
+        if columns and frame.columns.empty:  # no partition (an empty one keeps its columns' types)
             frame = pd.DataFrame(columns=columns)
         release_free_memory()  # the Arrow buffers, before the step computes
         return frame

@@ -263,7 +263,8 @@ def trade_signals(
     ins={
         "trade_signals": dg.AssetIn(),
         "etf_daily_prices": dg.AssetIn(metadata={"columns": QUALITY_COLUMNS}),
-        "etf_backtest": dg.AssetIn(),
+        # The states' columns that the reports' summaries are computed from, not the whole states.
+        "etf_backtest": dg.AssetIn(metadata={"columns": bt.REPORT_STATE_COLUMNS}),
     },
     description=(
         "The published report of each day (reports/YYYY-MM-DD.json, .txt and .html), with the backtest's "
@@ -309,7 +310,7 @@ def signal_report(
     republished = _republish(
         context, io_manager, store, run_days, params, prices.notice, site.subscribe_url, settings, ledger
     )
-    summaries = bt.summary_table(etf_backtest, settings)
+    summaries = bt.report_table(etf_backtest, settings)
     del etf_backtest
     unavailable = _backtest_unavailable(kept, summaries, settings)
     if unavailable:
@@ -375,8 +376,8 @@ def _republish(
     )
     signals = io_manager.read(dg.AssetKey(SIGNALS_ASSET), days)
     factors = io_manager.read(dg.AssetKey(PRICE_ASSET), days, ["ts_code", "trade_date", "adj_factor"])
-    states = io_manager.read(dg.AssetKey(BACKTEST_ASSET), days)
-    summaries = bt.summary_table(states, settings)
+    states = io_manager.read(dg.AssetKey(BACKTEST_ASSET), days, bt.REPORT_STATE_COLUMNS)
+    summaries = bt.report_table(states, settings)
     publish_signals(store, signals, params, notice, subscribe_url, summaries, factors, ledger=ledger)
     io_manager.store().put(REPUBLISH_KEY, b"[]")
     return days

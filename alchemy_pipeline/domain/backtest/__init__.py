@@ -23,13 +23,14 @@ from alchemy_pipeline.domain.backtest.fast_path import carry, run_backtest
 from alchemy_pipeline.domain.backtest.state import (
     BacktestState,
     CarriedRun,
+    DayBars,
     StateError,
     bars_by_day,
     fingerprint,
     state_frame_empty,
     state_numbers,
 )
-from alchemy_pipeline.domain.backtest.statistics import cagr_of, summary_table
+from alchemy_pipeline.domain.backtest.statistics import REPORT_STATE_COLUMNS, cagr_of, report_table, summary_table
 
 __all__ = [
     "CLOSE",
@@ -39,11 +40,13 @@ __all__ = [
     "NEXT_OPEN",
     "PORTFOLIO",
     "PORTFOLIO_NAME",
+    "REPORT_STATE_COLUMNS",
     "SIGNAL_COLUMNS",
     "TRADING_DAYS_PER_YEAR",
     "BacktestSettings",
     "BacktestState",
     "CarriedRun",
+    "DayBars",
     "FundBars",
     "StateError",
     "bars_by_day",
@@ -55,6 +58,7 @@ __all__ = [
     "documents",
     "fingerprint",
     "follow_signals",
+    "report_table",
     "run_backtest",
     "state_frame_empty",
     "state_numbers",

@@ -316,17 +316,18 @@ class BacktestState:
         return [self.portfolio.record(), *(fund.record() for fund in self.funds)]
 
 
+def state_column(frame: pd.DataFrame, field: str) -> np.ndarray:
+    """One field of a state frame as floats, a day as its day number."""
+    values = frame[field]
+    if field in DAY_FIELDS:
+        days = values.to_numpy("datetime64[D]")
+        return np.where(np.isnat(days), np.nan, days.astype("int64").astype(float))
+    return values.to_numpy(float, na_value=np.nan)
+
+
 def state_numbers(frame: pd.DataFrame) -> np.ndarray:
     """A state frame's fields as one float array, days as day numbers."""
-    columns = []
-    for field in STATE_FIELDS:
-        values = frame[field]
-        if field in DAY_FIELDS:
-            days = values.to_numpy("datetime64[D]")
-            columns.append(np.where(np.isnat(days), np.nan, days.astype("int64").astype(float)))
-        else:
-            columns.append(values.to_numpy(float, na_value=np.nan))
-    return np.column_stack(columns)
+    return np.column_stack([state_column(frame, field) for field in STATE_FIELDS])
 
 
 def universe_total(values: np.ndarray) -> float:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import bisect
 import html
 import json
+from collections.abc import Iterator, Mapping
 
+import numpy as np
 import pandas as pd
 
 from alchemy_pipeline.domain.backtest import PORTFOLIO, PORTFOLIO_NAME
@@ -27,22 +29,52 @@ def _equity(total_return: pd.Series) -> list[float | None]:
     return rounded(1 + total_return.astype(float), EQUITY_DIGITS)
 
 
-def run_series(
-    signals: pd.DataFrame, factors: pd.DataFrame | None = None, summaries: pd.DataFrame | None = None
-) -> dict[str, dict]:
+class RunSeries(Mapping[str, dict]):
     """The new days of every fund's data (and the portfolio's, from the backtest's ``summaries``), by code:
     ``{"name", "series": {"dates", <series>: [...]}}``, from a run's published signals, the prices'
-    adjustment factors and the backtest's figures of those days."""
-    keys = ["ts_code", "trade_date"]
-    frame = signals[[*keys, "name", "state", "close", "ma_short", "ma_long", "pct"]]
-    frame = frame.merge(factors[[*keys, "adj_factor"]], on=keys, how="left") if factors is not None else frame
-    equity = None
-    if summaries is not None:
-        equity = summaries[[*keys, "strategy_total_return", "buy_and_hold_total_return"]]
-        equity = equity[equity["trade_date"].isin(frame["trade_date"].unique())]
-        frame = frame.merge(equity, on=keys, how="left")
-    by_fund = {}
-    for code, rows in frame.sort_values(keys, kind="stable").groupby("ts_code", sort=False):
+    adjustment factors and the backtest's figures of those days. A fund's series is built when it is asked
+    for: a decade of 1,500 funds' series as Python lists is a gigabyte, and a fund's page needs only its own."""
+
+    def __init__(
+        self, signals: pd.DataFrame, factors: pd.DataFrame | None = None, summaries: pd.DataFrame | None = None
+    ):
+        keys = ["ts_code", "trade_date"]
+        frame = signals[[*keys, "name", "state", "close", "ma_short", "ma_long", "pct"]]
+        frame = frame.merge(factors[[*keys, "adj_factor"]], on=keys, how="left") if factors is not None else frame
+        self._equity = None
+        if summaries is not None:
+            equity = summaries[[*keys, "strategy_total_return", "buy_and_hold_total_return"]]
+            self._equity = equity[equity["trade_date"].isin(frame["trade_date"].unique())]
+            frame = frame.merge(self._equity, on=keys, how="left")
+        self._frame = frame.sort_values(keys, kind="stable", ignore_index=True)
+        codes = self._frame["ts_code"].to_numpy(object)
+        # Each fund's rows are one stretch of the sorted frame, in the order the funds first appear.
+        first = pd.unique(codes)
+        bounds = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True])
+        self._rows = {code: slice(int(a), int(b)) for code, a, b in zip(first, bounds[:-1], bounds[1:], strict=True)}
+        self._portfolio = None
+        if self._equity is not None and (portfolio := self._equity[self._equity["ts_code"] == PORTFOLIO]).size:
+            self._portfolio = portfolio.sort_values("trade_date")
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._rows
+        if self._portfolio is not None:
+            yield PORTFOLIO
+
+    def __len__(self) -> int:
+        return len(self._rows) + (self._portfolio is not None)
+
+    def __getitem__(self, code: str) -> dict:
+        if code == PORTFOLIO and self._portfolio is not None:
+            return {
+                "name": PORTFOLIO_NAME,
+                "series": {
+                    "dates": date_texts(self._portfolio["trade_date"]),
+                    "strategy_equity": _equity(self._portfolio["strategy_total_return"]),
+                    "hold_equity": _equity(self._portfolio["buy_and_hold_total_return"]),
+                },
+            }
+        rows = self._frame.iloc[self._rows[code]]
         series = {
             "dates": date_texts(rows["trade_date"]),
             "close": rounded(rows["close"], 3),
@@ -52,21 +84,10 @@ def run_series(
             "state": texts(rows["state"]),
             "pct": rounded(rows["pct"], 2),
         }
-        if equity is not None:
+        if self._equity is not None:
             series["strategy_equity"] = _equity(rows["strategy_total_return"])
             series["hold_equity"] = _equity(rows["buy_and_hold_total_return"])
-        by_fund[code] = {"name": rows["name"].iloc[-1], "series": series}
-    if equity is not None and (portfolio := equity[equity["ts_code"] == PORTFOLIO]).size:
-        portfolio = portfolio.sort_values("trade_date")
-        by_fund[PORTFOLIO] = {
-            "name": PORTFOLIO_NAME,
-            "series": {
-                "dates": date_texts(portfolio["trade_date"]),
-                "strategy_equity": _equity(portfolio["strategy_total_return"]),
-                "hold_equity": _equity(portfolio["buy_and_hold_total_return"]),
-            },
-        }
-    return by_fund
+        return {"name": rows["name"].iloc[-1], "series": series}
 
 
 def merge_series(stored: dict | None, new: dict) -> dict:

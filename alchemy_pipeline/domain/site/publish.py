@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -28,13 +28,13 @@ from alchemy_pipeline.domain.signals.rule import RuleParams
 from alchemy_pipeline.domain.site.downloads import equity_csv, equity_csv_key, trades_csv, trades_csv_key
 from alchemy_pipeline.domain.site.feed import FEED_KEY, render_feed
 from alchemy_pipeline.domain.site.fund_pages import (
+    RunSeries,
     document_bytes,
     fund_data_key,
     fund_document,
     fund_page_key,
     merge_series,
     render_fund_page,
-    run_series,
 )
 from alchemy_pipeline.domain.site.lab_page import portfolio_rows, render_lab_page
 from alchemy_pipeline.domain.site.pages import (
@@ -98,12 +98,18 @@ def _write_day(store: BlobStore, rendered: RenderedDay) -> list[str]:
 
 
 def render_batch(
-    batch: tuple[pd.DataFrame, dict[str, dict]], params: RuleParams, notice: str | None, days: list[str]
+    batch: tuple[pd.DataFrame, pd.DataFrame | None],
+    params: RuleParams,
+    notice: str | None,
+    days: list[str],
+    unavailable: dict[str, None],
 ) -> list[RenderedDay]:
-    """The files of each day of a slice of signals, with those days' backtest summaries, each page linked to
-    the published days around it in ``days`` (run in a worker process)."""
+    """The files of each day of a slice of signals, with those days' backtest summaries (from their rows of the
+    report table; ``unavailable``'s days without), each page linked to the published days around it in
+    ``days`` (run in a worker process)."""
     signals, backtests = batch
-    reports = build_reports(signals, params, notice, backtests)
+    summaries = {**unavailable, **backtest_summaries(backtests)} if backtests is not None else {}
+    reports = build_reports(signals, params, notice, summaries)
     return [(r["trade_date"], render_files(r, days), history_entry(r)) for r in reports]
 
 
@@ -118,30 +124,28 @@ def publish_signals(
     unavailable: Iterable[str] = (),
     ledger: pd.DataFrame | None = None,
 ) -> list[str]:
-    """Publishes the report of every day in ``signals``, with its backtest summary from the summary table
+    """Publishes the report of every day in ``signals``, with its backtest summary from the report table
     ``backtests`` (on the days ``unavailable``, a report that says the backtest is unavailable); then each
     fund's page with these days added (their adjustment factors from ``factors``, the prices) and, given the
     equity ``ledger`` of every published day, the tearsheets and downloads; the pages of the published days
     on either side, the history and the front page. Rendering is pure Python: a long
     range is rendered in worker processes, a batch of days each, while this process writes the files."""
 
-    missing = dict.fromkeys(unavailable)
-
-    def with_backtests(batch: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict | None]]:
+    def with_backtests(batch: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
         if backtests is None:
-            return batch, {}
+            return batch, None
         days = backtests["trade_date"].to_numpy()
         first, last = batch["trade_date"].iloc[0].to_datetime64(), batch["trade_date"].iloc[-1].to_datetime64()
-        rows = slice(days.searchsorted(first, "left"), days.searchsorted(last, "right"))
-        return batch, {**missing, **backtest_summaries(backtests.iloc[rows])}
+        return batch, backtests.iloc[days.searchsorted(first, "left") : days.searchsorted(last, "right")]
 
     run_days = sorted(signals["trade_date"].dt.strftime("%Y-%m-%d").unique())
     days = sorted(set(published_days(store)) | set(run_days))
+    missing = dict.fromkeys(unavailable)
     batches = (with_backtests(batch) for batch in day_batches(signals))
     if worth_workers(len(signals)):
-        rendered_batches = map_in_processes(render_batch, batches, params, notice, days)
+        rendered_batches = map_in_processes(render_batch, batches, params, notice, days, missing)
     else:
-        rendered_batches = (render_batch(batch, params, notice, days) for batch in batches)
+        rendered_batches = (render_batch(batch, params, notice, days, missing) for batch in batches)
     entries: list[dict] = []
     written = []
     with store.batch():
@@ -152,7 +156,7 @@ def publish_signals(
             entries += [entry for _, _, entry in batch]
     # Once every day's files are durable: the pages that link to them.
     written += _relink_neighbours(store, run_days, days)
-    written += publish_fund_pages(store, run_series(signals, factors, backtests), params.described(), ledger)
+    written += publish_fund_pages(store, RunSeries(signals, factors, backtests), params.described(), ledger)
     return written + refresh_site(store, subscribe_url, entries, days)
 
 
@@ -168,9 +172,9 @@ def _relink_neighbours(store: BlobStore, run_days: list[str], days: list[str]) -
 
 
 def publish_fund_pages(
-    store: BlobStore, new_days: dict[str, dict], rule: dict, ledger: pd.DataFrame | None = None
+    store: BlobStore, new_days: Mapping[str, dict], rule: dict, ledger: pd.DataFrame | None = None
 ) -> list[str]:
-    """Adds each fund's new days (``run_series``) to its stored data and re-renders its page, with the
+    """Adds each fund's new days (``RunSeries``) to its stored data and re-renders its page, with the
     backtest's figures of its last day, its trades as the backtest published them and, given the ``ledger``,
     its tearsheet (``publish_tearsheets``)."""
 
@@ -191,13 +195,13 @@ def publish_fund_pages(
         written, sheets = publish_tearsheets(store, equity, newest, published_trades)
 
     def publish(code: str) -> list[str]:
-        stored = store.get(fund_data_key(code))
-        series = merge_series(json.loads(stored)["series"] if stored else None, new_days[code]["series"])
+        stored, new = store.get(fund_data_key(code)), new_days[code]
+        series = merge_series(json.loads(stored)["series"] if stored else None, new["series"])
         backtest = backtest_as_of(series["dates"][-1])
         sheet = sheets.get(code)
         document = fund_document(
             code,
-            new_days[code]["name"],
+            new["name"],
             series,
             rule,
             backtest,

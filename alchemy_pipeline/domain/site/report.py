@@ -252,7 +252,7 @@ def render_text(report: dict, sections: list | None = None, fund_url: Callable[[
 
 
 def backtest_summaries(summaries: pd.DataFrame) -> dict[str, dict]:
-    """Each day's backtest summary for its report, from the backtest's summary table (``summary_table``):
+    """Each day's backtest summary for its report, from the backtest's report table (``report_table``):
     the portfolio's and every traded fund's return, a year's rate and in all."""
     pairs = {
         (sleeve, metric): _none_where(values := summaries[f"{sleeve}_{metric}"].to_numpy(float), np.isnan(values))
