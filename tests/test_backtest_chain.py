@@ -12,9 +12,11 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from alchemy_pipeline.definitions import build_definitions
+from alchemy_pipeline.defs.backtest.assets import PREVIEW_COLUMNS, RANGE_PREVIEW_ROWS, _summary_metadata
 from alchemy_pipeline.defs.partitions import materialized_partitions, plan_tags
 from alchemy_pipeline.domain import backtest as bt
 from alchemy_pipeline.domain.signals.rule import RULE_VERSION
@@ -247,3 +249,17 @@ def test_a_backtest_stored_by_the_rules_previous_version_names_the_commands_that
     assert error.startswith(f"The stored backtest and signals were made by version {RULE_VERSION - 1} of the rule")
     for asset in ("etf_indicators", "trade_signals"):
         assert f"dg launch --assets {asset} --partition-range {START}...{DAILY}" in error
+
+
+def test_a_range_runs_summary_table_is_cut_as_it_is_copied_to_every_day():
+    """Dagster copies a range run's metadata to each of its days: 1,500 funds' table over a decade would be
+    half a gigabyte of event log. A range run shows the first rows and says where the rest are; a day's run
+    shows every fund."""
+    codes = [bt.PORTFOLIO, *(f"{510000 + i}.SH" for i in range(RANGE_PREVIEW_ROWS + 10))]
+    last = pd.DataFrame({c: [0.1] * len(codes) for c in PREVIEW_COLUMNS} | {"ts_code": codes, "name": codes})
+    page = "https://example.com/backtests/2024-12-31.json"
+    ranged = _summary_metadata(last, 1_000, 20, "2024-12-31", page)["funds"].value
+    assert f"| {codes[RANGE_PREVIEW_ROWS - 1]} " in ranged and f"| {codes[RANGE_PREVIEW_ROWS]} " not in ranged
+    assert ranged.endswith(f"The first {RANGE_PREVIEW_ROWS} rows of {len(codes)}: every fund's figures are in {page}")
+    daily = _summary_metadata(last, 61, 1, "2024-12-31", page)["funds"].value
+    assert all(f"| {code} " in daily for code in codes)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -38,6 +39,7 @@ from alchemy_pipeline.domain.backtest import ledger
 from alchemy_pipeline.domain.market.quality import QUALITY_COLUMNS, held_back_days
 from alchemy_pipeline.domain.signals.rule import RULE_VERSION
 from alchemy_pipeline.domain.site.publish import publish_backtests, published_days, trades_key
+from alchemy_pipeline.infrastructure.frames import by_trade_date
 from alchemy_pipeline.infrastructure.storage import BlobStore, in_parallel
 
 # In the data store: the days outside a run whose backtest changed, for signal_report to publish again.
@@ -92,10 +94,28 @@ def missing_history(
 
 
 @dataclass
+class Carried:
+    """Days carried a year at a time: the last year's run (the state after it, its states) and the trades
+    closed before that year, as published (``kept``)."""
+
+    last: bt.CarriedRun
+    kept: dict[str, list[dict]]
+    days: list[dt.date]
+    documents: int  # published
+    rows: int  # of states stored
+
+    @property
+    def kept_after(self) -> dict[str, list[dict]]:
+        """The trades closed by the end of the days, as published."""
+        return _with_closed(self.kept, self.last, self.last.state.codes)
+
+
+@dataclass
 class ChainResult:
-    frame: pd.DataFrame  # the states of the run's days
+    frame: pd.DataFrame  # the states of the run's last year (stored a year at a time as carried)
     started_from: str
     held_back: dict[str, str]
+    rows: int = 0  # the states stored for the run's days
     other_days: list[str] = field(default_factory=list)  # outside the run, whose states were rewritten
     documents: int = 0
     trades_rewritten: bool = False
@@ -150,17 +170,25 @@ class BacktestChain:
                 )
                 state, kept = bt.BacktestState.empty(self.settings, self.universe, self.fingerprint), {}
                 started_from = f"the backtest's start, {start}: {reason}"
-        earlier = self._carry_stored(state, before) if before else None
-        held = held_back_days(prices, signals, self.max_funds_without_data)
-        run = bt.carry(state, bt.bars_by_day(prices, signals, self.codes, days), days, _days(held))
-        later = self._carry_on(run, days[-1])
+        existing = {k.removeprefix("backtests/").removesuffix(".json") for k in self.store.keys("backtests/")}
+        stored_later = self._stored_after(days[-1])
+        earlier = self._carry_stored(state, before, kept, existing) if before else None
+        if earlier is not None:
+            state, kept = earlier.last.state, earlier.kept_after
+        held = _days(held_back_days(prices, signals, self.max_funds_without_data))
+        prices, signals = by_trade_date(prices), by_trade_date(signals)
+
+        def bars_of(year: list[dt.date]) -> tuple[bt.DayBars, set[dt.date]]:
+            return bt.bars_by_day(_within(prices, year), _within(signals, year), self.codes, year), held
+
+        run = self._carry_by_year(state, days, bars_of, kept, None)
+        later = self._carry_on(run, days[-1], *stored_later, existing)
         chain = [c for c in (earlier, run, later) if c is not None]
-        result = ChainResult(run.frame, started_from, held)
         outside = [c for c in (earlier, later) if c is not None]
+        result = ChainResult(run.last.frame, started_from, held, rows=run.rows)
         result.other_days = [d.isoformat() for c in outside for d in c.days]
-        result.documents, result.trades_rewritten = self._publish(chain, run, outside, kept)
-        # Beside the states (the run's are stored by the IO manager once the step returns): their equity.
-        ledger.write(self.io_manager.store(), [c.frame for c in chain])
+        result.documents = sum(c.documents for c in chain)
+        result.trades_rewritten = self._publish_trades(chain[-1])
         self._mark_for_republishing(outside)
         return result
 
@@ -181,16 +209,48 @@ class BacktestChain:
             f"this day again: {commands}"
         )
 
-    def _carry_stored(self, state: bt.BacktestState, days: list[dt.date]) -> bt.CarriedRun:
-        """``state`` carried through ``days`` out of the stored prices and signals; their states stored."""
-        keys = [d.isoformat() for d in days]
-        prices = self.io_manager.read(dg.AssetKey(PRICE_ASSET), keys, QUALITY_COLUMNS)
-        signals = self.io_manager.read(dg.AssetKey(SIGNALS_ASSET), keys, SIGNAL_COLUMNS)
-        self._check_universe(signals, keys)
-        held = held_back_days(prices, signals, self.max_funds_without_data)
-        carried = bt.carry(state, bt.bars_by_day(prices, signals, self.codes, days), days, _days(held))
-        self.io_manager.write(dg.AssetKey(BACKTEST_ASSET), carried.frame, keys)
-        return carried
+    def _carry_stored(
+        self, state: bt.BacktestState, days: list[dt.date], kept: dict[str, list[dict]], existing: set[str]
+    ) -> Carried:
+        """``state`` carried through ``days`` out of the stored prices and signals, a year of them read at a time;
+        their documents republished where they were published."""
+
+        def stored_bars(year: list[dt.date]) -> tuple[bt.DayBars, set[dt.date]]:
+            keys = [d.isoformat() for d in year]
+            prices = self.io_manager.read(dg.AssetKey(PRICE_ASSET), keys, QUALITY_COLUMNS)
+            signals = self.io_manager.read(dg.AssetKey(SIGNALS_ASSET), keys, SIGNAL_COLUMNS)
+            self._check_universe(signals, keys)
+            held = held_back_days(prices, signals, self.max_funds_without_data)
+            return bt.bars_by_day(prices, signals, self.codes, year), _days(held)
+
+        return self._carry_by_year(state, days, stored_bars, kept, existing)
+
+    def _carry_by_year(
+        self,
+        state: bt.BacktestState,
+        days: list[dt.date],
+        bars_of: Callable[[list[dt.date]], tuple[bt.DayBars, set[dt.date]]],
+        kept: dict[str, list[dict]],
+        existing: set[str] | None,
+    ) -> Carried:
+        """``state`` carried through ``days`` a calendar year at a time (``bars_of`` a year gives its bars and
+        its days held back): each year's states stored, its equity added to the ledger and its documents
+        published (of the days in ``existing`` only, when given) before the next year is carried, so that a
+        decade of a large universe is never held at once (1,500 funds' states are 1.3 GB)."""
+        documents = rows = 0
+        years = [list(year) for _, year in itertools.groupby(days, key=lambda d: d.year)]
+        for i, year in enumerate(years):
+            bars, held = bars_of(year)
+            carried = bt.carry(state, bars, year, held)
+            self.io_manager.write(dg.AssetKey(BACKTEST_ASSET), carried.frame, [d.isoformat() for d in year])
+            ledger.write(self.io_manager.store(), [carried.frame])
+            only = None if existing is None else {d for d in carried.traded_days if d.isoformat() in existing}
+            documents += len(publish_backtests(self.store, bt.document_files(carried, self.rule, only)))
+            rows += len(carried.frame)
+            state = carried.state
+            if i < len(years) - 1:
+                kept = _with_closed(kept, carried, self.codes)
+        return Carried(carried, kept, days, documents, rows)
 
     def _check_universe(self, signals: pd.DataFrame, keys: list[str]) -> None:
         """Stored signals made for another universe lack a fund's rows: name it and the command that makes them."""
@@ -202,17 +262,23 @@ class BacktestChain:
                 f"signals of those days again for the whole universe: scripts/backfill {keys[0]} {keys[-1]}"
             )
 
-    def _carry_on(self, run: bt.CarriedRun, last: dt.date) -> bt.CarriedRun | None:
-        """The later stored days carried on from the run's last state, when the run changed that state."""
+    def _stored_after(self, last: dt.date) -> tuple[list[str], pd.DataFrame]:
+        """The days stored after ``last``, and the state stored for ``last`` (read before the run stores its own)."""
         stored_days = sorted(
             k.removeprefix(f"{BACKTEST_ASSET}/").removesuffix(".parquet")
             for k in self.io_manager.store().keys(f"{BACKTEST_ASSET}/")
             if k.endswith(".parquet") and k > state_key(last.isoformat())
         )
         if not stored_days:
-            return None
-        stored = self.io_manager.read_if_stored(dg.AssetKey(BACKTEST_ASSET), last.isoformat())
-        if _same_state(stored, run.frame[run.frame["trade_date"] == pd.Timestamp(last)]):
+            return [], pd.DataFrame()
+        return stored_days, self.io_manager.read_if_stored(dg.AssetKey(BACKTEST_ASSET), last.isoformat())
+
+    def _carry_on(
+        self, run: Carried, last: dt.date, stored_days: list[str], stored: pd.DataFrame, existing: set[str]
+    ) -> Carried | None:
+        """The later ``stored_days`` carried on from the run's last state, when the run changed that state (it
+        was ``stored``)."""
+        if not stored_days or _same_state(stored, run.last.frame[run.last.frame["trade_date"] == pd.Timestamp(last)]):
             return None
         later = TRADING_DAYS.calendar.sessions(last + dt.timedelta(days=1), to_day(stored_days[-1]))
         self.log.warning(
@@ -220,7 +286,7 @@ class BacktestChain:
             f"stored ({later[0]}...{later[-1]}), republishing their documents and listing their reports to publish "
             "again"
         )
-        return self._carry_stored(run.state, later)
+        return self._carry_stored(run.last.state, later, run.kept_after, existing)
 
     def _kept_trades(self, state: bt.BacktestState, first: dt.date) -> dict[str, list[dict]] | None:
         """Each fund's published trades closed before ``first``; None unless they are exactly the ones the
@@ -233,28 +299,15 @@ class BacktestChain:
                 return None
         return kept
 
-    def _publish(
-        self, chain: list[bt.CarriedRun], run: bt.CarriedRun, outside: list[bt.CarriedRun], kept: dict
-    ) -> tuple[int, bool]:
-        """The documents of the run's days and of the days outside it that had one; the trades when the chain
-        reaches the newest published day."""
-        existing = {k.removeprefix("backtests/").removesuffix(".json") for k in self.store.keys("backtests/")}
-        documents = itertools.chain(
-            bt.document_files(run, self.rule),
-            *(bt.document_files(c, self.rule, only={d for d in c.days if d.isoformat() in existing}) for c in outside),
-        )
+    def _publish_trades(self, last: Carried) -> bool:
+        """Every fund's trades, when the chain reaches the newest published day; whether it did."""
         newest = published_days(self.store)
-        end = chain[-1].days[-1]
-        reaches_newest = not newest or end.isoformat() >= newest[-1]
-        trades = None
-        if reaches_newest:
-            for carried in chain[:-1]:
-                kept = {c: [*kept.get(c, []), *map(bt.trade_json, carried.closed_trades[c])] for c in self.codes}
-            trades = bt.trade_lists(chain[-1], kept)
-        written = publish_backtests(self.store, documents, trades)
-        return len(written) - len(trades or {}), reaches_newest
+        if newest and last.days[-1].isoformat() < newest[-1]:
+            return False
+        publish_backtests(self.store, [], bt.trade_lists(last.last, last.kept))
+        return True
 
-    def _mark_for_republishing(self, outside: list[bt.CarriedRun]) -> None:
+    def _mark_for_republishing(self, outside: list[Carried]) -> None:
         published = set(published_days(self.store))
         days = sorted({d.isoformat() for c in outside for d in c.days} & published)
         if not days:
@@ -266,6 +319,18 @@ class BacktestChain:
             f"{len(days)} published reports carry a backtest summary that changed: signal_report "
             f"publishes them again ({days[0]}...{days[-1]})"
         )
+
+
+def _with_closed(kept: dict[str, list[dict]], carried: bt.CarriedRun, codes: list[str]) -> dict[str, list[dict]]:
+    """``kept`` with the trades ``carried`` closed added, as published."""
+    return {c: [*kept.get(c, []), *map(bt.trade_json, carried.closed_trades[c])] for c in codes}
+
+
+def _within(frame: pd.DataFrame, days: list[dt.date]) -> pd.DataFrame:
+    """The rows of a frame in day order from the first of ``days`` to the last."""
+    dates = frame["trade_date"].to_numpy("datetime64[D]")
+    ends = np.array([days[0], days[-1]], dtype="datetime64[D]")
+    return frame.iloc[dates.searchsorted(ends[0], "left") : dates.searchsorted(ends[1], "right")]
 
 
 def _days(held_back: dict[str, str]) -> set[dt.date]:
