@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from alchemy_pipeline.domain.signals.rule import RuleParams, State
 from alchemy_pipeline.domain.site import publish
 from alchemy_pipeline.domain.site.fund_pages import crosses, merge_series
+from alchemy_pipeline.domain.site.pages import cell, escaped_cell, number_cell, percent_cell
 from alchemy_pipeline.domain.site.report import REPORT_BATCH_DAYS, render_text
 from alchemy_pipeline.infrastructure import workers
 from alchemy_pipeline.infrastructure.storage import LocalBlobStore
@@ -223,3 +224,18 @@ def test_the_feed_lists_the_newest_60_days_newest_first_with_their_crosses_linke
         crossed += bool(day["buy"] or day["sell"])
         assert ("今日无买卖信号" in content) == (not day["buy"] and not day["sell"])
     assert crossed > 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(st.none(), st.floats(allow_nan=False), st.integers(-(10**6), 10**6)),
+    st.integers(0, 3),
+    st.sampled_from(["", "%"]),
+    st.sampled_from(["", "wide", "up"]),
+)
+def test_the_day_pages_numbers_are_written_unescaped_as_cell_would_write_them(value, digits, suffix, css):
+    """The day page's table skips escaping its numbers (15,000 cells a day for 1,500 funds): they are the cells
+    ``cell`` writes, escaping and all."""
+    assert escaped_cell(*number_cell(value, digits, suffix), css) == cell(*number_cell(value, digits, suffix), css)
+    fraction = None if value is None else float(value)
+    assert escaped_cell(*percent_cell(fraction), css) == cell(*percent_cell(fraction), css)
