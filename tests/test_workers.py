@@ -8,6 +8,7 @@ from concurrent.futures.process import BrokenProcessPool
 import pytest
 
 from alchemy_pipeline.infrastructure import workers
+from alchemy_pipeline.infrastructure.storage import IN_FLIGHT, one_by_one
 from alchemy_pipeline.infrastructure.workers import map_in_processes
 
 
@@ -44,3 +45,18 @@ def test_a_dead_worker_fails_that_map_only_and_the_next_one_gets_new_workers():
         list(map_in_processes(_kill_myself_on, range(10), 3))
     again = list(map_in_processes(_pid, range(10)))
     assert [item for item, _ in again] == list(range(10))
+
+
+def test_a_ranges_objects_are_read_a_few_ahead_of_the_one_parsed_in_order():
+    """The IO manager parses a range's objects as they come: a decade of states is a gigabyte of files, and
+    reading every one before parsing the first held them all at once."""
+    fetched = []
+
+    def fetch(key: int) -> int:
+        fetched.append(key)
+        return key * 10
+
+    results = one_by_one(fetch, range(1_000))
+    assert next(results) == 0
+    assert len(fetched) <= 2 * IN_FLIGHT + 1
+    assert [0, *results] == [k * 10 for k in range(1_000)]

@@ -21,7 +21,7 @@ from dagster_aws.s3 import S3Resource
 from alchemy_pipeline.defs.partitions import backfill_command, contiguous_ranges
 from alchemy_pipeline.infrastructure.frames import by_trade_date, shared_strings
 from alchemy_pipeline.infrastructure.memory import release_free_memory
-from alchemy_pipeline.infrastructure.storage import BlobStore, LocalBlobStore, S3BlobStore, in_parallel
+from alchemy_pipeline.infrastructure.storage import BlobStore, LocalBlobStore, S3BlobStore, in_parallel, one_by_one
 
 # An input's metadata flag: of the upstream partitions, read only the first, and none if it is missing.
 DAY_BEFORE_ONLY = "day_before_only"
@@ -170,11 +170,11 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         return frame
 
     def _read(self, store: BlobStore, asset_key: dg.AssetKey, keys: list[str], columns: list[str] | None):
-        # Fetched a few at a time (the wait is the disk's or the network's), parsed in this thread (the work is
-        # the CPU's, and threads would only contend for it).
+        # Fetched a few at a time (the wait is the disk's or the network's), parsed in this thread as they come
+        # (the work is the CPU's, and threads would only contend for it), each object's bytes dropped once parsed:
+        # a decade of states is a gigabyte of files, of which a step may read a few columns.
         tables = [
-            from_parquet_bytes(data, columns)
-            for data in in_parallel(store.get, [self._key(asset_key, k) for k in keys])
+            from_parquet_bytes(data, columns) for data in one_by_one(store.get, [self._key(asset_key, k) for k in keys])
         ]
         if not tables:
             return pd.DataFrame()

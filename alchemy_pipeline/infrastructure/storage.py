@@ -12,6 +12,8 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from alchemy_pipeline.infrastructure.workers import in_order
+
 T = TypeVar("T")
 R = TypeVar("R")
 # Blob reads and writes wait on the disk or the network, not the CPU: a few in flight hide that wait.
@@ -22,6 +24,13 @@ def in_parallel(work: Callable[[T], R], items: Iterable[T]) -> list[R]:
     """``work`` on each item, a few at a time, results in the items' order; the first error is raised."""
     with ThreadPoolExecutor(max_workers=IN_FLIGHT, thread_name_prefix="blobs") as pool:
         return list(pool.map(work, items))
+
+
+def one_by_one(work: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+    """``in_parallel``'s results as they come, in the items' order, only a few fetched ahead of the one
+    taken: a range's objects (a decade is thousands) are never all in memory at once."""
+    with ThreadPoolExecutor(max_workers=IN_FLIGHT, thread_name_prefix="blobs") as pool:
+        yield from in_order(pool, work, items, 2 * IN_FLIGHT)
 
 
 class WriteConflict(RuntimeError):

@@ -10,7 +10,7 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -32,18 +32,23 @@ def _new_pool() -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=WORKER_PROCESSES, mp_context=multiprocessing.get_context("spawn"))
 
 
-def map_in_processes(work: Callable[..., R], items: Iterable[T], *args) -> Iterator[R]:
-    """``work(item, *args)`` for each item in worker processes, results in the items' order; only a few
-    items are handed out ahead of the results taken, so that a long range is never all in flight."""
-    with _new_pool() as pool:
-        pending: deque = deque()
-        try:
-            for item in items:
-                pending.append(pool.submit(work, item, *args))
-                if len(pending) > 2 * WORKER_PROCESSES:
-                    yield pending.popleft().result()
-            while pending:
+def in_order(pool: Executor, work: Callable[..., R], items: Iterable[T], ahead: int, *args) -> Iterator[R]:
+    """``work(item, *args)`` for each item in ``pool``, results in the items' order; at most ``ahead`` items
+    are handed out beyond the results taken, so that a long range is never all in flight nor all held."""
+    pending: deque = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(work, item, *args))
+            if len(pending) > ahead:
                 yield pending.popleft().result()
-        finally:
-            for future in pending:  # stopped early (an error, or the caller gave up): no work left behind
-                future.cancel()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:  # stopped early (an error, or the caller gave up): no work left behind
+            future.cancel()
+
+
+def map_in_processes(work: Callable[..., R], items: Iterable[T], *args) -> Iterator[R]:
+    """``work(item, *args)`` for each item in worker processes (``in_order``)."""
+    with _new_pool() as pool:
+        yield from in_order(pool, work, items, 2 * WORKER_PROCESSES, *args)
