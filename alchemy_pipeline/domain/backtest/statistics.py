@@ -79,17 +79,8 @@ SUMMARY_COLUMNS = [
 # What the reports and the fund pages read of each row, and the state fields it is computed from: a range's
 # report reads these columns of the states alone (a decade of 1,500 funds' whole states is 1.3 GB).
 REPORT_METRICS = [*((sleeve, m) for sleeve in SLEEVES for m in ("total_return", "cagr")), ("strategy", "trades")]
-REPORT_STATE_COLUMNS = [
-    "ts_code",
-    "name",
-    "trade_date",
-    "first_day",
-    "last_day",
-    "strategy_previous",
-    "buy_and_hold_previous",
-    "closed",
-    "strategy_shares",
-]
+REPORT_FIELDS = ["first_day", "last_day", "strategy_previous", "buy_and_hold_previous", "closed", "strategy_shares"]
+REPORT_STATE_COLUMNS = ["ts_code", "name", "trade_date", *REPORT_FIELDS]
 REPORT_COLUMNS = ["ts_code", "name", "trade_date", "start", "execution", *(f"{s}_{m}" for s, m in REPORT_METRICS)]
 
 
@@ -209,7 +200,7 @@ def summary_table(states: pd.DataFrame, settings: BacktestSettings) -> pd.DataFr
 def report_table(states: pd.DataFrame, settings: BacktestSettings) -> pd.DataFrame:
     """Of ``summary_table``, the columns the reports and the fund pages read (``REPORT_COLUMNS``), from the
     states' ``REPORT_STATE_COLUMNS`` alone."""
-    v = {field: state_column(states, field) for field in REPORT_STATE_COLUMNS[3:]}
+    v = {field: state_column(states, field) for field in REPORT_FIELDS}
     portfolio, start_value = _start_values(states, settings)
     out = {"ts_code": states["ts_code"], "name": states["name"], "trade_date": states["trade_date"]}
     for sleeve in SLEEVES:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import html
+import itertools
 import json
 from collections.abc import Iterator, Mapping
 
@@ -48,10 +49,9 @@ class RunSeries(Mapping[str, dict]):
             frame = frame.merge(self._equity, on=keys, how="left")
         self._frame = frame.sort_values(keys, kind="stable", ignore_index=True)
         codes = self._frame["ts_code"].to_numpy(object)
-        # Each fund's rows are one stretch of the sorted frame, in the order the funds first appear.
-        first = pd.unique(codes)
-        bounds = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True])
-        self._rows = {code: slice(int(a), int(b)) for code, a, b in zip(first, bounds[:-1], bounds[1:], strict=True)}
+        # Each fund's rows are one stretch of the sorted frame.
+        bounds = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True]).tolist() if len(codes) else []
+        self._rows = {codes[a]: slice(a, b) for a, b in itertools.pairwise(bounds)}
         self._portfolio = None
         if self._equity is not None and (portfolio := self._equity[self._equity["ts_code"] == PORTFOLIO]).size:
             self._portfolio = portfolio.sort_values("trade_date")
