@@ -12,11 +12,9 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 import pytest
 
 from alchemy_pipeline.definitions import build_definitions
-from alchemy_pipeline.defs.backtest.assets import PREVIEW_COLUMNS, RANGE_PREVIEW_ROWS, _summary_metadata
 from alchemy_pipeline.defs.partitions import materialized_partitions, plan_tags
 from alchemy_pipeline.domain import backtest as bt
 from alchemy_pipeline.domain.signals.rule import RULE_VERSION
@@ -251,15 +249,31 @@ def test_a_backtest_stored_by_the_rules_previous_version_names_the_commands_that
         assert f"dg launch --assets {asset} --partition-range {START}...{DAILY}" in error
 
 
-def test_a_range_runs_summary_table_is_cut_as_it_is_copied_to_every_day():
-    """Dagster copies a range run's metadata to each of its days: 1,500 funds' table over a decade would be
-    half a gigabyte of event log. A range run shows the first rows and says where the rest are; a day's run
-    shows every fund."""
-    codes = [bt.PORTFOLIO, *(f"{510000 + i}.SH" for i in range(RANGE_PREVIEW_ROWS + 10))]
-    last = pd.DataFrame({c: [0.1] * len(codes) for c in PREVIEW_COLUMNS} | {"ts_code": codes, "name": codes})
-    page = "https://example.com/backtests/2024-12-31.json"
-    ranged = _summary_metadata(last, 1_000, 20, "2024-12-31", page)["funds"].value
-    assert f"| {codes[RANGE_PREVIEW_ROWS - 1]} " in ranged and f"| {codes[RANGE_PREVIEW_ROWS]} " not in ranged
-    assert ranged.endswith(f"The first {RANGE_PREVIEW_ROWS} rows of {len(codes)}: every fund's figures are in {page}")
-    daily = _summary_metadata(last, 61, 1, "2024-12-31", page)["funds"].value
-    assert all(f"| {code} " in daily for code in codes)
+def test_a_range_runs_newest_day_alone_carries_its_table_chart_and_plotted_numbers(world):
+    """Dagster copies a run's metadata to each of its days: a decade of 1,500 funds' table and the equity chart
+    would be written 2,431 times into the event log, and the newest day's numbers would plot at every day."""
+    one = world("one")
+    *_, run = one.publish(START, RANGE_END)
+    site = one.root / "site"
+    states = {m.partition: m.metadata for m in materializations(run, "etf_backtest")}
+    newest = states.pop(RANGE_END)
+    document = json.loads((site / "backtests" / f"{RANGE_END}.json").read_text("utf-8"))
+    # Every fund's row, with the portfolio's, below the header and its rule.
+    assert newest["funds"].value.count("\n") == len(FUNDS) + 2
+    assert all(f"| {code} " in newest["funds"].value for code in FUNDS)
+    total = document["portfolio"]["strategy"]["total_return"]
+    assert newest["portfolio_strategy_total_return"].value == pytest.approx(total, abs=1e-6)
+    assert newest["portfolio_sortino"].value is not None
+    assert len(states) > 20
+    assert all(m["days"].value == len(states) + 1 for m in states.values())
+    assert not any(k in m for m in states.values() for k in ("funds", "portfolio_strategy_total_return"))
+    reports = {m.partition: m.metadata for m in materializations(run, "signal_report")}
+    newest = reports.pop(RANGE_END)
+    report = json.loads((site / "reports" / f"{RANGE_END}.json").read_text("utf-8"))
+    signals = [e["state"] for e in report["signals"]]
+    assert (newest["buy_count"].value, newest["sell_count"].value) == (signals.count("BUY"), signals.count("SELL"))
+    assert newest["portfolio_equity"].value.startswith("![portfolio equity](data:image/svg+xml;base64,")
+    assert RANGE_END in newest["latest_report"].value
+    assert set(reports) == set(states)
+    shown = ("portfolio_equity", "latest_report", "latest_page", "buy_count", "portfolio_strategy_return")
+    assert all(m["days_published"].value == len(reports) + 1 and not set(shown) & set(m) for m in reports.values())

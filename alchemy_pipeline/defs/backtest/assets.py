@@ -37,10 +37,7 @@ PREVIEW_COLUMNS = [
     "strategy_exposure",
     "strategy_fees",
 ]
-# A range run's metadata is copied to each of its days: its summary table shows this many rows (a decade of 1,500
-# funds' whole table would be written 2,431 times into the event log, half a gigabyte).
-RANGE_PREVIEW_ROWS = 50
-# The portfolio's figures a single day's run records as numbers, which the UI plots over days.
+# The portfolio's figures a run's last day records as numbers, which the UI plots over days.
 PLOTTED = ["total_return", "cagr", "max_drawdown", "sharpe"]
 # The columns the held-back rule reads, with those the backtest trades on.
 PRICE_INPUT_COLUMNS = QUALITY_COLUMNS
@@ -51,29 +48,19 @@ PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1, all
 COMPUTED_CHECK = "backtest_computed"
 
 
-def _summary_metadata(last: pd.DataFrame, rows: int, days: int, as_of: str, page: str) -> dict:
-    """What the UI shows of a run: its size, and the summary table of its last day (``last``); a range run's
-    table the portfolio's and the first funds' rows only."""
+def _last_day_metadata(last: pd.DataFrame, page: str) -> dict:
+    """What the UI shows of a run's last day (``last``, its summary table): every fund's figures, the link to its
+    document, and the portfolio's figures as numbers, which the UI plots over days."""
     portfolio = last[last["ts_code"] == bt.PORTFOLIO].iloc[0]
-    preview, note = last[PREVIEW_COLUMNS], ""
-    if days > 1 and len(preview) > RANGE_PREVIEW_ROWS:
-        preview = preview.head(RANGE_PREVIEW_ROWS)
-        note = f"\n\nThe first {RANGE_PREVIEW_ROWS} rows of {len(last)}: every fund's figures are in {page}"
-    table = preview.to_markdown(index=False, floatfmt=".4f") + note
     metadata = {
-        "dagster/row_count": rows,
-        "days": days,
-        "figures_as_of": as_of,
-        "funds": dg.MetadataValue.md(table),
+        "funds": dg.MetadataValue.md(last[PREVIEW_COLUMNS].to_markdown(index=False, floatfmt=".4f")),
         "latest_backtest": dg.MetadataValue.url(page),
     }
-    if days == 1:
-        # A range run's metadata is copied to each of its days: numbers of its last day would plot wrongly.
-        for sleeve in ("strategy", "buy_and_hold"):
-            for metric in PLOTTED:
-                value = portfolio[f"{sleeve}_{metric}"]
-                if pd.notna(value):
-                    metadata[f"portfolio_{sleeve}_{metric}"] = float(value)
+    for sleeve in ("strategy", "buy_and_hold"):
+        for metric in PLOTTED:
+            value = portfolio[f"{sleeve}_{metric}"]
+            if pd.notna(value):
+                metadata[f"portfolio_{sleeve}_{metric}"] = float(value)
     return metadata
 
 
@@ -167,20 +154,26 @@ def build_backtest_asset(start: dt.date) -> dg.AssetsDefinition:
         last = days[-1].isoformat()
         # The UI shows the last day: its rows alone (a decade of a large universe is millions of rows).
         summaries = bt.summary_table(result.frame[result.frame["trade_date"] == pd.Timestamp(last)], chain.settings)
-        metadata = _summary_metadata(summaries, result.rows, len(days), last, site.url(backtest_key(last)))
+        newest = _last_day_metadata(summaries, site.url(backtest_key(last)))
         # The portfolio's ratios of its tearsheet, over every stored day's equity (the ledger's one fund).
         equity = bt_ledger.bars(bt_ledger.read(io_manager.store(), PORTFOLIO))
         ratios = headline_ratios(equity[equity["day"] <= last], chain.settings.cash * len(chain.codes))
-        metadata.update(
-            portfolio_sortino=ratios["sortino"],
-            portfolio_beta=ratios["beta"],
-            fingerprint=chain.fingerprint,
-            documents_published=result.documents,
-            trades_rewritten=result.trades_rewritten,
-            started_from=result.started_from,
-            days_held_back=len(result.held_back),
-            other_days_rewritten=len(result.other_days),
-        )
+        newest.update(portfolio_sortino=ratios["sortino"], portfolio_beta=ratios["beta"])
+        # Dagster copies a run's metadata to each of its days: what describes the last day goes on it alone (a
+        # decade's copies of 1,500 funds' table would be half a gigabyte of event log, and its numbers would plot
+        # at every day).
+        context.add_asset_metadata(newest, partition_key=last)
+        metadata = {
+            "dagster/row_count": result.rows,
+            "days": len(days),
+            "figures_as_of": last,
+            "fingerprint": chain.fingerprint,
+            "documents_published": result.documents,
+            "trades_rewritten": result.trades_rewritten,
+            "started_from": result.started_from,
+            "days_held_back": len(result.held_back),
+            "other_days_rewritten": len(result.other_days),
+        }
         # The chain stored the run's states a year at a time as it carried them: nothing left to store.
         yield dg.Output(None, metadata=metadata)
         yield dg.AssetCheckResult(check_name=COMPUTED_CHECK, passed=True, description=result.started_from)

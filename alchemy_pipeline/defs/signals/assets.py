@@ -321,37 +321,40 @@ def signal_report(
     days = kept["trade_date"].drop_duplicates()
     newest = backtest_summaries(summaries[summaries["trade_date"] == days.max()])
     latest = build_report(kept[kept["trade_date"] == days.max()], params, prices.notice, newest)
-    # Stored with each day the run publishes: a backfill's metadata is kept per partition.
     metadata = {
         "days_published": len(days),
         "first_day": days.min().strftime("%Y-%m-%d"),
         "last_day": latest["trade_date"],
         "files_written": len(written),
-        "latest_page": dg.MetadataValue.url(site.page_url(latest["trade_date"])),
-        "latest_report": dg.MetadataValue.md(f"```\n{_head(render_text(latest), REPORT_PREVIEW_LINES)}```"),
         "days_held_back": len(held_back),
         "days_republished": len(republished),
         "backtest_unavailable": len(unavailable),
+    }
+    # Dagster copies a run's metadata to each of its days: what shows the newest day goes on it alone (a decade's
+    # copies of the equity chart would be 190 MB of event log, and its numbers would plot at every day).
+    newest_day = {
+        "latest_page": dg.MetadataValue.url(site.page_url(latest["trade_date"])),
+        "latest_report": dg.MetadataValue.md(f"```\n{_head(render_text(latest), REPORT_PREVIEW_LINES)}```"),
+        **_day_numbers(latest),
     }
     portfolio = store.get(fund_data_key(PORTFOLIO))
     if portfolio is not None:
         series = json.loads(portfolio)["series"]
         svg = equity_svg(series["dates"], series["strategy_equity"], series["hold_equity"])
-        metadata["portfolio_equity"] = dg.MetadataValue.md(markdown_image(svg, "portfolio equity", "image/svg+xml"))
-    if len(days) == 1:
-        # A range run's metadata is copied to each of its days: its last day's numbers would plot wrongly.
-        metadata.update(_day_numbers(latest))
+        newest_day["portfolio_equity"] = dg.MetadataValue.md(markdown_image(svg, "portfolio equity", "image/svg+xml"))
     for day in republished:
         yield dg.AssetMaterialization(
             asset_key=context.asset_key, partition=day, metadata={"republished_by_run": context.run.run_id}
         )
     if not held_back:
         # Every day of the run: one result, whose per-day records Dagster writes in batches.
+        context.add_asset_metadata(newest_day, partition_key=latest["trade_date"])
         yield dg.MaterializeResult(metadata=metadata)
         return
     metadata["held_back"] = dg.MetadataValue.json(held_back)
     for day in days.dt.strftime("%Y-%m-%d"):
-        yield dg.AssetMaterialization(asset_key=context.asset_key, partition=day, metadata=metadata)
+        shown = newest_day if day == latest["trade_date"] else {}
+        yield dg.AssetMaterialization(asset_key=context.asset_key, partition=day, metadata=metadata | shown)
 
 
 def _backtest_unavailable(signals: pd.DataFrame, summaries: pd.DataFrame, settings) -> list[str]:
