@@ -260,12 +260,10 @@ def trade_signals(
     # Only the days that pass the quality rules are materialized: when some are held back, each day
     # published is recorded on its own.
     output_required=False,
-    ins={
-        "trade_signals": dg.AssetIn(),
-        "etf_daily_prices": dg.AssetIn(metadata={"columns": QUALITY_COLUMNS}),
-        # The states' columns that the reports' summaries are computed from, not the whole states.
-        "etf_backtest": dg.AssetIn(metadata={"columns": bt.REPORT_STATE_COLUMNS}),
-    },
+    ins={"trade_signals": dg.AssetIn()},
+    # Read in the body, not as inputs: Dagster holds a step's inputs until the step ends, and a decade of 1,500
+    # funds' bars and states is a gigabyte that the rendering after them does not need.
+    deps=[PRICE_ASSET, BACKTEST_ASSET],
     description=(
         "The published report of each day (reports/YYYY-MM-DD.json, .txt and .html), with the backtest's "
         "summary of that day; each fund's page and chart data with the run's days added (funds/<ts_code>.html "
@@ -278,8 +276,6 @@ def trade_signals(
 def signal_report(
     context: dg.AssetExecutionContext,
     trade_signals: pd.DataFrame,
-    etf_daily_prices: pd.DataFrame,
-    etf_backtest: pd.DataFrame,
     io_manager: dg.ResourceParam[PartitionedParquetIOManager],
     universe: UniverseResource,
     strategy: StrategyResource,
@@ -287,9 +283,10 @@ def signal_report(
     prices: PriceSourceResource,
     site: SiteResource,
 ):
-    held_back = held_back_days(etf_daily_prices, trade_signals, universe.max_funds_without_data)
-    factors = etf_daily_prices[["ts_code", "trade_date", "adj_factor"]]
-    del etf_daily_prices
+    bars = io_manager.read(dg.AssetKey(PRICE_ASSET), context.partition_keys, QUALITY_COLUMNS)
+    held_back = held_back_days(bars, trade_signals, universe.max_funds_without_data)
+    factors = bars[["ts_code", "trade_date", "adj_factor"]]
+    del bars
     if held_back:
         context.log.warning(f"{len(held_back)} days held back, not published: {_reasons(held_back)}")
         context.instance.add_run_tags(context.run.run_id, {HELD_BACK_TAG: _held_back_tag(held_back)})
@@ -310,8 +307,10 @@ def signal_report(
     republished = _republish(
         context, io_manager, store, run_days, params, prices.notice, site.subscribe_url, settings, ledger
     )
-    summaries = bt.report_table(etf_backtest, settings)
-    del etf_backtest
+    # The states' columns that the reports' summaries are computed from, not the whole states.
+    summaries = bt.report_table(
+        io_manager.read(dg.AssetKey(BACKTEST_ASSET), context.partition_keys, bt.REPORT_STATE_COLUMNS), settings
+    )
     unavailable = _backtest_unavailable(kept, summaries, settings)
     if unavailable:
         context.log.error(f"The backtest of {', '.join(unavailable)} is unavailable: published without it")

@@ -260,15 +260,17 @@ def _fund_days(ts_code, dates, closes, factors, lo: np.ndarray, hi: np.ndarray, 
     ma_long = _moving_average(closes, factors, params.long, hi, first, width)
     buy, sell, apart = _latest_crosses(ma_short, ma_long)
     rows = np.arange(len(lo))
+    # The averages' columns copied out: a column is a view that would keep its whole matrix (days x window, 6 MB
+    # a fund over a decade) alive with the part, and a worker's 50 funds' parts are held together.
     part = {
         "ts_code": ts_code,
         "trade_date": dates[hi - 1],
         "close": closes[hi - 1],
         "adj_factor": day_factor,
-        "ma_short": ma_short[:, -1],
-        "ma_long": ma_long[:, -1],
-        "prev_ma_short": ma_short[:, -2] if width > 1 else np.nan,
-        "prev_ma_long": ma_long[:, -2] if width > 1 else np.nan,
+        "ma_short": ma_short[:, -1].copy(),
+        "ma_long": ma_long[:, -1].copy(),
+        "prev_ma_short": ma_short[:, -2].copy() if width > 1 else np.nan,
+        "prev_ma_long": ma_long[:, -2].copy() if width > 1 else np.nan,
         "bars": bars,
     }
     for name, at in (("buy", buy), ("sell", sell)):
