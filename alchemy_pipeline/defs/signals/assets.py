@@ -45,7 +45,7 @@ from alchemy_pipeline.domain.signals.rule import State
 from alchemy_pipeline.domain.site.charts import equity_svg, markdown_image
 from alchemy_pipeline.domain.site.fund_pages import fund_data_key
 from alchemy_pipeline.domain.site.publish import publish_signals, published_days
-from alchemy_pipeline.domain.site.report import backtest_summaries, build_report, render_text
+from alchemy_pipeline.domain.site.report import backtest_summaries, build_report, distinct_days, render_text
 
 GROUP = "etf_signals"
 PREVIEW_ROWS = 12
@@ -301,7 +301,7 @@ def signal_report(
     store = site.store()
     if gap := _fund_pages_gap(store, kept["trade_date"].min().strftime("%Y-%m-%d")):
         context.log.warning(gap)
-    run_days = set(kept["trade_date"].dt.strftime("%Y-%m-%d"))
+    run_days = set(distinct_days(kept["trade_date"]))
     # Every stored day's equity, which etf_backtest has written (the republished days' too): read once.
     ledger = _equity_ledger(context, io_manager, settings)
     republished = _republish(
@@ -358,9 +358,8 @@ def signal_report(
 
 def _backtest_unavailable(signals: pd.DataFrame, summaries: pd.DataFrame, settings) -> list[str]:
     """The days from the backtest's start that have no backtest figures (its step failed)."""
-    days = set(signals["trade_date"][signals["trade_date"] >= pd.Timestamp(settings.start)].dt.strftime("%Y-%m-%d"))
-    have = set(summaries["trade_date"].dt.strftime("%Y-%m-%d"))
-    return sorted(days - have)
+    have, start = set(distinct_days(summaries["trade_date"])), settings.start.isoformat()
+    return [day for day in distinct_days(signals["trade_date"]) if day >= start and day not in have]
 
 
 def _republish(

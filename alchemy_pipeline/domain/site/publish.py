@@ -51,6 +51,7 @@ from alchemy_pipeline.domain.site.report import (
     backtest_summaries,
     build_reports,
     day_batches,
+    distinct_days,
     list_json,
 )
 from alchemy_pipeline.infrastructure.storage import IN_FLIGHT, BlobStore, in_parallel
@@ -138,7 +139,7 @@ def publish_signals(
         first, last = batch["trade_date"].iloc[0].to_datetime64(), batch["trade_date"].iloc[-1].to_datetime64()
         return batch, backtests.iloc[days.searchsorted(first, "left") : days.searchsorted(last, "right")]
 
-    run_days = sorted(signals["trade_date"].dt.strftime("%Y-%m-%d").unique())
+    run_days = distinct_days(signals["trade_date"])
     days = sorted(set(published_days(store)) | set(run_days))
     missing = dict.fromkeys(unavailable)
     batches = (with_backtests(batch) for batch in day_batches(signals))

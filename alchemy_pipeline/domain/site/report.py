@@ -43,6 +43,12 @@ def date_texts(values: pd.Series) -> list[str | None]:
     return text.tolist()
 
 
+def distinct_days(dates: pd.Series) -> list[str]:
+    """The days of a column of timestamps, each once and in order, as text: each day formatted once, not once
+    per row (a decade of 1,500 funds is millions of rows and 2,431 days)."""
+    return date_texts(pd.Series(np.unique(dates.to_numpy("datetime64[D]"))))
+
+
 def texts(values: pd.Series) -> list:
     # Through a NumPy object array: iterating an Arrow-backed string column value by value is far slower.
     return values.to_numpy(dtype=object).tolist()
