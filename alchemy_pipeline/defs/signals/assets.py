@@ -301,7 +301,7 @@ def signal_report(
     store = site.store()
     if gap := _fund_pages_gap(store, kept["trade_date"].min().strftime("%Y-%m-%d")):
         context.log.warning(gap)
-    run_days = set(distinct_days(kept["trade_date"]))
+    run_days = distinct_days(kept["trade_date"])
     # Every stored day's equity, which etf_backtest has written (the republished days' too): read once.
     ledger = _equity_ledger(context, io_manager, settings)
     republished = _republish(
@@ -311,7 +311,7 @@ def signal_report(
     summaries = bt.report_table(
         io_manager.read(dg.AssetKey(BACKTEST_ASSET), context.partition_keys, bt.REPORT_STATE_COLUMNS), settings
     )
-    unavailable = _backtest_unavailable(kept, summaries, settings)
+    unavailable = _backtest_unavailable(run_days, summaries, settings)
     if unavailable:
         context.log.error(f"The backtest of {', '.join(unavailable)} is unavailable: published without it")
     written = publish_signals(
@@ -356,19 +356,19 @@ def signal_report(
         yield dg.AssetMaterialization(asset_key=context.asset_key, partition=day, metadata=metadata | shown)
 
 
-def _backtest_unavailable(signals: pd.DataFrame, summaries: pd.DataFrame, settings) -> list[str]:
-    """The days from the backtest's start that have no backtest figures (its step failed)."""
+def _backtest_unavailable(days: list[str], summaries: pd.DataFrame, settings) -> list[str]:
+    """Of ``days``, those from the backtest's start that have no backtest figures (its step failed)."""
     have, start = set(distinct_days(summaries["trade_date"])), settings.start.isoformat()
-    return [day for day in distinct_days(signals["trade_date"]) if day >= start and day not in have]
+    return [day for day in days if day >= start and day not in have]
 
 
 def _republish(
-    context, io_manager, store, run_days: set[str], params, notice, subscribe_url, settings, ledger
+    context, io_manager, store, run_days: list[str], params, notice, subscribe_url, settings, ledger
 ) -> list[str]:
     """Publishes again the days outside the run whose backtest changed (listed by etf_backtest), from the stored
     signals, prices and backtest states; then clears the list."""
     listed = io_manager.store().get(REPUBLISH_KEY)
-    days = sorted(set(json.loads(listed) if listed else []) - run_days)
+    days = sorted(set(json.loads(listed) if listed else []) - set(run_days))
     if not days:
         return []
     context.log.warning(
