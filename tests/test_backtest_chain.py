@@ -102,6 +102,33 @@ def materializations(result: dg.ExecuteInProcessResult, asset: str) -> list:
     return [m for m in result.asset_materializations_for_node(asset)]
 
 
+def assert_the_newest_day_alone_carries_its_table_chart_and_plotted_numbers(run, site: Path):
+    """Dagster copies a run's metadata to each of its days: a decade of 1,500 funds' table and the equity chart
+    would be written 2,431 times into the event log, and the newest day's numbers would plot at every day."""
+    states = {m.partition: m.metadata for m in materializations(run, "etf_backtest")}
+    newest = states.pop(RANGE_END)
+    document = json.loads((site / "backtests" / f"{RANGE_END}.json").read_text("utf-8"))
+    # Every fund's row, with the portfolio's, below the header and its rule.
+    assert newest["funds"].value.count("\n") == len(FUNDS) + 2
+    assert all(f"| {code} " in newest["funds"].value for code in FUNDS)
+    total = document["portfolio"]["strategy"]["total_return"]
+    assert newest["portfolio_strategy_total_return"].value == pytest.approx(total, abs=1e-6)
+    assert newest["portfolio_sortino"].value is not None
+    assert len(states) > 20
+    assert all(m["days"].value == len(states) + 1 for m in states.values())
+    assert not any(k in m for m in states.values() for k in ("funds", "portfolio_strategy_total_return"))
+    reports = {m.partition: m.metadata for m in materializations(run, "signal_report")}
+    newest = reports.pop(RANGE_END)
+    report = json.loads((site / "reports" / f"{RANGE_END}.json").read_text("utf-8"))
+    signals = [e["state"] for e in report["signals"]]
+    assert (newest["buy_count"].value, newest["sell_count"].value) == (signals.count("BUY"), signals.count("SELL"))
+    assert newest["portfolio_equity"].value.startswith("![portfolio equity](data:image/svg+xml;base64,")
+    assert RANGE_END in newest["latest_report"].value
+    assert set(reports) == set(states)
+    shown = ("portfolio_equity", "latest_report", "latest_page", "buy_count", "portfolio_strategy_return")
+    assert all(m["days_published"].value == len(reports) + 1 and not set(shown) & set(m) for m in reports.values())
+
+
 def test_a_changed_setting_recomputes_the_backtest_and_publishes_what_a_fresh_instance_publishes(world):
     changed = {"ALCHEMY_BACKTEST_COMMISSION": "0.001"}
     old = world("old")
@@ -177,9 +204,11 @@ def test_a_backtest_that_fails_leaves_the_days_report_out_without_it_and_the_nex
     assert json.loads((site / "backtests" / f"{NEXT}.json").read_text("utf-8"))["as_of"] == NEXT
 
 
-def test_the_newest_days_tearsheets_and_downloads_follow_the_backtest_and_are_rebuilt_without_a_ledger(world):
+def test_the_newest_days_tearsheets_downloads_and_metadata_follow_the_backtest_and_are_rebuilt_without_a_ledger(world):
     one = world("one")
-    one.publish(START, RANGE_END)
+    *_, ranged = one.publish(START, RANGE_END)
+    # The range run's UI: what shows its newest day is on that day alone (checked here, on this test's range run).
+    assert_the_newest_day_alone_carries_its_table_chart_and_plotted_numbers(ranged, one.root / "site")
     (run,) = one.publish(DAILY, DAILY)
     site = one.root / "site"
     document = json.loads((site / "backtests" / f"{DAILY}.json").read_text("utf-8"))
@@ -247,33 +276,3 @@ def test_a_backtest_stored_by_the_rules_previous_version_names_the_commands_that
     assert error.startswith(f"The stored backtest and signals were made by version {RULE_VERSION - 1} of the rule")
     for asset in ("etf_indicators", "trade_signals"):
         assert f"dg launch --assets {asset} --partition-range {START}...{DAILY}" in error
-
-
-def test_a_range_runs_newest_day_alone_carries_its_table_chart_and_plotted_numbers(world):
-    """Dagster copies a run's metadata to each of its days: a decade of 1,500 funds' table and the equity chart
-    would be written 2,431 times into the event log, and the newest day's numbers would plot at every day."""
-    one = world("one")
-    *_, run = one.publish(START, RANGE_END)
-    site = one.root / "site"
-    states = {m.partition: m.metadata for m in materializations(run, "etf_backtest")}
-    newest = states.pop(RANGE_END)
-    document = json.loads((site / "backtests" / f"{RANGE_END}.json").read_text("utf-8"))
-    # Every fund's row, with the portfolio's, below the header and its rule.
-    assert newest["funds"].value.count("\n") == len(FUNDS) + 2
-    assert all(f"| {code} " in newest["funds"].value for code in FUNDS)
-    total = document["portfolio"]["strategy"]["total_return"]
-    assert newest["portfolio_strategy_total_return"].value == pytest.approx(total, abs=1e-6)
-    assert newest["portfolio_sortino"].value is not None
-    assert len(states) > 20
-    assert all(m["days"].value == len(states) + 1 for m in states.values())
-    assert not any(k in m for m in states.values() for k in ("funds", "portfolio_strategy_total_return"))
-    reports = {m.partition: m.metadata for m in materializations(run, "signal_report")}
-    newest = reports.pop(RANGE_END)
-    report = json.loads((site / "reports" / f"{RANGE_END}.json").read_text("utf-8"))
-    signals = [e["state"] for e in report["signals"]]
-    assert (newest["buy_count"].value, newest["sell_count"].value) == (signals.count("BUY"), signals.count("SELL"))
-    assert newest["portfolio_equity"].value.startswith("![portfolio equity](data:image/svg+xml;base64,")
-    assert RANGE_END in newest["latest_report"].value
-    assert set(reports) == set(states)
-    shown = ("portfolio_equity", "latest_report", "latest_page", "buy_count", "portfolio_strategy_return")
-    assert all(m["days_published"].value == len(reports) + 1 and not set(shown) & set(m) for m in reports.values())
