@@ -1,3 +1,4 @@
+import contextlib
 import datetime as dt
 import importlib
 import os
@@ -8,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
+import yaml
 
 from alchemy_pipeline.defs.partitions import TradingDays
 from alchemy_pipeline.domain.market.calendar import TradingCalendar
@@ -59,6 +61,28 @@ def tick_schedule(defs: dg.Definitions, instance: dg.DagsterInstance, name: str,
     """One evaluation of a schedule of ``defs`` at ``when``, with the resources it asks for."""
     with dg.build_schedule_context(instance=instance, scheduled_execution_time=when, resources=defs.resources) as ctx:
         return defs.resolve_schedule_def(name).evaluate_tick(ctx)
+
+
+# What scripts/run-local and production set: Dagster writes a step's per-day records in batches.
+EVENT_BATCH_SIZE = "1000"
+
+
+@contextlib.contextmanager
+def local_instance(directory: Path | None = None, **kwargs):
+    """A test instance that records runs as the local instance does: dagster.yaml's storage (under ``directory``,
+    or a temporary one), the per-day records in batches. Dagster's plain SQLite storage takes minutes over a
+    backfill's thousands of records, one connection each (alchemy_pipeline/local_storage.py)."""
+    with contextlib.ExitStack() as stack:
+        if directory is None:
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(ignore_cleanup_errors=True)))
+        directory.mkdir(parents=True, exist_ok=True)
+        storage = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text("utf-8"))["storage"]
+        storage["custom"]["config"]["base_dir"] = str(directory / "storage")
+        mp = stack.enter_context(pytest.MonkeyPatch.context())
+        mp.setenv("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
+        yield stack.enter_context(
+            dg.instance_for_test(overrides={"storage": storage}, temp_dir=str(directory), **kwargs)
+        )
 
 
 def materialize_sweep(defs: dg.Definitions, instance: dg.DagsterInstance, config: dict):

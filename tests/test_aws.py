@@ -20,7 +20,7 @@ from alchemy_pipeline.definitions import build_definitions
 from alchemy_pipeline.domain.site.report import render_text
 from alchemy_pipeline.settings import SettingsError, load_settings
 from tests.aws import aws_mode_env, make_buckets_and_topic
-from tests.conftest import history_keys, tick_schedule, use_env, vendor_tables, write_universe
+from tests.conftest import history_keys, local_instance, tick_schedule, use_env, vendor_tables, write_universe
 from tests.tushare_server import VALID_TOKEN, TushareTestServer
 
 DAY, NEXT_DAY = "2024-06-28", "2024-07-01"
@@ -77,7 +77,7 @@ def aws_world(aws, tmp_path, monkeypatch):
 def test_backfill_then_daily_run_publish_to_s3_and_notify_exactly_once_per_new_day(aws_world):
     defs = build_definitions(load_settings())
     s3 = boto3.client("s3")
-    with dg.instance_for_test() as instance:
+    with local_instance() as instance:
         window = history_keys("2024-06-24")
         run_job(defs, instance, "daily_signals_job", asset_selection=[dg.AssetKey("etf_daily_prices")],
                 tags=range_tags(window[0], window[-1]))  # fmt: skip

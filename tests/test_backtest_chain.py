@@ -20,7 +20,7 @@ from alchemy_pipeline.domain import backtest as bt
 from alchemy_pipeline.domain.signals.rule import RULE_VERSION
 from alchemy_pipeline.domain.site.report import BACKTEST_UNAVAILABLE
 from alchemy_pipeline.settings import load_settings
-from tests.conftest import BUNDLED_DAYS, use_env, vendor_tables, write_universe
+from tests.conftest import BUNDLED_DAYS, local_instance, use_env, vendor_tables, write_universe
 from tests.tushare_server import VALID_TOKEN, TushareTestServer
 
 FUNDS = {"510300.SH": "沪深300ETF", "159915.SZ": "创业板ETF", "512880.SH": "证券ETF"}
@@ -92,7 +92,7 @@ def world(tmp_path, monkeypatch):
         def make(name: str, tables=None, **env) -> World:
             server = TushareTestServer(tables or vendor()).start()
             stack.callback(server.stop)
-            instance = stack.enter_context(dg.instance_for_test(set_dagster_home=False))
+            instance = stack.enter_context(local_instance(tmp_path / f"{name}-dagster", set_dagster_home=False))
             return World(tmp_path / name, server, monkeypatch, instance, **env)
 
         yield make

@@ -12,7 +12,7 @@ import pytest
 
 from alchemy_pipeline.definitions import build_definitions
 from alchemy_pipeline.settings import load_settings
-from tests.conftest import history_keys, use_env, vendor_tables, write_universe
+from tests.conftest import history_keys, local_instance, use_env, vendor_tables, write_universe
 from tests.tushare_server import VALID_TOKEN, Fault, TushareTestServer
 
 DAY = "2024-06-28"
@@ -27,7 +27,7 @@ def world(tmp_path_factory):
     universe = write_universe(root / "universe.csv", FUNDS)
     server = TushareTestServer(tables).start()
     env = base_env(root / "history", root / "unused-site", universe, server.url)
-    with pytest.MonkeyPatch.context() as mp, dg.instance_for_test() as instance:
+    with pytest.MonkeyPatch.context() as mp, local_instance() as instance:
         use_env(mp, env)
         window = history_keys(DAY)
         history_tags = {

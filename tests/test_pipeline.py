@@ -32,6 +32,7 @@ from tests.conftest import (
     DG,
     REPO_ROOT,
     history_keys,
+    local_instance,
     materialize_sweep,
     tick_schedule,
     use_env,
@@ -94,7 +95,7 @@ def scenario(tmp_path_factory):
         # The scenario's days are in 2024; the age rule is tested on its own below.
         "ALCHEMY_NOTIFY_MAX_AGE_DAYS": "100000",
     }
-    with pytest.MonkeyPatch.context() as mp, dg.instance_for_test() as instance:
+    with pytest.MonkeyPatch.context() as mp, local_instance() as instance:
         use_env(mp, env)
         defs = build_definitions(load_settings())
         ticks = {}

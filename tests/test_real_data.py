@@ -113,7 +113,7 @@ def reference_signals(bars_by_fund: dict[str, pd.DataFrame], sessions: list[str]
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
-    from tests.conftest import real_data_dir, use_env
+    from tests.conftest import local_instance, real_data_dir, use_env
 
     data = real_data_dir()
     if data is None:
@@ -131,7 +131,7 @@ def real_run(tmp_path_factory):
         "TUSHARE_TOKEN": VALID_TOKEN,
         "TUSHARE_API_URL": server.url,
     }
-    with pytest.MonkeyPatch.context() as mp, dg.instance_for_test() as instance:
+    with pytest.MonkeyPatch.context() as mp, local_instance(tmp / "dagster") as instance:
         use_env(mp, env)
         defs = build_definitions(load_settings())
         job = defs.resolve_job_def("daily_signals_job")
