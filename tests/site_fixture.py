@@ -20,7 +20,7 @@ from alchemy_pipeline.domain.backtest import (
 from alchemy_pipeline.domain.market.demo_prices import fund_series
 from alchemy_pipeline.domain.signals.fast_path import classify, compute_indicators
 from alchemy_pipeline.domain.signals.rule import RuleParams
-from alchemy_pipeline.domain.site.publish import publish_backtests, publish_signals, published_days
+from alchemy_pipeline.domain.site.publish import Publication, publish_backtests, publish_signals, published_days
 from alchemy_pipeline.infrastructure.storage import LocalBlobStore
 
 FUNDS = pd.DataFrame(
@@ -35,9 +35,12 @@ def demo_prices(codes) -> pd.DataFrame:
     return prices
 
 
-def publish_run(store, prices, universe, days: list[dt.date], start: dt.date, subscribe_url=None) -> pd.DataFrame:
+def publish_run(
+    store, prices, universe, days: list[dt.date], start: dt.date, subscribe_url=None, stretch_days: int | None = None
+) -> pd.DataFrame:
     """One run of the pipeline's steps over ``days`` (the backtest from ``start``): what signal_report and
-    etf_backtest publish. Returns the run's signals."""
+    etf_backtest publish; its reports ``stretch_days`` at a time when given, as signal_report publishes a year at a
+    time. Returns the run's signals."""
     sessions = sorted(d.date() for d in prices["trade_date"].unique() if d.date() <= days[-1])
     everything = [d for d in sessions if d >= start]
     indicators = compute_indicators(prices, sessions, everything, PARAMS)
@@ -55,22 +58,31 @@ def publish_run(store, prices, universe, days: list[dt.date], start: dt.date, su
     # As the chain and signal_report do: the equity ledger kept beside the pipeline's data, read whole.
     data = LocalBlobStore(Path(f"{store.root}.data"))
     ledger.write(data, [backtest.frame])
-    publish_signals(store, signals, PARAMS, None, subscribe_url, summaries, prices, ledger=ledger.read(data))
+    if stretch_days is None:
+        publish_signals(store, signals, PARAMS, None, subscribe_url, summaries, prices, ledger=ledger.read(data))
+        return signals
+    run_days = [d.isoformat() for d in days]
+    with Publication(store, run_days, PARAMS, None, subscribe_url) as publication:
+        for i in range(0, len(days), stretch_days):
+            stretch = pd.to_datetime(run_days[i : i + stretch_days])
+            publication.add(*(t[t["trade_date"].isin(stretch)] for t in (signals, summaries, prices)))
+        publication.finish(ledger.read(data))
     return signals
 
 
 def publish_demo_site(
-    root: Path, days: int = 300, subscribe_url: str | None = None, day_by_day: bool = True
+    root: Path, days: int = 300, subscribe_url: str | None = None, day_by_day: bool = True, stretch_days=None
 ) -> pd.DataFrame:
     """``days`` trading days of 3 funds to 2024-06-28, the backtest from the first; published as a range then
-    the last day (or, not ``day_by_day``, as one range). Returns every published signal."""
+    the last day (or, not ``day_by_day``, as one range, ``stretch_days`` at a time when given). Returns every
+    published signal."""
     prices = demo_prices(FUNDS["ts_code"])
     sessions = sorted(d.date() for d in prices["trade_date"].unique())
     last = sessions.index(dt.date(2024, 6, 28))
     run = sessions[last - days + 1 : last + 1]
     store = LocalBlobStore(root)
     if not day_by_day:
-        return publish_run(store, prices, FUNDS, run, run[0], subscribe_url)
+        return publish_run(store, prices, FUNDS, run, run[0], subscribe_url, stretch_days)
     first = publish_run(store, prices, FUNDS, run[:-1], run[0], subscribe_url)
     second = publish_run(store, prices, FUNDS, run[-1:], run[0], subscribe_url)
     return pd.concat([first, second], ignore_index=True)

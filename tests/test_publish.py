@@ -14,7 +14,7 @@ from alchemy_pipeline.domain.signals.rule import RuleParams, State
 from alchemy_pipeline.domain.site import publish
 from alchemy_pipeline.domain.site.fund_pages import crosses, merge_series
 from alchemy_pipeline.domain.site.pages import cell, escaped_cell, number_cell, percent_cell
-from alchemy_pipeline.domain.site.report import REPORT_BATCH_DAYS, distinct_days, render_text
+from alchemy_pipeline.domain.site.report import distinct_days, render_text
 from alchemy_pipeline.infrastructure import workers
 from alchemy_pipeline.infrastructure.storage import LocalBlobStore
 from tests.site_fixture import FUNDS as DEMO_FUNDS
@@ -50,23 +50,24 @@ def published(root) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_a_long_range_is_rendered_in_worker_processes_to_the_same_bytes(tmp_path, monkeypatch):
-    table = signals(2 * REPORT_BATCH_DAYS + 10)  # three batches of days
-    params, notice, subscribe = RuleParams(), "价格源: 测试", "https://api.example.com/subscribe"
-    used = []
-    in_processes = publish.map_in_processes
-    monkeypatch.setattr(publish, "map_in_processes", lambda *a: used.append(1) or in_processes(*a))
-    monkeypatch.setattr(workers, "MIN_ROWS_FOR_WORKERS", len(table))
+def test_a_range_published_a_stretch_at_a_time_in_worker_processes_is_the_same_bytes(tmp_path, monkeypatch):
+    # signal_report publishes a long range a year at a time, rendered in worker processes: its reports, fund pages,
+    # tearsheets and history must be those of the whole range published at once, here.
+    pools = []
+    process_pool = publish.process_pool
+    monkeypatch.setattr(publish, "process_pool", lambda: pools.append(1) or process_pool())
+    monkeypatch.setattr(workers, "MIN_ROWS_FOR_WORKERS", 100)
     monkeypatch.setattr(workers, "WORKER_PROCESSES", 2)
-    publish.publish_signals(LocalBlobStore(tmp_path / "workers"), table, params, notice, subscribe)
+    publish_demo_site(tmp_path / "stretches", day_by_day=False, stretch_days=70)
+    assert pools == [1]  # the workers are started once, for every stretch
     monkeypatch.setattr(workers, "WORKER_PROCESSES", 1)
-    publish.publish_signals(LocalBlobStore(tmp_path / "here"), table, params, notice, subscribe)
-    assert used == [1]  # the first run went through the workers, the second did not
-    by_workers, here = published(tmp_path / "workers"), published(tmp_path / "here")
-    reports = [k for k in here if k.startswith("reports/")]
-    assert len(reports) == 3 * len(table["trade_date"].unique())  # three files a day
-    assert {f"funds/{code}.html" for code in FUNDS} <= here.keys() and "history.html" in here
-    assert by_workers == here
+    signals = publish_demo_site(tmp_path / "whole", day_by_day=False)
+    in_stretches, whole = published(tmp_path / "stretches"), published(tmp_path / "whole")
+    reports = [k for k in whole if k.startswith("reports/")]
+    assert len(reports) == 3 * signals["trade_date"].nunique() == 900  # three files a day
+    assert {f"funds/{code}.json" for code in [*FUNDS_OF_DEMO, "PORTFOLIO"]} <= whole.keys()
+    assert "backtests/tearsheets/PORTFOLIO.json" in whole and "history.html" in whole
+    assert in_stretches == whole
 
 
 def test_a_range_is_made_durable_once_at_the_end_and_an_index_file_at_once(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """Trading-day partitions and the history window each day's computation reads."""
 
 import datetime as dt
+import itertools
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -25,6 +26,12 @@ history_mapping = dg.TimeWindowPartitionMapping(
 
 def to_day(partition_key: str) -> dt.date:
     return dt.date.fromisoformat(partition_key)
+
+
+def by_year(days: list) -> list[list]:
+    """Days (dates or their keys), in order, as the calendar years they fall in: a long range's steps read and
+    write a year at a time, so that a decade of a large universe is never held at once."""
+    return [list(year) for _, year in itertools.groupby(days, key=lambda day: str(day)[:4])]
 
 
 def range_days(context: dg.AssetExecutionContext) -> list:

@@ -13,7 +13,6 @@ published, and lists the days whose reports must be published again (``REPUBLISH
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from alchemy_pipeline.defs.partitions import (
     PRICE_ASSET,
     SIGNALS_ASSET,
     backfill_command,
+    by_year,
     contiguous_ranges,
     to_day,
 )
@@ -238,7 +238,7 @@ class BacktestChain:
         published (of the days in ``existing`` only, when given) before the next year is carried, so that a
         decade of a large universe is never held at once (1,500 funds' states are 1.3 GB)."""
         documents = rows = 0
-        years = [list(year) for _, year in itertools.groupby(days, key=lambda d: d.year)]
+        years = by_year(days)
         for i, year in enumerate(years):
             bars, held = bars_of(year)
             carried = bt.carry(state, bars, year, held)

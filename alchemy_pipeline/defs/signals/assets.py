@@ -16,6 +16,7 @@ from alchemy_pipeline.defs.partitions import (
     REPORT_ASSET,
     SIGNALS_ASSET,
     backfill_command,
+    by_year,
     history_mapping,
     range_days,
     to_day,
@@ -44,7 +45,7 @@ from alchemy_pipeline.domain.signals.fast_path import PRICE_INPUT_COLUMNS, class
 from alchemy_pipeline.domain.signals.rule import State
 from alchemy_pipeline.domain.site.charts import equity_svg, markdown_image
 from alchemy_pipeline.domain.site.fund_pages import fund_data_key
-from alchemy_pipeline.domain.site.publish import publish_signals, published_days
+from alchemy_pipeline.domain.site.publish import Publication, publish_signals, published_days
 from alchemy_pipeline.domain.site.report import backtest_summaries, build_report, distinct_days, render_text
 
 GROUP = "etf_signals"
@@ -52,6 +53,9 @@ PREVIEW_ROWS = 12
 # A backfill's metadata is stored with each of its partitions: the whole report of a large universe,
 # thousands of times over, would swell the event log; the page has it all.
 REPORT_PREVIEW_LINES = 60
+# What the reports and fund pages read of the prices, and the held-back rule of the signals.
+FACTOR_COLUMNS = ["ts_code", "trade_date", "adj_factor"]
+HELD_BACK_SIGNAL_COLUMNS = ["ts_code", "trade_date", "state", "note"]
 # The run tag that names the days a run held back, as the run list shows it.
 HELD_BACK_TAG = "alchemy/held_back"
 
@@ -260,10 +264,9 @@ def trade_signals(
     # Only the days that pass the quality rules are materialized: when some are held back, each day
     # published is recorded on its own.
     output_required=False,
-    ins={"trade_signals": dg.AssetIn()},
-    # Read in the body, not as inputs: Dagster holds a step's inputs until the step ends, and a decade of 1,500
-    # funds' bars and states is a gigabyte that the rendering after them does not need.
-    deps=[PRICE_ASSET, BACKTEST_ASSET],
+    # Read in the body, a year at a time, not as inputs: Dagster holds a step's inputs until the step ends, and a
+    # decade of 1,500 funds' signals, bars and states is gigabytes that a year's reports do not need at once.
+    deps=[SIGNALS_ASSET, PRICE_ASSET, BACKTEST_ASSET],
     description=(
         "The published report of each day (reports/YYYY-MM-DD.json, .txt and .html), with the backtest's "
         "summary of that day; each fund's page and chart data with the run's days added (funds/<ts_code>.html "
@@ -275,7 +278,6 @@ def trade_signals(
 )
 def signal_report(
     context: dg.AssetExecutionContext,
-    trade_signals: pd.DataFrame,
     io_manager: dg.ResourceParam[PartitionedParquetIOManager],
     universe: UniverseResource,
     strategy: StrategyResource,
@@ -283,46 +285,42 @@ def signal_report(
     prices: PriceSourceResource,
     site: SiteResource,
 ):
-    bars = io_manager.read(dg.AssetKey(PRICE_ASSET), context.partition_keys, QUALITY_COLUMNS)
-    held_back = held_back_days(bars, trade_signals, universe.max_funds_without_data)
-    factors = bars[["ts_code", "trade_date", "adj_factor"]]
-    del bars
+    held_back = _held_back(io_manager, context.partition_keys, universe.max_funds_without_data)
     if held_back:
         context.log.warning(f"{len(held_back)} days held back, not published: {_reasons(held_back)}")
         context.instance.add_run_tags(context.run.run_id, {HELD_BACK_TAG: _held_back_tag(held_back)})
-    dates = trade_signals["trade_date"]
-    kept = trade_signals[~dates.isin(pd.to_datetime(list(held_back)))] if held_back else trade_signals
-    if kept.empty:
+    run_days = [day for day in context.partition_keys if day not in held_back]
+    if not run_days:
         raise dg.Failure(
             description=f"Nothing published: every day is held back. {_reasons(held_back)}", allow_retries=False
         )
     params = strategy.params()
     settings = backtest.settings()
     store = site.store()
-    if gap := _fund_pages_gap(store, kept["trade_date"].min().strftime("%Y-%m-%d")):
+    if gap := _fund_pages_gap(store, run_days[0]):
         context.log.warning(gap)
-    run_days = distinct_days(kept["trade_date"])
-    # Every stored day's equity, which etf_backtest has written (the republished days' too): read once.
-    ledger = _equity_ledger(context, io_manager, settings)
-    republished = _republish(
-        context, io_manager, store, run_days, params, prices.notice, site.subscribe_url, settings, ledger
-    )
-    # The states' columns that the reports' summaries are computed from, not the whole states.
-    summaries = bt.report_table(
-        io_manager.read(dg.AssetKey(BACKTEST_ASSET), context.partition_keys, bt.REPORT_STATE_COLUMNS), settings
-    )
-    unavailable = _backtest_unavailable(run_days, summaries, settings)
+    republished = _republish(context, io_manager, store, run_days, params, prices.notice, site.subscribe_url, settings)
+    unavailable: list[str] = []
+    with Publication(store, run_days, params, prices.notice, site.subscribe_url) as publication:
+        for days in by_year(run_days):
+            signals = io_manager.read(dg.AssetKey(SIGNALS_ASSET), days)
+            factors = io_manager.read(dg.AssetKey(PRICE_ASSET), days, FACTOR_COLUMNS)
+            # The states' columns that the reports' summaries are computed from, not the whole states.
+            states = io_manager.read(dg.AssetKey(BACKTEST_ASSET), days, bt.REPORT_STATE_COLUMNS)
+            summaries = bt.report_table(states, settings)
+            missing = _backtest_unavailable(days, summaries, settings)
+            publication.add(signals, summaries, factors, missing)
+            unavailable += missing
+        # Every stored day's equity, which etf_backtest has written (the republished days' too).
+        written = publication.finish(_equity_ledger(context, io_manager, settings))
     if unavailable:
         context.log.error(f"The backtest of {', '.join(unavailable)} is unavailable: published without it")
-    written = publish_signals(
-        store, kept, params, prices.notice, site.subscribe_url, summaries, factors, unavailable, ledger
-    )
-    days = kept["trade_date"].drop_duplicates()
-    newest = backtest_summaries(summaries[summaries["trade_date"] == days.max()])
-    latest = build_report(kept[kept["trade_date"] == days.max()], params, prices.notice, newest)
+    last = signals["trade_date"].max()
+    newest = backtest_summaries(summaries[summaries["trade_date"] == last])
+    latest = build_report(signals[signals["trade_date"] == last], params, prices.notice, newest)
     metadata = {
-        "days_published": len(days),
-        "first_day": days.min().strftime("%Y-%m-%d"),
+        "days_published": len(run_days),
+        "first_day": run_days[0],
         "last_day": latest["trade_date"],
         "files_written": len(written),
         "days_held_back": len(held_back),
@@ -351,9 +349,20 @@ def signal_report(
         yield dg.MaterializeResult(metadata=metadata)
         return
     metadata["held_back"] = dg.MetadataValue.json(held_back)
-    for day in days.dt.strftime("%Y-%m-%d"):
+    for day in run_days:
         shown = newest_day if day == latest["trade_date"] else {}
         yield dg.AssetMaterialization(asset_key=context.asset_key, partition=day, metadata=metadata | shown)
+
+
+def _held_back(io_manager, keys: list[str], max_funds_without_data: int) -> dict[str, str]:
+    """The run's days held back (``held_back_days``, the rule the backtest reads too), a year at a time and only
+    the columns the rule reads."""
+    held: dict[str, str] = {}
+    for days in by_year(keys):
+        bars = io_manager.read(dg.AssetKey(PRICE_ASSET), days, QUALITY_COLUMNS)
+        signals = io_manager.read(dg.AssetKey(SIGNALS_ASSET), days, HELD_BACK_SIGNAL_COLUMNS)
+        held.update(held_back_days(bars, signals, max_funds_without_data))
+    return held
 
 
 def _backtest_unavailable(days: list[str], summaries: pd.DataFrame, settings) -> list[str]:
@@ -362,9 +371,7 @@ def _backtest_unavailable(days: list[str], summaries: pd.DataFrame, settings) ->
     return [day for day in days if day >= start and day not in have]
 
 
-def _republish(
-    context, io_manager, store, run_days: list[str], params, notice, subscribe_url, settings, ledger
-) -> list[str]:
+def _republish(context, io_manager, store, run_days: list[str], params, notice, subscribe_url, settings) -> list[str]:
     """Publishes again the days outside the run whose backtest changed (listed by etf_backtest), from the stored
     signals, prices and backtest states; then clears the list."""
     listed = io_manager.store().get(REPUBLISH_KEY)
@@ -376,9 +383,10 @@ def _republish(
         "backtest summary, the fund pages' equity, the history"
     )
     signals = io_manager.read(dg.AssetKey(SIGNALS_ASSET), days)
-    factors = io_manager.read(dg.AssetKey(PRICE_ASSET), days, ["ts_code", "trade_date", "adj_factor"])
+    factors = io_manager.read(dg.AssetKey(PRICE_ASSET), days, FACTOR_COLUMNS)
     states = io_manager.read(dg.AssetKey(BACKTEST_ASSET), days, bt.REPORT_STATE_COLUMNS)
     summaries = bt.report_table(states, settings)
+    ledger = _equity_ledger(context, io_manager, settings)
     publish_signals(store, signals, params, notice, subscribe_url, summaries, factors, ledger=ledger)
     io_manager.store().put(REPUBLISH_KEY, b"[]")
     return days

@@ -30,51 +30,57 @@ def _equity(total_return: pd.Series) -> list[float | None]:
     return rounded(1 + total_return.astype(float), EQUITY_DIGITS)
 
 
-class RunSeries(Mapping[str, dict]):
-    """The new days of every fund's data (and the portfolio's, from the backtest's ``summaries``), by code:
-    ``{"name", "series": {"dates", <series>: [...]}}``, from a run's published signals, the prices'
-    adjustment factors and the backtest's figures of those days. A fund's series is built when it is asked
-    for: a decade of 1,500 funds' series as Python lists is a gigabyte, and a fund's page needs only its own."""
+SERIES_KEYS = ["ts_code", "trade_date"]
+EQUITY_COLUMNS = ["strategy_total_return", "buy_and_hold_total_return"]
 
-    def __init__(
-        self, signals: pd.DataFrame, factors: pd.DataFrame | None = None, summaries: pd.DataFrame | None = None
-    ):
-        keys = ["ts_code", "trade_date"]
-        frame = signals[[*keys, "name", "state", "close", "ma_short", "ma_long", "pct"]]
-        frame = frame.merge(factors[[*keys, "adj_factor"]], on=keys, how="left") if factors is not None else frame
-        self._equity = None
-        if summaries is not None:
-            equity = summaries[[*keys, "strategy_total_return", "buy_and_hold_total_return"]]
-            self._equity = equity[equity["trade_date"].isin(frame["trade_date"].unique())]
-            frame = frame.merge(self._equity, on=keys, how="left")
-        self._frame = frame.sort_values(keys, kind="stable", ignore_index=True)
+
+def series_rows(
+    signals: pd.DataFrame, factors: pd.DataFrame | None = None, summaries: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """What the funds' data take from published days, one row per fund and day: the ``signals``' figures, the
+    prices' adjustment ``factors`` and the backtest's equity from its ``summaries`` (with the portfolio's rows).
+    The rows of consecutive stretches of days, concatenated, are a run's (``RunSeries``)."""
+    frame = signals[[*SERIES_KEYS, "name", "state", "close", "ma_short", "ma_long", "pct"]]
+    if factors is not None:
+        frame = frame.merge(factors[[*SERIES_KEYS, "adj_factor"]], on=SERIES_KEYS, how="left")
+    if summaries is None:
+        return frame
+    equity = summaries[[*SERIES_KEYS, *EQUITY_COLUMNS]]
+    equity = equity[equity["trade_date"].isin(frame["trade_date"].unique())]
+    frame = frame.merge(equity, on=SERIES_KEYS, how="left")
+    return pd.concat([frame, equity[equity["ts_code"] == PORTFOLIO]], ignore_index=True)
+
+
+class RunSeries(Mapping[str, dict]):
+    """The new days of every fund's data (and the portfolio's), by code: ``{"name", "series": {"dates",
+    <series>: [...]}}``, from a run's ``series_rows``. A fund's series is built when it is asked for: a decade of
+    1,500 funds' series as Python lists is a gigabyte, and a fund's page needs only its own."""
+
+    def __init__(self, rows: pd.DataFrame):
+        self._frame = rows.sort_values(SERIES_KEYS, kind="stable", ignore_index=True)
+        self._has_equity = EQUITY_COLUMNS[0] in rows
         codes = self._frame["ts_code"].to_numpy(object)
         # Each fund's rows are one stretch of the sorted frame.
         bounds = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True]).tolist() if len(codes) else []
         self._rows = {codes[a]: slice(a, b) for a, b in itertools.pairwise(bounds)}
-        self._portfolio = None
-        if self._equity is not None and (portfolio := self._equity[self._equity["ts_code"] == PORTFOLIO]).size:
-            self._portfolio = portfolio.sort_values("trade_date")
 
     def __iter__(self) -> Iterator[str]:
         yield from self._rows
-        if self._portfolio is not None:
-            yield PORTFOLIO
 
     def __len__(self) -> int:
-        return len(self._rows) + (self._portfolio is not None)
+        return len(self._rows)
 
     def __getitem__(self, code: str) -> dict:
-        if code == PORTFOLIO and self._portfolio is not None:
+        rows = self._frame.iloc[self._rows[code]]
+        if code == PORTFOLIO:
             return {
                 "name": PORTFOLIO_NAME,
                 "series": {
-                    "dates": date_texts(self._portfolio["trade_date"]),
-                    "strategy_equity": _equity(self._portfolio["strategy_total_return"]),
-                    "hold_equity": _equity(self._portfolio["buy_and_hold_total_return"]),
+                    "dates": date_texts(rows["trade_date"]),
+                    "strategy_equity": _equity(rows["strategy_total_return"]),
+                    "hold_equity": _equity(rows["buy_and_hold_total_return"]),
                 },
             }
-        rows = self._frame.iloc[self._rows[code]]
         series = {
             "dates": date_texts(rows["trade_date"]),
             "close": rounded(rows["close"], 3),
@@ -84,7 +90,7 @@ class RunSeries(Mapping[str, dict]):
             "state": texts(rows["state"]),
             "pct": rounded(rows["pct"], 2),
         }
-        if self._equity is not None:
+        if self._has_equity:
             series["strategy_equity"] = _equity(rows["strategy_total_return"])
             series["hold_equity"] = _equity(rows["buy_and_hold_total_return"])
         return {"name": rows["name"].iloc[-1], "series": series}

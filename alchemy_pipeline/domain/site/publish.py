@@ -12,6 +12,7 @@ are refreshed after every day's files are written.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
@@ -35,6 +36,7 @@ from alchemy_pipeline.domain.site.fund_pages import (
     fund_page_key,
     merge_series,
     render_fund_page,
+    series_rows,
 )
 from alchemy_pipeline.domain.site.lab_page import portfolio_rows, render_lab_page
 from alchemy_pipeline.domain.site.pages import (
@@ -55,7 +57,7 @@ from alchemy_pipeline.domain.site.report import (
     list_json,
 )
 from alchemy_pipeline.infrastructure.storage import IN_FLIGHT, BlobStore, in_parallel
-from alchemy_pipeline.infrastructure.workers import map_in_processes, worth_workers
+from alchemy_pipeline.infrastructure.workers import Mapper, process_pool, worth_workers
 
 CONTENT_TYPES = {
     ".json": "application/json; charset=utf-8",
@@ -114,6 +116,86 @@ def render_batch(
     return [(r["trade_date"], render_files(r, days), history_entry(r)) for r in reports]
 
 
+class Publication:
+    """A run's days published a stretch at a time, so that a decade of a large universe is never held at once:
+    ``add`` writes a stretch's reports (rendered in worker processes when it is long) and keeps only what the
+    funds' data take from it; ``finish``, once every day's files are durable, writes the pages that link to
+    them: the fund pages, the pages of the published days on either side, the history and the front page.
+    ``run_days`` are every day the run publishes, which the pages link to."""
+
+    def __init__(
+        self,
+        store: BlobStore,
+        run_days: list[str],
+        params: RuleParams,
+        notice: str | None = None,
+        subscribe_url: str | None = None,
+    ):
+        self.store, self.params, self.notice, self.subscribe_url = store, params, notice, subscribe_url
+        self.run_days = run_days
+        self.days = sorted(set(published_days(store)) | set(run_days))
+        self.written: list[str] = []
+        self._entries: list[dict] = []
+        self._series: list[pd.DataFrame] = []
+        self._workers = contextlib.ExitStack()
+        self._map: Mapper | None = None
+
+    def __enter__(self) -> Publication:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._workers.close()
+
+    def _mapper(self) -> Mapper:
+        # Started once, on the first long stretch, for every stretch after it.
+        if self._map is None:
+            self._map = self._workers.enter_context(process_pool())
+        return self._map
+
+    def add(
+        self,
+        signals: pd.DataFrame,
+        backtests: pd.DataFrame | None = None,
+        factors: pd.DataFrame | None = None,
+        unavailable: Iterable[str] = (),
+    ) -> None:
+        """Writes the reports of a stretch of the run's days (``signals``), with their backtest summaries from the
+        report table ``backtests`` (on the days ``unavailable``, saying the backtest is unavailable), and keeps
+        their funds' data with their adjustment factors from ``factors`` (the prices)."""
+
+        def with_backtests(batch: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+            if backtests is None:
+                return batch, None
+            days = backtests["trade_date"].to_numpy()
+            first, last = batch["trade_date"].iloc[0].to_datetime64(), batch["trade_date"].iloc[-1].to_datetime64()
+            return batch, backtests.iloc[days.searchsorted(first, "left") : days.searchsorted(last, "right")]
+
+        batches = (with_backtests(batch) for batch in day_batches(signals))
+        render = (self.params, self.notice, self.days, dict.fromkeys(unavailable))
+        if worth_workers(len(signals)):
+            rendered_batches = self._mapper()(render_batch, batches, *render)
+        else:
+            rendered_batches = (render_batch(batch, *render) for batch in batches)
+        with self.store.batch():
+            rendered = itertools.chain.from_iterable(rendered_batches)
+            # In batches: the days are rendered lazily, and only a batch of them need exist at once.
+            while batch := list(itertools.islice(rendered, IN_FLIGHT * 4)):
+                keys = in_parallel(lambda day: _write_day(self.store, day), batch)
+                self.written += [key for day_keys in keys for key in day_keys]
+                self._entries += [entry for _, _, entry in batch]
+        self._series.append(series_rows(signals, factors, backtests))
+
+    def finish(self, ledger: pd.DataFrame | None = None) -> list[str]:
+        """The pages that link the run's days, given the equity ``ledger`` of every published day for the
+        tearsheets and downloads; every file written, the days' first."""
+        self._workers.close()
+        store, written = self.store, self.written + _relink_neighbours(self.store, self.run_days, self.days)
+        rows = pd.concat(self._series, ignore_index=True)
+        self._series.clear()
+        written += publish_fund_pages(store, RunSeries(rows), self.params.described(), ledger)
+        return written + refresh_site(store, self.subscribe_url, self._entries, self.days)
+
+
 def publish_signals(
     store: BlobStore,
     signals: pd.DataFrame,
@@ -129,36 +211,10 @@ def publish_signals(
     ``backtests`` (on the days ``unavailable``, a report that says the backtest is unavailable); then each
     fund's page with these days added (their adjustment factors from ``factors``, the prices) and, given the
     equity ``ledger`` of every published day, the tearsheets and downloads; the pages of the published days
-    on either side, the history and the front page. Rendering is pure Python: a long
-    range is rendered in worker processes, a batch of days each, while this process writes the files."""
-
-    def with_backtests(batch: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-        if backtests is None:
-            return batch, None
-        days = backtests["trade_date"].to_numpy()
-        first, last = batch["trade_date"].iloc[0].to_datetime64(), batch["trade_date"].iloc[-1].to_datetime64()
-        return batch, backtests.iloc[days.searchsorted(first, "left") : days.searchsorted(last, "right")]
-
-    run_days = distinct_days(signals["trade_date"])
-    days = sorted(set(published_days(store)) | set(run_days))
-    missing = dict.fromkeys(unavailable)
-    batches = (with_backtests(batch) for batch in day_batches(signals))
-    if worth_workers(len(signals)):
-        rendered_batches = map_in_processes(render_batch, batches, params, notice, days, missing)
-    else:
-        rendered_batches = (render_batch(batch, params, notice, days, missing) for batch in batches)
-    entries: list[dict] = []
-    written = []
-    with store.batch():
-        rendered = itertools.chain.from_iterable(rendered_batches)
-        # In batches: the days are rendered lazily, and only a batch of them need exist at once.
-        while batch := list(itertools.islice(rendered, IN_FLIGHT * 4)):
-            written += [key for keys in in_parallel(lambda day: _write_day(store, day), batch) for key in keys]
-            entries += [entry for _, _, entry in batch]
-    # Once every day's files are durable: the pages that link to them.
-    written += _relink_neighbours(store, run_days, days)
-    written += publish_fund_pages(store, RunSeries(signals, factors, backtests), params.described(), ledger)
-    return written + refresh_site(store, subscribe_url, entries, days)
+    on either side, the history and the front page (``Publication``, all the days as one stretch)."""
+    with Publication(store, distinct_days(signals["trade_date"]), params, notice, subscribe_url) as run:
+        run.add(signals, backtests, factors, unavailable)
+        return run.finish(ledger)
 
 
 def _relink_neighbours(store: BlobStore, run_days: list[str], days: list[str]) -> list[str]:
