@@ -66,7 +66,7 @@ def publish_run(
         for i in range(0, len(days), stretch_days):
             stretch = pd.to_datetime(run_days[i : i + stretch_days])
             publication.add(*(t[t["trade_date"].isin(stretch)] for t in (signals, summaries, prices)))
-        publication.finish(ledger.read(data))
+        publication.finish(lambda: ledger.read(data))
     return signals
 
 

@@ -306,13 +306,14 @@ def signal_report(
             signals = io_manager.read(dg.AssetKey(SIGNALS_ASSET), days)
             factors = io_manager.read(dg.AssetKey(PRICE_ASSET), days, FACTOR_COLUMNS)
             # The states' columns that the reports' summaries are computed from, not the whole states.
-            states = io_manager.read(dg.AssetKey(BACKTEST_ASSET), days, bt.REPORT_STATE_COLUMNS)
-            summaries = bt.report_table(states, settings)
+            summaries = bt.report_table(
+                io_manager.read(dg.AssetKey(BACKTEST_ASSET), days, bt.REPORT_STATE_COLUMNS), settings
+            )
             missing = _backtest_unavailable(days, summaries, settings)
             publication.add(signals, summaries, factors, missing)
             unavailable += missing
         # Every stored day's equity, which etf_backtest has written (the republished days' too).
-        written = publication.finish(_equity_ledger(context, io_manager, settings))
+        written = publication.finish(lambda: _equity_ledger(context, io_manager, settings))
     if unavailable:
         context.log.error(f"The backtest of {', '.join(unavailable)} is unavailable: published without it")
     last = signals["trade_date"].max()

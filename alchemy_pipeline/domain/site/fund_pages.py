@@ -37,32 +37,36 @@ EQUITY_COLUMNS = ["strategy_total_return", "buy_and_hold_total_return"]
 def series_rows(
     signals: pd.DataFrame, factors: pd.DataFrame | None = None, summaries: pd.DataFrame | None = None
 ) -> pd.DataFrame:
-    """What the funds' data take from published days, one row per fund and day: the ``signals``' figures, the
-    prices' adjustment ``factors`` and the backtest's equity from its ``summaries`` (with the portfolio's rows).
-    The rows of consecutive stretches of days, concatenated, are a run's (``RunSeries``)."""
+    """What the funds' data take from published days, one row per fund and day in code and day order: the
+    ``signals``' figures, the prices' adjustment ``factors`` and the backtest's equity from its ``summaries``
+    (with the portfolio's rows). A run's are the rows of each stretch of its days (``RunSeries``)."""
     frame = signals[[*SERIES_KEYS, "name", "state", "close", "ma_short", "ma_long", "pct"]]
     if factors is not None:
         frame = frame.merge(factors[[*SERIES_KEYS, "adj_factor"]], on=SERIES_KEYS, how="left")
-    if summaries is None:
-        return frame
-    equity = summaries[[*SERIES_KEYS, *EQUITY_COLUMNS]]
-    equity = equity[equity["trade_date"].isin(frame["trade_date"].unique())]
-    frame = frame.merge(equity, on=SERIES_KEYS, how="left")
-    return pd.concat([frame, equity[equity["ts_code"] == PORTFOLIO]], ignore_index=True)
+    if summaries is not None:
+        equity = summaries[[*SERIES_KEYS, *EQUITY_COLUMNS]]
+        equity = equity[equity["trade_date"].isin(frame["trade_date"].unique())]
+        frame = frame.merge(equity, on=SERIES_KEYS, how="left")
+        frame = pd.concat([frame, equity[equity["ts_code"] == PORTFOLIO]], ignore_index=True)
+    return frame.sort_values(SERIES_KEYS, kind="stable", ignore_index=True)
 
 
 class RunSeries(Mapping[str, dict]):
     """The new days of every fund's data (and the portfolio's), by code: ``{"name", "series": {"dates",
-    <series>: [...]}}``, from a run's ``series_rows``. A fund's series is built when it is asked for: a decade of
-    1,500 funds' series as Python lists is a gigabyte, and a fund's page needs only its own."""
+    <series>: [...]}}``, from the ``series_rows`` of each of a run's stretches of days, in day order. A fund's
+    series is built when it is asked for: a decade of 1,500 funds' series as Python lists is a gigabyte, and a
+    fund's page needs only its own; nor are the stretches joined, which would hold the decade twice."""
 
-    def __init__(self, rows: pd.DataFrame):
-        self._frame = rows.sort_values(SERIES_KEYS, kind="stable", ignore_index=True)
-        self._has_equity = EQUITY_COLUMNS[0] in rows
-        codes = self._frame["ts_code"].to_numpy(object)
-        # Each fund's rows are one stretch of the sorted frame.
-        bounds = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True]).tolist() if len(codes) else []
-        self._rows = {codes[a]: slice(a, b) for a, b in itertools.pairwise(bounds)}
+    def __init__(self, stretches: list[pd.DataFrame]):
+        self._stretches = stretches
+        self._has_equity = all(EQUITY_COLUMNS[0] in rows for rows in stretches)
+        # Each fund's rows are one slice of each stretch (sorted by code and day).
+        self._rows: dict[str, list[tuple[int, slice]]] = {}
+        for i, rows in enumerate(stretches):
+            codes = rows["ts_code"].to_numpy(object)
+            bounds = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True]).tolist() if len(codes) else []
+            for a, b in itertools.pairwise(bounds):
+                self._rows.setdefault(codes[a], []).append((i, slice(a, b)))
 
     def __iter__(self) -> Iterator[str]:
         yield from self._rows
@@ -71,7 +75,8 @@ class RunSeries(Mapping[str, dict]):
         return len(self._rows)
 
     def __getitem__(self, code: str) -> dict:
-        rows = self._frame.iloc[self._rows[code]]
+        pieces = [self._stretches[i].iloc[rows] for i, rows in self._rows[code]]
+        rows = pieces[0] if len(pieces) == 1 else pd.concat(pieces, ignore_index=True)
         if code == PORTFOLIO:
             return {
                 "name": PORTFOLIO_NAME,

@@ -56,6 +56,7 @@ from alchemy_pipeline.domain.site.report import (
     distinct_days,
     list_json,
 )
+from alchemy_pipeline.infrastructure.memory import release_free_memory
 from alchemy_pipeline.infrastructure.storage import IN_FLIGHT, BlobStore, in_parallel
 from alchemy_pipeline.infrastructure.workers import Mapper, process_pool, worth_workers
 
@@ -185,14 +186,12 @@ class Publication:
                 self._entries += [entry for _, _, entry in batch]
         self._series.append(series_rows(signals, factors, backtests))
 
-    def finish(self, ledger: pd.DataFrame | None = None) -> list[str]:
-        """The pages that link the run's days, given the equity ``ledger`` of every published day for the
-        tearsheets and downloads; every file written, the days' first."""
+    def finish(self, ledger: Callable[[], pd.DataFrame | None] = lambda: None) -> list[str]:
+        """The pages that link the run's days, with the tearsheets and downloads when ``ledger`` gives the equity
+        ledger of every published day (read once the workers are stopped); every file written, the days' first."""
         self._workers.close()
         store, written = self.store, self.written + _relink_neighbours(self.store, self.run_days, self.days)
-        rows = pd.concat(self._series, ignore_index=True)
-        self._series.clear()
-        written += publish_fund_pages(store, RunSeries(rows), self.params.described(), ledger)
+        written += publish_fund_pages(store, RunSeries(self._series), self.params.described(), ledger)
         return written + refresh_site(store, self.subscribe_url, self._entries, self.days)
 
 
@@ -214,7 +213,7 @@ def publish_signals(
     on either side, the history and the front page (``Publication``, all the days as one stretch)."""
     with Publication(store, distinct_days(signals["trade_date"]), params, notice, subscribe_url) as run:
         run.add(signals, backtests, factors, unavailable)
-        return run.finish(ledger)
+        return run.finish(lambda: ledger)
 
 
 def _relink_neighbours(store: BlobStore, run_days: list[str], days: list[str]) -> list[str]:
@@ -229,11 +228,11 @@ def _relink_neighbours(store: BlobStore, run_days: list[str], days: list[str]) -
 
 
 def publish_fund_pages(
-    store: BlobStore, new_days: Mapping[str, dict], rule: dict, ledger: pd.DataFrame | None = None
+    store: BlobStore, new_days: Mapping[str, dict], rule: dict, ledger: Callable[[], pd.DataFrame | None]
 ) -> list[str]:
     """Adds each fund's new days (``RunSeries``) to its stored data and re-renders its page, with the
-    backtest's figures of its last day, its trades as the backtest published them and, given the ``ledger``,
-    its tearsheet (``publish_tearsheets``)."""
+    backtest's figures of its last day, its trades as the backtest published them and, when ``ledger`` gives
+    the equity ledger, its tearsheet (``publish_tearsheets``)."""
 
     @functools.cache
     def backtest_as_of(day: str) -> dict | None:
@@ -246,10 +245,8 @@ def publish_fund_pages(
         stored = store.get(trades_key(code))
         return json.loads(stored) if stored is not None else []
 
-    written, sheets = [], {}
-    equity = ledger_bars(ledger) if ledger is not None else None
-    if equity is not None and len(equity) and (newest := backtest_as_of(equity["day"].max())) is not None:
-        written, sheets = publish_tearsheets(store, equity, newest, published_trades)
+    written, sheets = _ledger_tearsheets(store, ledger, backtest_as_of, published_trades)
+    release_free_memory()  # the ledger's decade of equity, before the pages
 
     def publish(code: str) -> list[str]:
         stored, new = store.get(fund_data_key(code)), new_days[code]
@@ -272,6 +269,19 @@ def publish_fund_pages(
 
     with store.batch():
         return written + [key for keys in in_parallel(publish, list(new_days)) for key in keys]
+
+
+def _ledger_tearsheets(
+    store: BlobStore, ledger: Callable[[], pd.DataFrame | None], backtest_as_of, published_trades
+) -> tuple[list[str], dict[str, dict]]:
+    """The tearsheets as of the ledger's newest day, if its backtest document is published; the ledger is read
+    here and dropped on return."""
+    read = ledger()
+    equity = ledger_bars(read) if read is not None else None
+    del read
+    if equity is not None and len(equity) and (newest := backtest_as_of(equity["day"].max())) is not None:
+        return publish_tearsheets(store, equity, newest, published_trades)
+    return [], {}
 
 
 def tearsheet_key(code: str) -> str:
