@@ -20,7 +20,7 @@ from alchemy_pipeline.domain.backtest import (
 from alchemy_pipeline.domain.market.demo_prices import fund_series
 from alchemy_pipeline.domain.signals.fast_path import classify, compute_indicators
 from alchemy_pipeline.domain.signals.rule import RuleParams
-from alchemy_pipeline.domain.site.publish import Publication, publish_backtests, publish_signals, published_days
+from alchemy_pipeline.domain.site.publish import publish_backtests, publish_signals, publish_stretches, published_days
 from alchemy_pipeline.infrastructure.storage import LocalBlobStore
 
 FUNDS = pd.DataFrame(
@@ -62,11 +62,13 @@ def publish_run(
         publish_signals(store, signals, PARAMS, None, subscribe_url, summaries, prices, ledger=ledger.read(data))
         return signals
     run_days = [d.isoformat() for d in days]
-    with Publication(store, run_days, PARAMS, None, subscribe_url) as publication:
+
+    def stretches():
         for i in range(0, len(days), stretch_days):
             stretch = pd.to_datetime(run_days[i : i + stretch_days])
-            publication.add(*(t[t["trade_date"].isin(stretch)] for t in (signals, summaries, prices)))
-        publication.finish(lambda: ledger.read(data))
+            yield *(t[t["trade_date"].isin(stretch)] for t in (signals, summaries, prices)), ()
+
+    publish_stretches(store, run_days, stretches(), PARAMS, None, subscribe_url, lambda: ledger.read(data))
     return signals
 
 

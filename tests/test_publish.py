@@ -54,8 +54,8 @@ def test_a_range_published_a_stretch_at_a_time_in_worker_processes_is_the_same_b
     # signal_report publishes a long range a year at a time, rendered in worker processes: its reports, fund pages,
     # tearsheets and history must be those of the whole range published at once, here.
     pools = []
-    process_pool = publish.process_pool
-    monkeypatch.setattr(publish, "process_pool", lambda: pools.append(1) or process_pool())
+    in_processes = publish.map_in_processes
+    monkeypatch.setattr(publish, "map_in_processes", lambda *a: pools.append(1) or in_processes(*a))
     monkeypatch.setattr(workers, "MIN_ROWS_FOR_WORKERS", 100)
     monkeypatch.setattr(workers, "WORKER_PROCESSES", 2)
     publish_demo_site(tmp_path / "stretches", day_by_day=False, stretch_days=70)

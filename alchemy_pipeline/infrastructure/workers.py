@@ -1,8 +1,7 @@
 """Pure-Python work spread over worker processes, for ranges large enough to repay starting them.
 
-Each ``map_in_processes`` (or ``process_pool``, for a step that maps a stretch at a time) has its own workers
-and stops them when it is done: idle, each still holds its imports and what its allocator kept, and the steps in
-between need that memory.
+Each ``map_in_processes`` has its own workers and stops them when it is done: idle, each still holds its
+imports and what its allocator kept, and the steps in between need that memory.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
-from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -50,18 +48,7 @@ def in_order(pool: Executor, work: Callable[..., R], items: Iterable[T], ahead: 
             future.cancel()
 
 
-Mapper = Callable[..., Iterator]
-
-
-@contextmanager
-def process_pool() -> Iterator[Mapper]:
-    """A ``map(work, items, *args)`` over worker processes (``in_order``) for as many maps as the block makes:
-    starting workers (each imports pandas) once, not once per map."""
-    with _new_pool() as pool:
-        yield lambda work, items, *args: in_order(pool, work, items, 2 * WORKER_PROCESSES, *args)
-
-
 def map_in_processes(work: Callable[..., R], items: Iterable[T], *args) -> Iterator[R]:
     """``work(item, *args)`` for each item in worker processes (``in_order``)."""
-    with process_pool() as mapped:
-        yield from mapped(work, items, *args)
+    with _new_pool() as pool:
+        yield from in_order(pool, work, items, 2 * WORKER_PROCESSES, *args)

@@ -1,7 +1,9 @@
 """The four assets: etf_daily_prices -> etf_indicators -> trade_signals -> signal_report."""
 
+import functools
 import json
 import os
+from collections.abc import Iterator
 
 import dagster as dg
 import pandas as pd
@@ -45,7 +47,7 @@ from alchemy_pipeline.domain.signals.fast_path import PRICE_INPUT_COLUMNS, class
 from alchemy_pipeline.domain.signals.rule import State
 from alchemy_pipeline.domain.site.charts import equity_svg, markdown_image
 from alchemy_pipeline.domain.site.fund_pages import fund_data_key
-from alchemy_pipeline.domain.site.publish import Publication, publish_signals, published_days
+from alchemy_pipeline.domain.site.publish import Stretch, publish_signals, publish_stretches, published_days
 from alchemy_pipeline.domain.site.report import backtest_summaries, build_report, distinct_days, render_text
 
 GROUP = "etf_signals"
@@ -301,24 +303,29 @@ def signal_report(
         context.log.warning(gap)
     republished = _republish(context, io_manager, store, run_days, params, prices.notice, site.subscribe_url, settings)
     unavailable: list[str] = []
-    with Publication(store, run_days, params, prices.notice, site.subscribe_url) as publication:
+    newest: dict[str, pd.DataFrame] = {}
+
+    def years() -> Iterator[Stretch]:
+        # Each year read as the rendering reaches it: a decade of 1,500 funds is gigabytes.
         for days in by_year(run_days):
             signals = io_manager.read(dg.AssetKey(SIGNALS_ASSET), days)
             factors = io_manager.read(dg.AssetKey(PRICE_ASSET), days, FACTOR_COLUMNS)
             # The states' columns that the reports' summaries are computed from, not the whole states.
-            summaries = bt.report_table(
-                io_manager.read(dg.AssetKey(BACKTEST_ASSET), days, bt.REPORT_STATE_COLUMNS), settings
-            )
-            missing = _backtest_unavailable(days, summaries, settings)
-            publication.add(signals, summaries, factors, missing)
-            unavailable += missing
-        # Every stored day's equity, which etf_backtest has written (the republished days' too).
-        written = publication.finish(lambda: _equity_ledger(context, io_manager, settings))
+            states = io_manager.read(dg.AssetKey(BACKTEST_ASSET), days, bt.REPORT_STATE_COLUMNS)
+            newest.update(signals=signals, summaries=bt.report_table(states, settings))
+            del states
+            unavailable.extend(missing := _backtest_unavailable(days, newest["summaries"], settings))
+            yield signals, newest["summaries"], factors, missing
+
+    # With every stored day's equity, which etf_backtest has written (the republished days' too).
+    ledger = functools.partial(_equity_ledger, context, io_manager, settings)
+    written = publish_stretches(store, run_days, years(), params, prices.notice, site.subscribe_url, ledger)
     if unavailable:
         context.log.error(f"The backtest of {', '.join(unavailable)} is unavailable: published without it")
+    signals, summaries = newest["signals"], newest["summaries"]
     last = signals["trade_date"].max()
-    newest = backtest_summaries(summaries[summaries["trade_date"] == last])
-    latest = build_report(signals[signals["trade_date"] == last], params, prices.notice, newest)
+    newest_summaries = backtest_summaries(summaries[summaries["trade_date"] == last])
+    latest = build_report(signals[signals["trade_date"] == last], params, prices.notice, newest_summaries)
     metadata = {
         "days_published": len(run_days),
         "first_day": run_days[0],

@@ -12,11 +12,10 @@ are refreshed after every day's files are written.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -58,7 +57,7 @@ from alchemy_pipeline.domain.site.report import (
 )
 from alchemy_pipeline.infrastructure.memory import release_free_memory
 from alchemy_pipeline.infrastructure.storage import IN_FLIGHT, BlobStore, in_parallel
-from alchemy_pipeline.infrastructure.workers import Mapper, process_pool, worth_workers
+from alchemy_pipeline.infrastructure.workers import map_in_processes, worth_workers
 
 CONTENT_TYPES = {
     ".json": "application/json; charset=utf-8",
@@ -102,97 +101,80 @@ def _write_day(store: BlobStore, rendered: RenderedDay) -> list[str]:
 
 
 def render_batch(
-    batch: tuple[pd.DataFrame, pd.DataFrame | None],
+    batch: tuple[pd.DataFrame, pd.DataFrame | None, dict[str, None]],
     params: RuleParams,
     notice: str | None,
     days: list[str],
-    unavailable: dict[str, None],
 ) -> list[RenderedDay]:
     """The files of each day of a slice of signals, with those days' backtest summaries (from their rows of the
-    report table; ``unavailable``'s days without), each page linked to the published days around it in
+    report table; the slice's days unavailable, without), each page linked to the published days around it in
     ``days`` (run in a worker process)."""
-    signals, backtests = batch
+    signals, backtests, unavailable = batch
     summaries = {**unavailable, **backtest_summaries(backtests)} if backtests is not None else {}
     reports = build_reports(signals, params, notice, summaries)
     return [(r["trade_date"], render_files(r, days), history_entry(r)) for r in reports]
 
 
-class Publication:
-    """A run's days published a stretch at a time, so that a decade of a large universe is never held at once:
-    ``add`` writes a stretch's reports (rendered in worker processes when it is long) and keeps only what the
-    funds' data take from it; ``finish``, once every day's files are durable, writes the pages that link to
-    them: the fund pages, the pages of the published days on either side, the history and the front page.
-    ``run_days`` are every day the run publishes, which the pages link to."""
+def _rows_of_days(table: pd.DataFrame | None, batch: pd.DataFrame) -> pd.DataFrame | None:
+    """The rows of ``table`` (in day order) on the days of ``batch``."""
+    if table is None:
+        return None
+    days = table["trade_date"].to_numpy()
+    first, last = batch["trade_date"].iloc[0].to_datetime64(), batch["trade_date"].iloc[-1].to_datetime64()
+    return table.iloc[days.searchsorted(first, "left") : days.searchsorted(last, "right")]
 
-    def __init__(
-        self,
-        store: BlobStore,
-        run_days: list[str],
-        params: RuleParams,
-        notice: str | None = None,
-        subscribe_url: str | None = None,
-    ):
-        self.store, self.params, self.notice, self.subscribe_url = store, params, notice, subscribe_url
-        self.run_days = run_days
-        self.days = sorted(set(published_days(store)) | set(run_days))
-        self.written: list[str] = []
-        self._entries: list[dict] = []
-        self._series: list[pd.DataFrame] = []
-        self._workers = contextlib.ExitStack()
-        self._map: Mapper | None = None
 
-    def __enter__(self) -> Publication:
-        return self
+# Consecutive days of a run: their signals, their rows of the backtest's report table and their prices' adjustment
+# factors (each None when there are none), and those of the days whose backtest is unavailable.
+Stretch = tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame | None, Iterable[str]]
 
-    def __exit__(self, *_) -> None:
-        self._workers.close()
 
-    def _mapper(self) -> Mapper:
-        # Started once, on the first long stretch, for every stretch after it.
-        if self._map is None:
-            self._map = self._workers.enter_context(process_pool())
-        return self._map
+def publish_stretches(
+    store: BlobStore,
+    run_days: list[str],
+    stretches: Iterable[Stretch],
+    params: RuleParams,
+    notice: str | None = None,
+    subscribe_url: str | None = None,
+    ledger: Callable[[], pd.DataFrame | None] = lambda: None,
+) -> list[str]:
+    """Publishes a run's days (``run_days``, which the pages link to), given as consecutive stretches that are
+    taken one by one as the rendering needs their days, so that a decade of a large universe is never held at
+    once: each day's report with its backtest summary (or saying the backtest is unavailable), rendered in worker
+    processes when the run is long; then, once every day's files are durable, the pages that link to them: each
+    fund's page with the run's days added (of each stretch only what they take is kept, ``series_rows``), the
+    tearsheets and downloads when ``ledger`` gives the equity ledger of every published day (read once the
+    workers have stopped), the pages of the published days on either side, the history and the front page."""
+    days = sorted(set(published_days(store)) | set(run_days))
+    series: list[pd.DataFrame] = []
 
-    def add(
-        self,
-        signals: pd.DataFrame,
-        backtests: pd.DataFrame | None = None,
-        factors: pd.DataFrame | None = None,
-        unavailable: Iterable[str] = (),
-    ) -> None:
-        """Writes the reports of a stretch of the run's days (``signals``), with their backtest summaries from the
-        report table ``backtests`` (on the days ``unavailable``, saying the backtest is unavailable), and keeps
-        their funds' data with their adjustment factors from ``factors`` (the prices)."""
+    def batches() -> Iterator[tuple[pd.DataFrame, pd.DataFrame | None, dict[str, None]]]:
+        for signals, backtests, factors, unavailable in stretches:
+            series.append(series_rows(signals, factors, backtests))
+            missing = dict.fromkeys(unavailable)
+            yield from ((batch, _rows_of_days(backtests, batch), missing) for batch in day_batches(signals))
 
-        def with_backtests(batch: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-            if backtests is None:
-                return batch, None
-            days = backtests["trade_date"].to_numpy()
-            first, last = batch["trade_date"].iloc[0].to_datetime64(), batch["trade_date"].iloc[-1].to_datetime64()
-            return batch, backtests.iloc[days.searchsorted(first, "left") : days.searchsorted(last, "right")]
-
-        batches = (with_backtests(batch) for batch in day_batches(signals))
-        render = (self.params, self.notice, self.days, dict.fromkeys(unavailable))
-        if worth_workers(len(signals)):
-            rendered_batches = self._mapper()(render_batch, batches, *render)
-        else:
-            rendered_batches = (render_batch(batch, *render) for batch in batches)
-        with self.store.batch():
-            rendered = itertools.chain.from_iterable(rendered_batches)
-            # In batches: the days are rendered lazily, and only a batch of them need exist at once.
-            while batch := list(itertools.islice(rendered, IN_FLIGHT * 4)):
-                keys = in_parallel(lambda day: _write_day(self.store, day), batch)
-                self.written += [key for day_keys in keys for key in day_keys]
-                self._entries += [entry for _, _, entry in batch]
-        self._series.append(series_rows(signals, factors, backtests))
-
-    def finish(self, ledger: Callable[[], pd.DataFrame | None] = lambda: None) -> list[str]:
-        """The pages that link the run's days, with the tearsheets and downloads when ``ledger`` gives the equity
-        ledger of every published day (read once the workers are stopped); every file written, the days' first."""
-        self._workers.close()
-        store, written = self.store, self.written + _relink_neighbours(self.store, self.run_days, self.days)
-        written += publish_fund_pages(store, RunSeries(self._series), self.params.described(), ledger)
-        return written + refresh_site(store, self.subscribe_url, self._entries, self.days)
+    first = next(items := batches(), None)
+    if first is None:
+        return []
+    items = itertools.chain([first], items)
+    # Starting workers repays itself on a long run: its rows, as many a day as its first days have.
+    if worth_workers(len(first[0]) // first[0]["trade_date"].nunique() * len(run_days)):
+        rendered_batches = map_in_processes(render_batch, items, params, notice, days)
+    else:
+        rendered_batches = (render_batch(item, params, notice, days) for item in items)
+    entries: list[dict] = []
+    written = []
+    with store.batch():
+        rendered = itertools.chain.from_iterable(rendered_batches)
+        # In batches: the days are rendered lazily, and only a batch of them need exist at once.
+        while batch := list(itertools.islice(rendered, IN_FLIGHT * 4)):
+            written += [key for keys in in_parallel(lambda day: _write_day(store, day), batch) for key in keys]
+            entries += [entry for _, _, entry in batch]
+    # Once every day's files are durable: the pages that link to them.
+    written += _relink_neighbours(store, run_days, days)
+    written += publish_fund_pages(store, RunSeries(series), params.described(), ledger)
+    return written + refresh_site(store, subscribe_url, entries, days)
 
 
 def publish_signals(
@@ -210,10 +192,10 @@ def publish_signals(
     ``backtests`` (on the days ``unavailable``, a report that says the backtest is unavailable); then each
     fund's page with these days added (their adjustment factors from ``factors``, the prices) and, given the
     equity ``ledger`` of every published day, the tearsheets and downloads; the pages of the published days
-    on either side, the history and the front page (``Publication``, all the days as one stretch)."""
-    with Publication(store, distinct_days(signals["trade_date"]), params, notice, subscribe_url) as run:
-        run.add(signals, backtests, factors, unavailable)
-        return run.finish(lambda: ledger)
+    on either side, the history and the front page (``publish_stretches``, the days as one stretch)."""
+    stretch = (signals, backtests, factors, unavailable)
+    run_days = distinct_days(signals["trade_date"])
+    return publish_stretches(store, run_days, [stretch], params, notice, subscribe_url, lambda: ledger)
 
 
 def _relink_neighbours(store: BlobStore, run_days: list[str], days: list[str]) -> list[str]:
