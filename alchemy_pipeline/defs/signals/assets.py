@@ -306,26 +306,28 @@ def signal_report(
     newest: dict[str, pd.DataFrame] = {}
 
     def years() -> Iterator[Stretch]:
-        # Each year read as the rendering reaches it: a decade of 1,500 funds is gigabytes.
+        # Each year read as the rendering reaches it, the one before dropped: a decade of 1,500 funds is gigabytes.
         for days in by_year(run_days):
             signals = io_manager.read(dg.AssetKey(SIGNALS_ASSET), days)
             factors = io_manager.read(dg.AssetKey(PRICE_ASSET), days, FACTOR_COLUMNS)
             # The states' columns that the reports' summaries are computed from, not the whole states.
             states = io_manager.read(dg.AssetKey(BACKTEST_ASSET), days, bt.REPORT_STATE_COLUMNS)
-            newest.update(signals=signals, summaries=bt.report_table(states, settings))
+            summaries = bt.report_table(states, settings)
             del states
-            unavailable.extend(missing := _backtest_unavailable(days, newest["summaries"], settings))
-            yield signals, newest["summaries"], factors, missing
+            last = signals["trade_date"].max()
+            newest.update(
+                signals=signals[signals["trade_date"] == last], summaries=summaries[summaries["trade_date"] == last]
+            )
+            unavailable.extend(missing := _backtest_unavailable(days, summaries, settings))
+            yield signals, summaries, factors, missing
+            del signals, summaries, factors
 
     # With every stored day's equity, which etf_backtest has written (the republished days' too).
     ledger = functools.partial(_equity_ledger, context, io_manager, settings)
     written = publish_stretches(store, run_days, years(), params, prices.notice, site.subscribe_url, ledger)
     if unavailable:
         context.log.error(f"The backtest of {', '.join(unavailable)} is unavailable: published without it")
-    signals, summaries = newest["signals"], newest["summaries"]
-    last = signals["trade_date"].max()
-    newest_summaries = backtest_summaries(summaries[summaries["trade_date"] == last])
-    latest = build_report(signals[signals["trade_date"] == last], params, prices.notice, newest_summaries)
+    latest = build_report(newest["signals"], params, prices.notice, backtest_summaries(newest["summaries"]))
     metadata = {
         "days_published": len(run_days),
         "first_day": run_days[0],

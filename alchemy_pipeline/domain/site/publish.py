@@ -149,10 +149,15 @@ def publish_stretches(
     series: list[pd.DataFrame] = []
 
     def batches() -> Iterator[tuple[pd.DataFrame, pd.DataFrame | None, dict[str, None]]]:
-        for signals, backtests, factors, unavailable in stretches:
+        for stretch in stretches:
+            signals, backtests, factors, unavailable = stretch
             series.append(series_rows(signals, factors, backtests))
             missing = dict.fromkeys(unavailable)
-            yield from ((batch, _rows_of_days(backtests, batch), missing) for batch in day_batches(signals))
+            for batch in day_batches(signals):
+                # Copies, not views: a view in flight would keep its whole stretch alive beside the next one.
+                days = _rows_of_days(backtests, batch)
+                yield batch.copy(), None if days is None else days.copy(), missing
+            del stretch, signals, backtests, factors  # before the next stretch is read
 
     first = next(items := batches(), None)
     if first is None:
