@@ -155,8 +155,8 @@ def publish_stretches(
             missing = dict.fromkeys(unavailable)
             for batch in day_batches(signals):
                 # Copies, not views: a view in flight would keep its whole stretch alive beside the next one.
-                days = _rows_of_days(backtests, batch)
-                yield batch.copy(), None if days is None else days.copy(), missing
+                summaries = _rows_of_days(backtests, batch)
+                yield batch.copy(), None if summaries is None else summaries.copy(), missing
             del stretch, signals, backtests, factors  # before the next stretch is read
 
     first = next(items := batches(), None)
