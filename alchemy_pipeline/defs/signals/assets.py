@@ -303,21 +303,17 @@ def signal_report(
         context.log.warning(gap)
     republished = _republish(context, io_manager, store, run_days, params, prices.notice, site.subscribe_url, settings)
     unavailable: list[str] = []
-    newest: dict[str, pd.DataFrame] = {}
+
+    def summaries_of(days: list[str]) -> pd.DataFrame:
+        # The states' columns that the reports' summaries are computed from, not the whole states.
+        return bt.report_table(io_manager.read(dg.AssetKey(BACKTEST_ASSET), days, bt.REPORT_STATE_COLUMNS), settings)
 
     def years() -> Iterator[Stretch]:
         # Each year read as the rendering reaches it, the one before dropped: a decade of 1,500 funds is gigabytes.
         for days in by_year(run_days):
             signals = io_manager.read(dg.AssetKey(SIGNALS_ASSET), days)
             factors = io_manager.read(dg.AssetKey(PRICE_ASSET), days, FACTOR_COLUMNS)
-            # The states' columns that the reports' summaries are computed from, not the whole states.
-            states = io_manager.read(dg.AssetKey(BACKTEST_ASSET), days, bt.REPORT_STATE_COLUMNS)
-            summaries = bt.report_table(states, settings)
-            del states
-            last = signals["trade_date"].max()
-            newest.update(
-                signals=signals[signals["trade_date"] == last], summaries=summaries[summaries["trade_date"] == last]
-            )
+            summaries = summaries_of(days)
             unavailable.extend(missing := _backtest_unavailable(days, summaries, settings))
             yield signals, summaries, factors, missing
             del signals, summaries, factors
@@ -327,7 +323,9 @@ def signal_report(
     written = publish_stretches(store, run_days, years(), params, prices.notice, site.subscribe_url, ledger)
     if unavailable:
         context.log.error(f"The backtest of {', '.join(unavailable)} is unavailable: published without it")
-    latest = build_report(newest["signals"], params, prices.notice, backtest_summaries(newest["summaries"]))
+    newest = [run_days[-1]]
+    newest_summary = backtest_summaries(summaries_of(newest))
+    latest = build_report(io_manager.read(dg.AssetKey(SIGNALS_ASSET), newest), params, prices.notice, newest_summary)
     metadata = {
         "days_published": len(run_days),
         "first_day": run_days[0],
