@@ -188,3 +188,20 @@ def test_an_independent_reference_agrees_on_generated_funds_with_splits_suspensi
     closed = [t for f in final["funds"].values() if f for t in f["trades"] if "exit_day" in t]
     assert len(closed) > 40
     assert any(t["entry_day"] < dt.date(2022, 6, 15) < t["exit_day"] for t in final["funds"]["512880.SH"]["trades"])
+
+
+def test_documents_of_consecutive_runs_written_in_worker_processes_are_the_run_from_the_starts():
+    # etf_backtest carries a long range a year at a time and writes its documents in worker processes meanwhile.
+    prices, signals, universe, days = generated_market()
+    held_back = {dt.date(2022, 4, 6)}
+    settings_ = bt.BacktestSettings(start=START)
+    whole = bt.run_backtest(prices, signals, universe, settings_, days, held_back)
+    cut = days.index(dt.date(2022, 7, 1))
+    state, runs = bt.BacktestState.empty(settings_, universe, ""), []
+    for piece in (days[:cut], days[cut:]):
+        runs.append(bt.carry(state, bt.bars_by_day(prices, signals, state.codes, piece), piece, held_back))
+        state = runs[-1].state
+    only = set(days[::3])
+    in_workers = list(bt.runs_document_files(runs, RULE, only, in_processes=True))
+    assert in_workers == list(bt.document_files(whole, RULE, only))
+    assert len(in_workers) == len(only - held_back) > 50

@@ -9,14 +9,13 @@ import pandas as pd
 
 from alchemy_pipeline.defs.backtest.chain import BacktestChain
 from alchemy_pipeline.defs.io_manager import DAY_BEFORE_ONLY, PartitionedParquetIOManager
-from alchemy_pipeline.defs.partitions import BACKTEST_ASSET, range_days
+from alchemy_pipeline.defs.partitions import BACKTEST_ASSET, PRICE_ASSET, SIGNALS_ASSET, range_days
 from alchemy_pipeline.defs.resources import BacktestResource, SiteResource, StrategyResource, UniverseResource
 from alchemy_pipeline.defs.trading_days import TRADING_DAYS, trading_days_partitions
 from alchemy_pipeline.domain import backtest as bt
 from alchemy_pipeline.domain.backtest import PORTFOLIO
 from alchemy_pipeline.domain.backtest import ledger as bt_ledger
 from alchemy_pipeline.domain.backtest.tearsheet import headline_ratios
-from alchemy_pipeline.domain.market.quality import QUALITY_COLUMNS
 from alchemy_pipeline.domain.site.publish import backtest_key
 from alchemy_pipeline.settings import SettingsError
 
@@ -39,9 +38,6 @@ PREVIEW_COLUMNS = [
 ]
 # The portfolio's figures a run's last day records as numbers, which the UI plots over days.
 PLOTTED = ["total_return", "cagr", "max_drawdown", "sharpe"]
-# The columns the held-back rule reads, with those the backtest trades on.
-PRICE_INPUT_COLUMNS = QUALITY_COLUMNS
-SIGNAL_INPUT_COLUMNS = [*bt.SIGNAL_COLUMNS, "note"]
 # Each day's state follows from the day before's: Dagster's lineage shows it, and a run reads only the state
 # before its first day (the IO manager is told to read no other).
 PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)
@@ -81,9 +77,10 @@ def build_backtest_asset(start: dt.date) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=GROUP,
         kinds={"pandas", "parquet", "json"},
+        # The run's prices and signals are read in the body a year at a time, as carried: as inputs, Dagster would
+        # hold a decade of them until the step ends.
+        deps=[PRICE_ASSET, SIGNALS_ASSET],
         ins={
-            "etf_daily_prices": dg.AssetIn(metadata={"columns": PRICE_INPUT_COLUMNS}),
-            "trade_signals": dg.AssetIn(metadata={"columns": SIGNAL_INPUT_COLUMNS}),
             "previous_state": dg.AssetIn(
                 key=BACKTEST_ASSET, partition_mapping=PREVIOUS_DAY, metadata={DAY_BEFORE_ONLY: True}
             ),
@@ -113,8 +110,6 @@ def build_backtest_asset(start: dt.date) -> dg.AssetsDefinition:
     )
     def etf_backtest(
         context: dg.AssetExecutionContext,
-        etf_daily_prices: pd.DataFrame,
-        trade_signals: pd.DataFrame,
         previous_state: pd.DataFrame,
         io_manager: dg.ResourceParam[PartitionedParquetIOManager],
         universe: UniverseResource,
@@ -138,7 +133,7 @@ def build_backtest_asset(start: dt.date) -> dg.AssetsDefinition:
             log=context.log,
         )
         try:
-            result = chain.run(days, etf_daily_prices, trade_signals, previous_state)
+            result = chain.run(days, previous_state)
         except Exception as exc:
             context.log.error(f"The backtest failed; the reports go out without it:\n{traceback.format_exc()}")
             yield dg.Output(bt.state_frame_empty(), metadata={"backtest": "unavailable", "error": str(exc)[:500]})

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -39,8 +39,8 @@ from alchemy_pipeline.domain.backtest import ledger
 from alchemy_pipeline.domain.market.quality import QUALITY_COLUMNS, held_back_days
 from alchemy_pipeline.domain.signals.rule import RULE_VERSION
 from alchemy_pipeline.domain.site.publish import publish_backtests, published_days, trades_key
-from alchemy_pipeline.infrastructure.frames import by_trade_date
 from alchemy_pipeline.infrastructure.storage import BlobStore, in_parallel
+from alchemy_pipeline.infrastructure.workers import worth_workers
 
 # In the data store: the days outside a run whose backtest changed, for signal_report to publish again.
 REPUBLISH_KEY = "signal_report/days_to_republish.json"
@@ -103,6 +103,7 @@ class Carried:
     days: list[dt.date]
     documents: int  # published
     rows: int  # of states stored
+    held_back: dict[str, str]  # the days not traded, with why
 
     @property
     def kept_after(self) -> dict[str, list[dict]]:
@@ -140,10 +141,9 @@ class BacktestChain:
     def codes(self) -> list[str]:
         return self.universe["ts_code"].tolist()
 
-    def run(
-        self, days: list[dt.date], prices: pd.DataFrame, signals: pd.DataFrame, previous: pd.DataFrame
-    ) -> ChainResult:
-        """The run's days carried on from the state before them, with the chain mended around them."""
+    def run(self, days: list[dt.date], previous: pd.DataFrame) -> ChainResult:
+        """The run's days carried on from the state before them (``previous``, the day before's), with the chain
+        mended around them. Their prices and signals are read from storage a year at a time, as carried."""
         start = self.settings.start
         before: list[dt.date] = []
         kept: dict[str, list[dict]] = {}
@@ -172,20 +172,14 @@ class BacktestChain:
                 started_from = f"the backtest's start, {start}: {reason}"
         existing = {k.removeprefix("backtests/").removesuffix(".json") for k in self.store.keys("backtests/")}
         stored_later = self._stored_after(days[-1])
-        earlier = self._carry_stored(state, before, kept, existing) if before else None
+        earlier = self._carry_by_year(state, before, kept, existing) if before else None
         if earlier is not None:
             state, kept = earlier.last.state, earlier.kept_after
-        held = _days(held_back_days(prices, signals, self.max_funds_without_data))
-        prices, signals = by_trade_date(prices), by_trade_date(signals)
-
-        def bars_of(year: list[dt.date]) -> tuple[bt.DayBars, set[dt.date]]:
-            return bt.bars_by_day(_within(prices, year), _within(signals, year), self.codes, year), held
-
-        run = self._carry_by_year(state, days, bars_of, kept, None)
+        run = self._carry_by_year(state, days, kept, None)
         later = self._carry_on(run, days[-1], *stored_later, existing)
         chain = [c for c in (earlier, run, later) if c is not None]
         outside = [c for c in (earlier, later) if c is not None]
-        result = ChainResult(run.last.frame, started_from, held, rows=run.rows)
+        result = ChainResult(run.last.frame, started_from, run.held_back, rows=run.rows)
         result.other_days = [d.isoformat() for c in outside for d in c.days]
         result.documents = sum(c.documents for c in chain)
         result.trades_rewritten = self._publish_trades(chain[-1])
@@ -209,48 +203,46 @@ class BacktestChain:
             f"this day again: {commands}"
         )
 
-    def _carry_stored(
-        self, state: bt.BacktestState, days: list[dt.date], kept: dict[str, list[dict]], existing: set[str]
-    ) -> Carried:
-        """``state`` carried through ``days`` out of the stored prices and signals, a year of them read at a time;
-        their documents republished where they were published."""
-
-        def stored_bars(year: list[dt.date]) -> tuple[bt.DayBars, set[dt.date]]:
-            keys = [d.isoformat() for d in year]
-            prices = self.io_manager.read(dg.AssetKey(PRICE_ASSET), keys, QUALITY_COLUMNS)
-            signals = self.io_manager.read(dg.AssetKey(SIGNALS_ASSET), keys, SIGNAL_COLUMNS)
-            self._check_universe(signals, keys)
-            held = held_back_days(prices, signals, self.max_funds_without_data)
-            return bt.bars_by_day(prices, signals, self.codes, year), _days(held)
-
-        return self._carry_by_year(state, days, stored_bars, kept, existing)
+    def _stored_bars(self, year: list[dt.date]) -> tuple[bt.DayBars, dict[str, str]]:
+        """A year's stored bars and signals as the backtest trades them, and its days held back with why."""
+        keys = [d.isoformat() for d in year]
+        prices = self.io_manager.read(dg.AssetKey(PRICE_ASSET), keys, QUALITY_COLUMNS)
+        signals = self.io_manager.read(dg.AssetKey(SIGNALS_ASSET), keys, SIGNAL_COLUMNS)
+        self._check_universe(signals, keys)
+        held = held_back_days(prices, signals, self.max_funds_without_data)
+        return bt.bars_by_day(prices, signals, self.codes, year), held
 
     def _carry_by_year(
-        self,
-        state: bt.BacktestState,
-        days: list[dt.date],
-        bars_of: Callable[[list[dt.date]], tuple[bt.DayBars, set[dt.date]]],
-        kept: dict[str, list[dict]],
-        existing: set[str] | None,
+        self, state: bt.BacktestState, days: list[dt.date], kept: dict[str, list[dict]], existing: set[str] | None
     ) -> Carried:
-        """``state`` carried through ``days`` a calendar year at a time (``bars_of`` a year gives its bars and
-        its days held back): each year's states stored, its equity added to the ledger and its documents
-        published (of the days in ``existing`` only, when given) before the next year is carried, so that a
+        """``state`` carried through ``days`` a calendar year at a time, out of the stored prices and signals:
+        each year's states stored and its equity added to the ledger as it is carried, and its documents
+        published (of the days in ``existing`` only, when given) while the next year is carried, so that a
         decade of a large universe is never held at once (1,500 funds' states are 1.3 GB)."""
-        documents = rows = 0
-        years = by_year(days)
-        for i, year in enumerate(years):
-            bars, held = bars_of(year)
-            carried = bt.carry(state, bars, year, held)
-            self.io_manager.write(dg.AssetKey(BACKTEST_ASSET), carried.frame, [d.isoformat() for d in year])
-            ledger.write(self.io_manager.store(), [carried.frame])
-            only = None if existing is None else {d for d in carried.traded_days if d.isoformat() in existing}
-            documents += len(publish_backtests(self.store, bt.document_files(carried, self.rule, only)))
-            rows += len(carried.frame)
-            state = carried.state
-            if i < len(years) - 1:
-                kept = _with_closed(kept, carried, self.codes)
-        return Carried(carried, kept, days, documents, rows)
+        carried: bt.CarriedRun | None = None
+        rows, held_back = 0, {}
+
+        def carried_years() -> Iterator[bt.CarriedRun]:
+            nonlocal state, kept, carried, rows
+            for year in by_year(days):
+                if carried is not None:  # the trades the year before closed; then that year is let go
+                    kept, carried = _with_closed(kept, carried, self.codes), None
+                bars, held = self._stored_bars(year)
+                carried = bt.carry(state, bars, year, _days(held))
+                held_back.update(held)
+                del bars
+                self.io_manager.write(dg.AssetKey(BACKTEST_ASSET), carried.frame, [d.isoformat() for d in year])
+                ledger.write(self.io_manager.store(), [carried.frame])
+                rows += len(carried.frame)
+                state = carried.state
+                yield carried
+
+        only = None if existing is None else {d for d in days if d.isoformat() in existing}
+        # Its documents are most of a long run's work: worker processes write them while the main one carries.
+        in_processes = worth_workers(len(days) * (len(self.codes) + 1))
+        files = bt.runs_document_files(carried_years(), self.rule, only, in_processes)
+        documents = len(publish_backtests(self.store, files))
+        return Carried(carried, kept, days, documents, rows, held_back)
 
     def _check_universe(self, signals: pd.DataFrame, keys: list[str]) -> None:
         """Stored signals made for another universe lack a fund's rows: name it and the command that makes them."""
@@ -286,7 +278,7 @@ class BacktestChain:
             f"stored ({later[0]}...{later[-1]}), republishing their documents and listing their reports to publish "
             "again"
         )
-        return self._carry_stored(run.last.state, later, run.kept_after, existing)
+        return self._carry_by_year(run.last.state, later, run.kept_after, existing)
 
     def _kept_trades(self, state: bt.BacktestState, first: dt.date) -> dict[str, list[dict]] | None:
         """Each fund's published trades closed before ``first``; None unless they are exactly the ones the
@@ -324,13 +316,6 @@ class BacktestChain:
 def _with_closed(kept: dict[str, list[dict]], carried: bt.CarriedRun, codes: list[str]) -> dict[str, list[dict]]:
     """``kept`` with the trades ``carried`` closed added, as published."""
     return {c: [*kept.get(c, []), *map(bt.trade_json, carried.closed_trades[c])] for c in codes}
-
-
-def _within(frame: pd.DataFrame, days: list[dt.date]) -> pd.DataFrame:
-    """The rows of a frame in day order from the first of ``days`` to the last."""
-    dates = frame["trade_date"].to_numpy("datetime64[D]")
-    ends = np.array([days[0], days[-1]], dtype="datetime64[D]")
-    return frame.iloc[dates.searchsorted(ends[0], "left") : dates.searchsorted(ends[1], "right")]
 
 
 def _days(held_back: dict[str, str]) -> set[dt.date]:

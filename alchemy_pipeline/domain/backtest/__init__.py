@@ -3,7 +3,14 @@ day and stored as a table (``state``, the definition; ``fast_path``, every fund 
 pipeline runs it), the figures of that table (``statistics``) and what is published of it (``documents``).
 The names other packages use are gathered here."""
 
-from alchemy_pipeline.domain.backtest.documents import closed_before, document_files, documents, trade_json, trade_lists
+from alchemy_pipeline.domain.backtest.documents import (
+    closed_before,
+    document_files,
+    documents,
+    runs_document_files,
+    trade_json,
+    trade_lists,
+)
 from alchemy_pipeline.domain.backtest.engine import (
     CLOSE,
     EXECUTIONS,
@@ -60,6 +67,7 @@ __all__ = [
     "follow_signals",
     "report_table",
     "run_backtest",
+    "runs_document_files",
     "state_frame_empty",
     "state_numbers",
     "summary_table",

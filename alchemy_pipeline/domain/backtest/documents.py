@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from alchemy_pipeline.domain.backtest.engine import FRACTION_DIGITS, MONEY_DIGITS, PRICE_DIGITS, Trade
-from alchemy_pipeline.domain.backtest.state import CarriedRun, day_texts, number_day
+from alchemy_pipeline.domain.backtest.engine import (
+    FRACTION_DIGITS,
+    MONEY_DIGITS,
+    PRICE_DIGITS,
+    BacktestSettings,
+    Trade,
+)
+from alchemy_pipeline.domain.backtest.state import BacktestState, CarriedRun, day_texts, number_day
 from alchemy_pipeline.domain.backtest.statistics import METRICS, STRATEGY_METRICS, state_metrics
 from alchemy_pipeline.domain.numbers import python_round
+from alchemy_pipeline.infrastructure.workers import map_in_processes
 
-# Days whose documents are written at a time: a day of 1,500 funds is some 40,000 numbers.
-DOCUMENT_DAYS_AT_A_TIME = 32
+# Days whose documents are written at a time: a day of 1,500 funds is some 40,000 numbers, a megabyte of text.
+# 8 rather than 32 halves what each worker and the chunks in flight hold, at the same speed (RESULTS.md).
+DOCUMENT_DAYS_AT_A_TIME = 8
 _json = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
 _NULL = "null"
 # A fund before its first bar in the backtest.
@@ -25,48 +35,86 @@ _NOT_STARTED = '"first_day": null, "strategy": null, "buy_and_hold": null, "open
 def document_files(run: CarriedRun, rule: dict, only: set[dt.date] | None = None) -> Iterator[tuple[str, bytes]]:
     """The published backtest of each day the run traded (of those, ``only`` these, when given): its day and
     the bytes of ``backtests/YYYY-MM-DD.json``, the settings and fingerprint, the portfolio's figures and each
-    fund's on a line of its own, with its open trade marked at its last bar.
+    fund's on a line of its own, with its open trade marked at its last bar (``runs_document_files``)."""
+    return runs_document_files([run], rule, only)
 
-    Written from the state table's columns, a few days at a time, as ``json`` writes each value (a document
-    of 1,500 funds is some 40,000 numbers a day; as Python dicts, a decade of them took minutes). The layout
-    is the reports' (``site.report.document_json``), which ``tests/test_backtest_fast_path.py`` holds it to."""
-    days = [d for d in run.traded_days if only is None or d in only]
-    settings = run.state.settings
-    head = (
-        f'  "start": {_json(settings.start.isoformat())},\n  "strategy": {_json(rule)},\n'
-        f'  "settings": {_json(settings.as_json())},\n  "fingerprint": {_json(run.state.fingerprint)},\n'
-    )
-    names = [
-        f'"ts_code": {_json(c)}, "name": {_json(n)}' for c, n in zip(run.state.codes, run.state.names, strict=True)
-    ]
-    for first in range(0, len(days), DOCUMENT_DAYS_AT_A_TIME):
-        some = days[first : first + DOCUMENT_DAYS_AT_A_TIME]
-        table = state_metrics(run.frame[run.frame["trade_date"].isin(pd.to_datetime(some))], settings)
-        strategy, hold, open_trades = (
-            _sleeve_texts(table, "strategy"),
-            _sleeve_texts(table, "buy_and_hold"),
-            _open_trade_texts(table),
+
+def runs_document_files(
+    runs: Iterable[CarriedRun], rule: dict, only: set[dt.date] | None = None, in_processes: bool = False
+) -> Iterator[tuple[str, bytes]]:
+    """``document_files`` of consecutive runs, each taken only when its days' documents are next to be
+    written, so that a long chain is carried a stretch at a time while its documents are written; in worker
+    processes when ``in_processes`` (a decade of 1,500 funds is some 100 million numbers to write).
+
+    Written from the state table's columns, a few days at a time, as ``json`` writes each value (as Python
+    dicts, a decade of them took minutes). The layout is the reports' (``site.report.document_json``), which
+    ``tests/test_backtest_fast_path.py`` holds it to."""
+
+    def chunks() -> Iterator[tuple[pd.DataFrame, list[dt.date], _Layout]]:
+        for run in runs:
+            days = [d for d in run.traded_days if only is None or d in only]
+            layout = _Layout.of(run.state, rule)
+            for first in range(0, len(days), DOCUMENT_DAYS_AT_A_TIME):
+                some = days[first : first + DOCUMENT_DAYS_AT_A_TIME]
+                # A copy, not a view: a view in flight would keep the run's whole table alive beside the next.
+                yield run.frame[run.frame["trade_date"].isin(pd.to_datetime(some))].copy(), some, layout
+            del run  # before the next run is carried
+
+    rendered = map_in_processes(_chunk_files, chunks()) if in_processes else map(_chunk_files, chunks())
+    return itertools.chain.from_iterable(rendered)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What every document of a run repeats: the settings, its head and each fund's name fields."""
+
+    settings: BacktestSettings
+    head: str
+    names: list[str]
+
+    @classmethod
+    def of(cls, state: BacktestState, rule: dict) -> _Layout:
+        settings = state.settings
+        head = (
+            f'  "start": {_json(settings.start.isoformat())},\n  "strategy": {_json(rule)},\n'
+            f'  "settings": {_json(settings.as_json())},\n  "fingerprint": {_json(state.fingerprint)},\n'
         )
-        firsts = _day_json(table["first_day"])
-        per_day = len(names) + 1
-        for d, day in enumerate(some):
-            p = d * per_day
-            if firsts[p] == _NULL:
-                portfolio = '{"strategy": null, "buy_and_hold": null}'
-            else:
-                portfolio = f'{{"strategy": {strategy[p]}, "buy_and_hold": {hold[p]}}}'
-            funds = ",\n".join(
-                f'    {{{names[j]}, "first_day": {firsts[i]}, "strategy": {strategy[i]}, '
-                f'"buy_and_hold": {hold[i]}, "open_trade": {open_trades[i]}}}'
-                if firsts[i] != _NULL
-                else f"    {{{names[j]}, {_NOT_STARTED}}}"
-                for j, i in enumerate(range(p + 1, p + per_day))
-            )
-            text = (
-                f'{{\n  "as_of": "{day.isoformat()}",\n{head}  "portfolio": {portfolio},\n'
-                f'  "funds": [\n{funds}\n  ]\n}}\n'
-            )
-            yield day.isoformat(), text.encode("utf-8")
+        names = [f'"ts_code": {_json(c)}, "name": {_json(n)}' for c, n in zip(state.codes, state.names, strict=True)]
+        return cls(settings, head, names)
+
+
+def _chunk_files(chunk: tuple[pd.DataFrame, list[dt.date], _Layout]) -> list[tuple[str, bytes]]:
+    """The documents of a few consecutive days, from their rows of the state table (run in a worker process)."""
+    states, days, layout = chunk
+    table = state_metrics(states, layout.settings)
+    strategy, hold, open_trades = (
+        _sleeve_texts(table, "strategy"),
+        _sleeve_texts(table, "buy_and_hold"),
+        _open_trade_texts(table),
+    )
+    firsts = _day_json(table["first_day"])
+    names = layout.names
+    per_day = len(names) + 1
+    files = []
+    for d, day in enumerate(days):
+        p = d * per_day
+        if firsts[p] == _NULL:
+            portfolio = '{"strategy": null, "buy_and_hold": null}'
+        else:
+            portfolio = f'{{"strategy": {strategy[p]}, "buy_and_hold": {hold[p]}}}'
+        funds = ",\n".join(
+            f'    {{{names[j]}, "first_day": {firsts[i]}, "strategy": {strategy[i]}, '
+            f'"buy_and_hold": {hold[i]}, "open_trade": {open_trades[i]}}}'
+            if firsts[i] != _NULL
+            else f"    {{{names[j]}, {_NOT_STARTED}}}"
+            for j, i in enumerate(range(p + 1, p + per_day))
+        )
+        text = (
+            f'{{\n  "as_of": "{day.isoformat()}",\n{layout.head}  "portfolio": {portfolio},\n'
+            f'  "funds": [\n{funds}\n  ]\n}}\n'
+        )
+        files.append((day.isoformat(), text.encode("utf-8")))
+    return files
 
 
 def documents(run: CarriedRun, rule: dict, only: set[dt.date] | None = None) -> Iterator[dict]:

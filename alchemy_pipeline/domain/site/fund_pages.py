@@ -48,7 +48,9 @@ def series_rows(
         equity = equity[equity["trade_date"].isin(frame["trade_date"].unique())]
         frame = frame.merge(equity, on=SERIES_KEYS, how="left")
         frame = pd.concat([frame, equity[equity["ts_code"] == PORTFOLIO]], ignore_index=True)
-    return frame.sort_values(SERIES_KEYS, kind="stable", ignore_index=True)
+    frame = frame.sort_values(SERIES_KEYS, kind="stable", ignore_index=True)
+    # Categories, not a Python string per row: a decade of 1,500 funds is 3.6 million rows of each (600 MB).
+    return frame.astype({column: "category" for column in ("ts_code", "name", "state")})
 
 
 class RunSeries(Mapping[str, dict]):
