@@ -153,6 +153,12 @@ def test_a_cross_reports_its_regime_to_its_last_report(tmp_path):
         {"day": "d6", "state": "SELL", "close": 1.25, "last_day": "d6", "days": 1, "pct": 0.0},
         {"day": "d2", "state": "BUY", "close": 1.1, "last_day": "d5", "days": 4, "pct": 18.18},
     ]
+    # A regime whose last days have no data ends at its last report; one with no report at all, on its first day.
+    series["state"] = ["BUY", "HOLD", "NO_DATA", "NO_DATA", "SELL", "NO_DATA"]
+    assert [(r["day"], r["last_day"], r["days"], r["pct"]) for r in crosses(series)] == [
+        ("d5", "d5", 1, 0.0),
+        ("d1", "d2", 2, 0.0),
+    ]
 
 
 def test_the_email_links_each_crossing_fund_to_its_page_and_gives_the_portfolio_one_line(tmp_path):

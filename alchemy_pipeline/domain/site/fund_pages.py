@@ -159,6 +159,9 @@ def document_bytes(document: dict) -> bytes:
     return json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
+_REPORTED = {State.HOLD, State.EMPTY}
+
+
 def crosses(series: dict) -> list[dict]:
     """Every BUY and SELL day, newest first, with the regime it started: its last day, its length in
     trading days and its % change as the report of its last day published it."""
@@ -167,8 +170,9 @@ def crosses(series: dict) -> list[dict]:
     regimes = []
     for k, i in enumerate(starts):
         end = (starts[k + 1] if k + 1 < len(starts) else len(states)) - 1
-        # The regime's last report: a day without data in it (a suspension) has no % change.
-        last = max((j for j in range(i + 1, end + 1) if states[j] in (State.HOLD, State.EMPTY)), default=i)
+        # The regime's last report: a day without data in it (a suspension) has no % change. Looked for from
+        # the end: it is nearly always the regime's last day.
+        last = next((j for j in range(end, i, -1) if states[j] in _REPORTED), i)
         regimes.append(
             {
                 "day": series["dates"][i],
