@@ -34,12 +34,14 @@ def test_each_curve_is_drawn_where_it_has_values_and_the_line_at_one_is_where_th
 
 @given(st.floats(-1e3, 1e3), st.floats(1e-6, 1e3))
 @example(1.192092896e-07, 601.0)  # a first tick of 0, float noise below the range
+@example(-858.9999999999999, 1e-06)  # a first tick of -859.0, the ten decimals it is rounded to
 def test_ticks_are_round_cover_the_range_and_are_few(low, span):
     ticks = nice_ticks(low, low + span)
     step = ticks[1] - ticks[0] if len(ticks) > 1 else None
     assert 1 <= len(ticks) <= 7
-    # Within the range, give or take a billionth of a step (the float noise the ticks' rounding forgives).
-    slack = 1e-9 * (step or 1)
+    # Within the range, give or take a billionth of a step (the float noise the ticks' rounding forgives) and
+    # the ten decimals each tick is rounded to.
+    slack = 1e-9 * (step or 1) + 1e-10
     assert all(low - slack <= t <= low + span + slack for t in ticks)
     if step is not None:
         mantissa = step / 10 ** math.floor(math.log10(step) + 1e-9)
