@@ -55,11 +55,12 @@ def test_a_range_published_a_stretch_at_a_time_in_worker_processes_is_the_same_b
     # tearsheets and history must be those of the whole range published at once, here.
     pools = []
     in_processes = publish.map_in_processes
-    monkeypatch.setattr(publish, "map_in_processes", lambda *a: pools.append(1) or in_processes(*a))
+    monkeypatch.setattr(publish, "map_in_processes", lambda work, *a: pools.append(work) or in_processes(work, *a))
     monkeypatch.setattr(workers, "MIN_ROWS_FOR_WORKERS", 100)
     monkeypatch.setattr(workers, "WORKER_PROCESSES", 2)
     publish_demo_site(tmp_path / "stretches", day_by_day=False, stretch_days=70)
-    assert pools == [1]  # the workers are started once, for every stretch
+    # The days' files are rendered by one set of workers for every stretch; then the tearsheets and the fund pages.
+    assert pools == [publish.render_batch, publish.fund_tearsheet, publish.render_fund]
     monkeypatch.setattr(workers, "WORKER_PROCESSES", 1)
     signals = publish_demo_site(tmp_path / "whole", day_by_day=False)
     in_stretches, whole = published(tmp_path / "stretches"), published(tmp_path / "whole")
@@ -255,3 +256,35 @@ def test_a_columns_days_are_formatted_once_each_as_formatting_every_row_would_gi
     formatting every row, in order."""
     dates = pd.Series(pd.to_datetime(stamps), dtype="datetime64[ns]")
     assert distinct_days(dates) == sorted(set(dates.dt.strftime("%Y-%m-%d")))
+
+
+def test_fund_pages_rendered_in_worker_processes_are_the_same_whatever_day_each_page_ends_on(tmp_path, monkeypatch):
+    # A fund that left the universe and came back, with past days republished: its page ends on the last day it
+    # was published, neither the run's last day nor the newest; the workers leave it to the publishing process.
+    prices = demo_prices(FUNDS_OF_DEMO)
+    sessions = sorted(d.date() for d in prices["trade_date"].unique())
+    days = sessions[sessions.index(dt.date(2024, 1, 2)) :][:90]
+    left = []
+
+    def publish_history(root):
+        store = LocalBlobStore(root)
+        publish_run(store, prices, DEMO_FUNDS, days[:60], days[0])
+        publish_run(store, prices, DEMO_FUNDS.iloc[:2], days[60:], days[0])
+        publish_run(store, prices, DEMO_FUNDS, days[10:30], days[0])
+        return published(root)
+
+    def recorded(work, *args):
+        for result in in_processes(work, *args):
+            left.append(work is publish.render_fund and result is None)
+            yield result
+
+    in_processes = publish.map_in_processes
+    monkeypatch.setattr(publish, "map_in_processes", recorded)
+    monkeypatch.setattr(workers, "MIN_ROWS_FOR_WORKERS", 10)
+    monkeypatch.setattr(workers, "WORKER_PROCESSES", 2)
+    in_workers = publish_history(tmp_path / "workers")
+    assert sum(left) == 1  # the fund that came back
+    monkeypatch.setattr(workers, "WORKER_PROCESSES", 1)
+    assert publish_history(tmp_path / "here") == in_workers
+    as_of = {code: json.loads(in_workers[f"funds/{code}.json"])["as_of"] for code in FUNDS_OF_DEMO}
+    assert as_of == {**dict.fromkeys(FUNDS_OF_DEMO[:2], days[-1].isoformat()), FUNDS_OF_DEMO[2]: days[59].isoformat()}

@@ -21,7 +21,13 @@ import pandas as pd
 from alchemy_pipeline.domain.backtest import PORTFOLIO, PORTFOLIO_NAME
 from alchemy_pipeline.domain.signals.rule import State
 from alchemy_pipeline.domain.site.pages import CHARTS_LIBRARY, page_html
-from alchemy_pipeline.domain.site.report import EXECUTION_LABELS, STATE_LABELS, date_texts, rounded, texts
+from alchemy_pipeline.domain.site.report import (
+    EXECUTION_LABELS,
+    STATE_LABELS,
+    date_texts,
+    rounded,
+    texts,
+)
 
 EQUITY_DIGITS = 6
 
@@ -61,7 +67,9 @@ class RunSeries(Mapping[str, dict]):
 
     def __init__(self, stretches: list[pd.DataFrame]):
         self._stretches = stretches
-        self._has_equity = all(EQUITY_COLUMNS[0] in rows for rows in stretches)
+        self.has_equity = all(EQUITY_COLUMNS[0] in rows for rows in stretches)
+        ends = [rows["trade_date"].max() for rows in stretches if len(rows)]
+        self.last_day = str(max(ends).date()) if ends else None
         # Each fund's rows are one slice of each stretch (sorted by code and day).
         self._rows: dict[str, list[tuple[int, slice]]] = {}
         for i, rows in enumerate(stretches):
@@ -77,30 +85,38 @@ class RunSeries(Mapping[str, dict]):
         return len(self._rows)
 
     def __getitem__(self, code: str) -> dict:
+        return fund_new_days(code, self.rows(code), self.has_equity)
+
+    def rows(self, code: str) -> pd.DataFrame:
+        """A fund's ``series_rows`` of every stretch, in day order."""
         pieces = [self._stretches[i].iloc[rows] for i, rows in self._rows[code]]
-        rows = pieces[0] if len(pieces) == 1 else pd.concat(pieces, ignore_index=True)
-        if code == PORTFOLIO:
-            return {
-                "name": PORTFOLIO_NAME,
-                "series": {
-                    "dates": date_texts(rows["trade_date"]),
-                    "strategy_equity": _equity(rows["strategy_total_return"]),
-                    "hold_equity": _equity(rows["buy_and_hold_total_return"]),
-                },
-            }
-        series = {
-            "dates": date_texts(rows["trade_date"]),
-            "close": rounded(rows["close"], 3),
-            "factor": rounded(rows["adj_factor"], 6) if "adj_factor" in rows else [None] * len(rows),
-            "ma_short": rounded(rows["ma_short"], 3),
-            "ma_long": rounded(rows["ma_long"], 3),
-            "state": texts(rows["state"]),
-            "pct": rounded(rows["pct"], 2),
+        return pieces[0] if len(pieces) == 1 else pd.concat(pieces, ignore_index=True)
+
+
+def fund_new_days(code: str, rows: pd.DataFrame, has_equity: bool) -> dict:
+    """A fund's new days from its ``series_rows`` (``RunSeries``): ``{"name", "series": {"dates", ...}}``."""
+    if code == PORTFOLIO:
+        return {
+            "name": PORTFOLIO_NAME,
+            "series": {
+                "dates": date_texts(rows["trade_date"]),
+                "strategy_equity": _equity(rows["strategy_total_return"]),
+                "hold_equity": _equity(rows["buy_and_hold_total_return"]),
+            },
         }
-        if self._has_equity:
-            series["strategy_equity"] = _equity(rows["strategy_total_return"])
-            series["hold_equity"] = _equity(rows["buy_and_hold_total_return"])
-        return {"name": rows["name"].iloc[-1], "series": series}
+    series = {
+        "dates": date_texts(rows["trade_date"]),
+        "close": rounded(rows["close"], 3),
+        "factor": rounded(rows["adj_factor"], 6) if "adj_factor" in rows else [None] * len(rows),
+        "ma_short": rounded(rows["ma_short"], 3),
+        "ma_long": rounded(rows["ma_long"], 3),
+        "state": texts(rows["state"]),
+        "pct": rounded(rows["pct"], 2),
+    }
+    if has_equity:
+        series["strategy_equity"] = _equity(rows["strategy_total_return"])
+        series["hold_equity"] = _equity(rows["buy_and_hold_total_return"])
+    return {"name": rows["name"].iloc[-1], "series": series}
 
 
 def merge_series(stored: dict | None, new: dict) -> dict:

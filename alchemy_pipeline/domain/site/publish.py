@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -32,6 +32,7 @@ from alchemy_pipeline.domain.site.fund_pages import (
     document_bytes,
     fund_data_key,
     fund_document,
+    fund_new_days,
     fund_page_key,
     merge_series,
     render_fund_page,
@@ -56,7 +57,7 @@ from alchemy_pipeline.domain.site.report import (
     list_json,
 )
 from alchemy_pipeline.infrastructure.memory import release_free_memory
-from alchemy_pipeline.infrastructure.storage import IN_FLIGHT, BlobStore, in_parallel
+from alchemy_pipeline.infrastructure.storage import IN_FLIGHT, BlobStore, in_parallel, one_by_one
 from alchemy_pipeline.infrastructure.workers import map_in_processes, worth_workers
 
 CONTENT_TYPES = {
@@ -164,7 +165,8 @@ def publish_stretches(
         return []
     items = itertools.chain([first], items)
     # Starting workers repays itself on a long run: its rows, as many a day as its first days have.
-    if worth_workers(len(first[0]) // first[0]["trade_date"].nunique() * len(run_days)):
+    use_workers = worth_workers(len(first[0]) // first[0]["trade_date"].nunique() * len(run_days))
+    if use_workers:
         rendered_batches = map_in_processes(render_batch, items, params, notice, days)
     else:
         rendered_batches = (render_batch(item, params, notice, days) for item in items)
@@ -178,7 +180,7 @@ def publish_stretches(
             entries += [entry for _, _, entry in batch]
     # Once every day's files are durable: the pages that link to them.
     written += _relink_neighbours(store, run_days, days)
-    written += publish_fund_pages(store, RunSeries(series), params.described(), ledger)
+    written += publish_fund_pages(store, RunSeries(series), params.described(), ledger, days[-1], use_workers)
     return written + refresh_site(store, subscribe_url, entries, days)
 
 
@@ -215,11 +217,17 @@ def _relink_neighbours(store: BlobStore, run_days: list[str], days: list[str]) -
 
 
 def publish_fund_pages(
-    store: BlobStore, new_days: Mapping[str, dict], rule: dict, ledger: Callable[[], pd.DataFrame | None]
+    store: BlobStore,
+    new_days: RunSeries,
+    rule: dict,
+    ledger: Callable[[], pd.DataFrame | None],
+    newest: str,
+    in_processes: bool = False,
 ) -> list[str]:
     """Adds each fund's new days (``RunSeries``) to its stored data and re-renders its page, with the
     backtest's figures of its last day, its trades as the backtest published them and, when ``ledger`` gives
-    the equity ledger, its tearsheet (``publish_tearsheets``)."""
+    the equity ledger, its tearsheet (``publish_tearsheets``); rendered in worker processes when
+    ``in_processes`` (a decade of 1,500 funds' pages is half a minute of one core)."""
 
     @functools.cache
     def backtest_as_of(day: str) -> dict | None:
@@ -232,34 +240,90 @@ def publish_fund_pages(
         stored = store.get(trades_key(code))
         return json.loads(stored) if stored is not None else []
 
-    written, sheets = _ledger_tearsheets(store, ledger, backtest_as_of, published_trades)
+    written, sheets = _ledger_tearsheets(store, ledger, backtest_as_of, published_trades, in_processes)
     release_free_memory()  # the ledger's decade of equity, before the pages
 
-    def publish(code: str) -> list[str]:
-        stored, new = store.get(fund_data_key(code)), new_days[code]
-        series = merge_series(json.loads(stored)["series"] if stored else None, new["series"])
-        backtest = backtest_as_of(series["dates"][-1])
-        sheet = sheets.get(code)
-        document = fund_document(
-            code,
-            new["name"],
-            series,
-            rule,
-            backtest,
-            published_trades(code),
-            sheet if sheet is not None and sheet["as_of"] == series["dates"][-1] else None,
-        )
-        data = document_bytes(document)
+    def publish(code: str, files: tuple[bytes, bytes] | None = None) -> list[str]:
+        if files is None:
+            stored, new = store.get(fund_data_key(code)), new_days[code]
+            series = merge_series(json.loads(stored)["series"] if stored else None, new["series"])
+            backtest = backtest_as_of(series["dates"][-1])
+            files = fund_files(code, new["name"], series, rule, backtest, published_trades(code), sheets.get(code))
+        data, page = files
         _put(store, fund_data_key(code), data, SHORT_CACHE)
-        _put(store, fund_page_key(code), render_fund_page(document, data).encode("utf-8"), SHORT_CACHE)
+        _put(store, fund_page_key(code), page, SHORT_CACHE)
         return [fund_data_key(code), fund_page_key(code)]
 
+    codes = list(new_days)
     with store.batch():
-        return written + [key for keys in in_parallel(publish, list(new_days)) for key in keys]
+        if not in_processes:
+            return written + [key for keys in in_parallel(publish, codes) for key in keys]
+        # A page ends on the run's last day or on the newest published day, but for a fund that left the
+        # universe and came back: the workers get those days' backtests, and such a page is rendered here.
+        ends = {new_days.last_day, newest}
+        backtests = {day: _by_code(backtest_as_of(day)) for day in ends}
+
+        def inputs(code: str) -> FundInputs:
+            return (
+                code,
+                new_days.rows(code),
+                store.get(fund_data_key(code)),
+                published_trades(code),
+                sheets.get(code),
+                {day: by_code(code) if by_code else None for day, by_code in backtests.items()},
+            )
+
+        pages = map_in_processes(render_fund, one_by_one(inputs, codes), rule, new_days.has_equity)
+        rendered = zip(codes, pages, strict=True)
+        while batch := list(itertools.islice(rendered, IN_FLIGHT * 4)):
+            written += [key for keys in in_parallel(lambda item: publish(*item), batch) for key in keys]
+        return written
+
+
+# What a worker renders a fund's page from: its code, its ``series_rows`` of the run, its stored data, its
+# published trades, its tearsheet, and the backtest's figures (``_by_code``) of each day its page may end on.
+FundInputs = tuple[str, pd.DataFrame, bytes | None, list[dict], dict | None, dict[str, dict | None]]
+
+
+def render_fund(inputs: FundInputs, rule: dict, has_equity: bool) -> tuple[bytes, bytes] | None:
+    """A fund's data and page with the run's days added (run in a worker process); None when its page ends on
+    a day whose backtest it was not given."""
+    code, rows, stored, trades, sheet, backtests = inputs
+    new = fund_new_days(code, rows, has_equity)
+    series = merge_series(json.loads(stored)["series"] if stored else None, new["series"])
+    if series["dates"][-1] not in backtests:
+        return None
+    return fund_files(code, new["name"], series, rule, backtests[series["dates"][-1]], trades, sheet)
+
+
+def fund_files(
+    code: str, name: str, series: dict, rule: dict, backtest: dict | None, trades: list[dict], sheet: dict | None
+) -> tuple[bytes, bytes]:
+    """A fund's data (``funds/<ts_code>.json``) and page, with the figures of ``backtest`` (the published
+    document of the series' last day) and ``sheet``, its tearsheet, when they are of that day."""
+    as_of = series["dates"][-1]
+    document = fund_document(
+        code, name, series, rule, backtest, trades, sheet if sheet is not None and sheet["as_of"] == as_of else None
+    )
+    data = document_bytes(document)
+    return data, render_fund_page(document, data).encode("utf-8")
+
+
+def _by_code(backtest: dict | None) -> Callable[[str], dict] | None:
+    """A day's backtest document cut to one fund's figures (or the portfolio's), as ``fund_document`` reads it."""
+    if backtest is None:
+        return None
+    funds = {f["ts_code"]: f for f in backtest["funds"]}
+    terms = {key: value for key, value in backtest.items() if key != "funds"}
+    return lambda code: {**terms, "funds": [funds[code]] if code in funds else []}
 
 
 def _ledger_tearsheets(
-    store: BlobStore, ledger: Callable[[], pd.DataFrame | None], backtest_as_of, published_trades
+    store: BlobStore,
+    ledger: Callable[[], pd.DataFrame | None],
+    backtest_as_of: Callable[[str], dict | None],
+    published_trades: Callable[[str], list[dict]],
+    in_processes: bool,
 ) -> tuple[list[str], dict[str, dict]]:
     """The tearsheets as of the ledger's newest day, if its backtest document is published; the ledger is read
     here and dropped on return."""
@@ -267,7 +331,7 @@ def _ledger_tearsheets(
     equity = ledger_bars(read) if read is not None else None
     del read
     if equity is not None and len(equity) and (newest := backtest_as_of(equity["day"].max())) is not None:
-        return publish_tearsheets(store, equity, newest, published_trades)
+        return publish_tearsheets(store, equity, newest, published_trades, in_processes)
     return [], {}
 
 
@@ -276,36 +340,49 @@ def tearsheet_key(code: str) -> str:
 
 
 def publish_tearsheets(
-    store: BlobStore, equity: pd.DataFrame, backtest: dict, published_trades: Callable[[str], list[dict]]
+    store: BlobStore,
+    equity: pd.DataFrame,
+    backtest: dict,
+    published_trades: Callable[[str], list[dict]],
+    in_processes: bool = False,
 ) -> tuple[list[str], dict[str, dict]]:
     """Each fund's and the portfolio's tearsheet as of ``backtest``'s day (its published document) and their
-    equity and trades as CSV, from the ``equity`` at each bar (the ledger's) and each fund's published trades.
-    The portfolio's trade statistics pool its funds' trades; its trades file lists them all."""
-    cash = backtest["settings"]["cash"]
+    equity and trades as CSV, from the ``equity`` at each bar (the ledger's) and each fund's published trades;
+    in worker processes when ``in_processes``. The portfolio's trade statistics pool its funds' trades; its
+    trades file lists them all."""
+    cash, as_of = backtest["settings"]["cash"], backtest["as_of"]
     funds = [(f["ts_code"], f["name"]) for f in backtest["funds"]]
-    equity = equity[equity["day"] <= backtest["as_of"]]
+    equity = equity[equity["day"] <= as_of]
     rows = dict(tuple(equity.groupby("ts_code", sort=False)))
     empty = equity.iloc[0:0]
-
-    def fund_files(fund: tuple[str, str]) -> tuple[dict, list, list, dict[str, bytes]]:
-        code, name = fund
-        bars = rows.get(code, empty)
-        trades = [(code, name, t) for t in published_trades(code)]
-        closed = closed_trades([t for _, _, t in trades], bars["day"].tolist())
-        sheet = tearsheet(code, backtest["as_of"], bars, cash, closed)
-        return sheet, closed, trades, _tearsheet_files(code, sheet, bars, trades)
-
-    made = in_parallel(fund_files, funds)
-    pooled = [trade for _, closed, _, _ in made for trade in closed]
+    trades = in_parallel(lambda fund: [(*fund, t) for t in published_trades(fund[0])], funds)
+    inputs = [(code, rows.get(code, empty), listed) for (code, _), listed in zip(funds, trades, strict=True)]
+    if in_processes:
+        made = list(map_in_processes(fund_tearsheet, inputs, as_of, cash))
+    else:
+        made = in_parallel(lambda item: fund_tearsheet(item, as_of, cash), inputs)
+    del inputs
+    pooled = [trade for _, closed, _ in made for trade in closed]
     portfolio_equity = rows.get(PORTFOLIO, empty)
-    portfolio = tearsheet(PORTFOLIO, backtest["as_of"], portfolio_equity, cash * len(funds), pooled)
+    portfolio = tearsheet(PORTFOLIO, as_of, portfolio_equity, cash * len(funds), pooled)
     files = {key: data for *_, made_files in made for key, data in made_files.items()}
-    every_trade = [trade for _, _, trades, _ in made for trade in trades]
+    every_trade = [trade for listed in trades for trade in listed]
     files.update(_tearsheet_files(PORTFOLIO, portfolio, portfolio_equity, every_trade))
     with store.batch():
         in_parallel(lambda item: _put(store, item[0], item[1], SHORT_CACHE), list(files.items()))
     sheets = {code: sheet for (code, _), (sheet, *_) in zip(funds, made, strict=True)}
     return list(files), {**sheets, PORTFOLIO: portfolio}
+
+
+def fund_tearsheet(
+    inputs: tuple[str, pd.DataFrame, list[tuple[str, str, dict]]], as_of: str, cash: float
+) -> tuple[dict, list, dict[str, bytes]]:
+    """A fund's tearsheet, its closed trades as the tearsheet counts them and its files, from its equity at each
+    bar and its published trades (each with its code and name, as the CSV lists them); run in a worker process."""
+    code, bars, trades = inputs
+    closed = closed_trades([t for _, _, t in trades], bars["day"].tolist())
+    sheet = tearsheet(code, as_of, bars, cash, closed)
+    return sheet, closed, _tearsheet_files(code, sheet, bars, trades)
 
 
 def _tearsheet_files(code: str, sheet: dict, equity: pd.DataFrame, trades: list) -> dict[str, bytes]:
