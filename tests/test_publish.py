@@ -7,6 +7,7 @@ import os
 import feedparser
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +17,7 @@ from alchemy_pipeline.domain.site.fund_pages import crosses, merge_series
 from alchemy_pipeline.domain.site.pages import cell, escaped_cell, number_cell, percent_cell
 from alchemy_pipeline.domain.site.report import distinct_days, render_text
 from alchemy_pipeline.infrastructure import workers
+from alchemy_pipeline.infrastructure.frames import slices_by_code
 from alchemy_pipeline.infrastructure.storage import LocalBlobStore
 from tests.site_fixture import FUNDS as DEMO_FUNDS
 from tests.site_fixture import demo_prices, publish_demo_site, publish_run
@@ -59,8 +61,8 @@ def test_a_range_published_a_stretch_at_a_time_in_worker_processes_is_the_same_b
     monkeypatch.setattr(workers, "MIN_ROWS_FOR_WORKERS", 100)
     monkeypatch.setattr(workers, "WORKER_PROCESSES", 2)
     publish_demo_site(tmp_path / "stretches", day_by_day=False, stretch_days=70)
-    # The days' files are rendered by one set of workers for every stretch; then the tearsheets and the fund pages.
-    assert pools == [publish.render_batch, publish.fund_tearsheet, publish.render_fund]
+    # The days' files are rendered by one set of workers for every stretch; then the fund pages.
+    assert pools == [publish.render_batch, publish.render_fund]
     monkeypatch.setattr(workers, "WORKER_PROCESSES", 1)
     signals = publish_demo_site(tmp_path / "whole", day_by_day=False)
     in_stretches, whole = published(tmp_path / "stretches"), published(tmp_path / "whole")
@@ -288,3 +290,10 @@ def test_fund_pages_rendered_in_worker_processes_are_the_same_whatever_day_each_
     assert publish_history(tmp_path / "here") == in_workers
     as_of = {code: json.loads(in_workers[f"funds/{code}.json"])["as_of"] for code in FUNDS_OF_DEMO}
     assert as_of == {**dict.fromkeys(FUNDS_OF_DEMO[:2], days[-1].isoformat()), FUNDS_OF_DEMO[2]: days[59].isoformat()}
+
+
+def test_a_funds_rows_are_one_slice_and_a_table_not_ordered_by_code_is_refused():
+    codes = pd.Series(["A", "A", "B", "C", "C", "C"])
+    assert slices_by_code(codes) == {"A": slice(0, 2), "B": slice(2, 3), "C": slice(3, 6)}
+    with pytest.raises(ValueError, match="not ordered by code"):
+        slices_by_code(pd.Series(["A", "B", "A"]))

@@ -1,6 +1,9 @@
-"""Keeping large tables of many days lean: day order, and text as shared Python strings."""
+"""Keeping large tables of many days lean: day order, a fund's rows as one slice, and text as shared Python
+strings."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pandas as pd
@@ -11,6 +14,17 @@ def by_trade_date(table: pd.DataFrame) -> pd.DataFrame:
     if table["trade_date"].is_monotonic_increasing:
         return table
     return table.sort_values("trade_date", kind="stable", ignore_index=True)
+
+
+def slices_by_code(codes: pd.Series) -> dict[str, slice]:
+    """The rows of each code in a column where each code's rows are together (a table by fund and day): slices
+    of the table are views, where a group-by would copy every row. Raises if a code's rows are apart."""
+    values = codes.to_numpy(object)
+    bounds = np.flatnonzero(np.r_[True, values[1:] != values[:-1], True]).tolist() if len(values) else []
+    found = {values[a]: slice(a, b) for a, b in itertools.pairwise(bounds)}
+    if len(found) != len(bounds) - 1:
+        raise ValueError("the rows of a code are not together: the table is not ordered by code")
+    return found
 
 
 def object_column(values: np.ndarray) -> pd.Series:

@@ -250,7 +250,7 @@ class BacktestChain:
         if missing:
             raise RuntimeError(
                 f"The stored signals of {keys[0]}...{keys[-1]} have no row for {', '.join(missing[:10])} (added to "
-                "the universe since): the backtest from its start needs them. Fetch the prices and compute the "
+                "the universe since): the backtest needs them. Fetch the prices and compute the "
                 f"signals of those days again for the whole universe: scripts/backfill {keys[0]} {keys[-1]}"
             )
 

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import bisect
 import html
-import itertools
 import json
 from collections.abc import Iterator, Mapping
 
-import numpy as np
 import pandas as pd
 
 from alchemy_pipeline.domain.backtest import PORTFOLIO, PORTFOLIO_NAME
@@ -28,6 +26,7 @@ from alchemy_pipeline.domain.site.report import (
     rounded,
     texts,
 )
+from alchemy_pipeline.infrastructure.frames import slices_by_code
 
 EQUITY_DIGITS = 6
 
@@ -73,10 +72,8 @@ class RunSeries(Mapping[str, dict]):
         # Each fund's rows are one slice of each stretch (sorted by code and day).
         self._rows: dict[str, list[tuple[int, slice]]] = {}
         for i, rows in enumerate(stretches):
-            codes = rows["ts_code"].to_numpy(object)
-            bounds = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True]).tolist() if len(codes) else []
-            for a, b in itertools.pairwise(bounds):
-                self._rows.setdefault(codes[a], []).append((i, slice(a, b)))
+            for code, rows_of_code in slices_by_code(rows["ts_code"]).items():
+                self._rows.setdefault(code, []).append((i, rows_of_code))
 
     def __iter__(self) -> Iterator[str]:
         yield from self._rows

@@ -56,6 +56,7 @@ from alchemy_pipeline.domain.site.report import (
     distinct_days,
     list_json,
 )
+from alchemy_pipeline.infrastructure.frames import slices_by_code
 from alchemy_pipeline.infrastructure.memory import release_free_memory
 from alchemy_pipeline.infrastructure.storage import IN_FLIGHT, BlobStore, in_parallel, one_by_one
 from alchemy_pipeline.infrastructure.workers import map_in_processes, worth_workers
@@ -240,7 +241,7 @@ def publish_fund_pages(
         stored = store.get(trades_key(code))
         return json.loads(stored) if stored is not None else []
 
-    written, sheets = _ledger_tearsheets(store, ledger, backtest_as_of, published_trades, in_processes)
+    written, sheets = _ledger_tearsheets(store, ledger, backtest_as_of, published_trades)
     release_free_memory()  # the ledger's decade of equity, before the pages
 
     def publish(code: str, files: tuple[bytes, bytes] | None = None) -> list[str]:
@@ -323,7 +324,6 @@ def _ledger_tearsheets(
     ledger: Callable[[], pd.DataFrame | None],
     backtest_as_of: Callable[[str], dict | None],
     published_trades: Callable[[str], list[dict]],
-    in_processes: bool,
 ) -> tuple[list[str], dict[str, dict]]:
     """The tearsheets as of the ledger's newest day, if its backtest document is published; the ledger is read
     here and dropped on return."""
@@ -331,7 +331,7 @@ def _ledger_tearsheets(
     equity = ledger_bars(read) if read is not None else None
     del read
     if equity is not None and len(equity) and (newest := backtest_as_of(equity["day"].max())) is not None:
-        return publish_tearsheets(store, equity, newest, published_trades, in_processes)
+        return publish_tearsheets(store, equity, newest, published_trades)
     return [], {}
 
 
@@ -344,24 +344,20 @@ def publish_tearsheets(
     equity: pd.DataFrame,
     backtest: dict,
     published_trades: Callable[[str], list[dict]],
-    in_processes: bool = False,
 ) -> tuple[list[str], dict[str, dict]]:
     """Each fund's and the portfolio's tearsheet as of ``backtest``'s day (its published document) and their
-    equity and trades as CSV, from the ``equity`` at each bar (the ledger's) and each fund's published trades;
-    in worker processes when ``in_processes``. The portfolio's trade statistics pool its funds' trades; its
-    trades file lists them all."""
+    equity and trades as CSV, from the ``equity`` at each bar up to that day (the ledger's, by fund and day)
+    and each fund's published trades. The portfolio's trade statistics pool its funds' trades; its trades file
+    lists them all."""
     cash, as_of = backtest["settings"]["cash"], backtest["as_of"]
     funds = [(f["ts_code"], f["name"]) for f in backtest["funds"]]
-    equity = equity[equity["day"] <= as_of]
-    rows = dict(tuple(equity.groupby("ts_code", sort=False)))
+    # Each fund's rows as a view: a decade of 1,500 funds' equity is held once, not copied by a group-by.
+    rows = {code: equity.iloc[at] for code, at in slices_by_code(equity["ts_code"]).items()}
     empty = equity.iloc[0:0]
     trades = in_parallel(lambda fund: [(*fund, t) for t in published_trades(fund[0])], funds)
     inputs = [(code, rows.get(code, empty), listed) for (code, _), listed in zip(funds, trades, strict=True)]
-    if in_processes:
-        made = list(map_in_processes(fund_tearsheet, inputs, as_of, cash))
-    else:
-        made = in_parallel(lambda item: fund_tearsheet(item, as_of, cash), inputs)
-    del inputs
+    # In threads even on a long run: worker processes beside the ledger's decade of equity would pass 2 GB.
+    made = in_parallel(lambda item: fund_tearsheet(item, as_of, cash), inputs)
     pooled = [trade for _, closed, _ in made for trade in closed]
     portfolio_equity = rows.get(PORTFOLIO, empty)
     portfolio = tearsheet(PORTFOLIO, as_of, portfolio_equity, cash * len(funds), pooled)
@@ -378,7 +374,7 @@ def fund_tearsheet(
     inputs: tuple[str, pd.DataFrame, list[tuple[str, str, dict]]], as_of: str, cash: float
 ) -> tuple[dict, list, dict[str, bytes]]:
     """A fund's tearsheet, its closed trades as the tearsheet counts them and its files, from its equity at each
-    bar and its published trades (each with its code and name, as the CSV lists them); run in a worker process."""
+    bar and its published trades (each with its code and name, as the CSV lists them)."""
     code, bars, trades = inputs
     closed = closed_trades([t for _, _, t in trades], bars["day"].tolist())
     sheet = tearsheet(code, as_of, bars, cash, closed)
