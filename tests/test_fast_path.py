@@ -11,9 +11,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from alchemy_pipeline.domain.signals import fast_path
-from alchemy_pipeline.domain.signals.fast_path import FUNDS_PER_TASK, classify, compute_indicators
+from alchemy_pipeline.domain.signals.fast_path import classify, compute_indicators
 from alchemy_pipeline.domain.signals.rule import RuleParams, fund_signal
-from alchemy_pipeline.infrastructure import workers
 
 FIELDS = ["state", "close", "ma_short", "ma_long", "since", "days", "pct", "note"]
 
@@ -97,23 +96,6 @@ def test_the_fast_path_gives_the_rules_signal_for_every_fund_and_day(seed, short
         day = row.trade_date.date()
         fund = bars.get(row.ts_code, table.iloc[:0])
         assert as_published(row) == by_the_rule(fund, sessions, day, params), (row.ts_code, day)
-
-
-def test_worker_processes_compute_the_same_indicators(monkeypatch):
-    # Many funds (more than one worker's share), late listings, suspensions and a factor change each.
-    rng = np.random.default_rng(5)
-    sessions = [dt.date(2020, 1, 1) + dt.timedelta(days=i) for i in range(400)]
-    params = RuleParams()
-    funds = [f"{510000 + i}.SH" for i in range(3 * FUNDS_PER_TASK)]
-    table = pd.concat([random_prices(rng, code, sessions, params) for code in funds], ignore_index=True)
-    days = sessions[200:]
-    monkeypatch.setattr(workers, "MIN_ROWS_FOR_WORKERS", len(table))
-    monkeypatch.setattr(workers, "WORKER_PROCESSES", 2)
-    by_workers = compute_indicators(table, sessions, days, params)
-    monkeypatch.setattr(workers, "WORKER_PROCESSES", 1)
-    here = compute_indicators(table, sessions, days, params)
-    assert set(by_workers["ts_code"]) == set(table["ts_code"])
-    pd.testing.assert_frame_equal(by_workers, here, check_exact=True)
 
 
 def test_a_fund_twice_on_one_day_in_the_indicators_is_refused_by_name():

@@ -57,7 +57,11 @@ def sortino(returns: np.ndarray) -> float:
     return float(np.mean(returns)) / downside * _ANNUAL if downside > 0 else math.nan
 
 
-def period_ends(dates: list[str], width: int) -> tuple[np.ndarray, np.ndarray]:
+# The calendar periods of a fund's dates and the index of each one's last date (``period_ends``).
+PeriodEnds = tuple[np.ndarray, np.ndarray]
+
+
+def period_ends(dates: list[str], width: int) -> PeriodEnds:
     """The calendar periods of ``dates`` (``width`` 7: months ``YYYY-MM``, 4: years ``YYYY``) and the index of
     each one's last date."""
     periods = np.asarray(dates, dtype=f"U{width}")  # ISO dates cut to their month or year
@@ -65,10 +69,13 @@ def period_ends(dates: list[str], width: int) -> tuple[np.ndarray, np.ndarray]:
     return periods[last], last
 
 
-def period_returns(dates: list[str], equity: np.ndarray, start_value: float, width: int) -> dict[str, float | None]:
+def period_returns(
+    dates: list[str], equity: np.ndarray, start_value: float, width: int, ends: PeriodEnds | None = None
+) -> dict[str, float | None]:
     """The return of each calendar period (``width`` 7: months ``YYYY-MM``, 4: years ``YYYY``): its last
-    equity over the previous period's last, the starting value before the first."""
-    periods, last = period_ends(dates, width)
+    equity over the previous period's last, the starting value before the first. ``ends``: the dates'
+    ``period_ends``, when already taken."""
+    periods, last = ends or period_ends(dates, width)
     closing = np.asarray(equity, float)[last]
     opening = np.concatenate(([start_value], closing[:-1]))
     return {p: _fraction(r) for p, r in zip(periods.tolist(), (closing / opening - 1).tolist(), strict=True)}
@@ -106,10 +113,13 @@ def drawdown_episodes(
     return episodes
 
 
-def rolling_sharpe(dates: list[str], returns: np.ndarray, bars: int = ROLLING_BARS) -> list[dict]:
+def rolling_sharpe(
+    dates: list[str], returns: np.ndarray, bars: int = ROLLING_BARS, months: PeriodEnds | None = None
+) -> list[dict]:
     """At each month's last bar, the Sharpe ratio of the ``bars`` daily returns ending on it (inclusive; the
-    sample standard deviation; annualised as the documents do); None while fewer bars, or flat."""
-    _, ends = period_ends(dates, 7)
+    sample standard deviation; annualised as the documents do); None while fewer bars, or flat. ``months``: the
+    dates' months (``period_ends``), when already taken."""
+    _, ends = months or period_ends(dates, 7)
     values = np.full(len(ends), np.nan)
     full = ends >= bars - 1
     if full.any():
@@ -118,14 +128,22 @@ def rolling_sharpe(dates: list[str], returns: np.ndarray, bars: int = ROLLING_BA
     return [{"day": dates[i], "value": _fraction(v)} for i, v in zip(ends.tolist(), values.tolist(), strict=True)]
 
 
-def sleeve_tearsheet(dates: list[str], equity: np.ndarray, returns: np.ndarray, start_value: float, as_of: str) -> dict:
-    """A sleeve's figures from its equity at each bar of ``dates`` and its daily returns."""
+def sleeve_tearsheet(
+    dates: list[str],
+    ends: dict[int, PeriodEnds],
+    equity: np.ndarray,
+    returns: np.ndarray,
+    start_value: float,
+    as_of: str,
+) -> dict:
+    """A sleeve's figures from its equity at each bar of ``dates``, their months' and years' ends (by the width
+    of ``period_ends``) and its daily returns."""
     return {
         "sortino": _fraction(sortino(returns)),
-        "monthly_returns": period_returns(dates, equity, start_value, 7),
-        "yearly_returns": period_returns(dates, equity, start_value, 4),
+        "monthly_returns": period_returns(dates, equity, start_value, 7, ends[7]),
+        "yearly_returns": period_returns(dates, equity, start_value, 4, ends[4]),
         "drawdowns": drawdown_episodes(dates, equity, start_value, as_of),
-        "rolling_sharpe": rolling_sharpe(dates, returns),
+        "rolling_sharpe": rolling_sharpe(dates, returns, months=ends[7]),
     }
 
 
@@ -182,8 +200,9 @@ def tearsheet(code: str, as_of: str, equity: pd.DataFrame, start_value: float, c
     curves = {sleeve: equity[sleeve].to_numpy(float) for sleeve in SLEEVES}
     returns = {sleeve: daily_returns(curve, start_value) for sleeve, curve in curves.items()}
     sheet = {"as_of": as_of, "ts_code": code}
+    ends = {width: period_ends(dates, width) for width in (7, 4)}  # both sleeves' periods: one calendar
     for sleeve in SLEEVES:
-        sheet[sleeve] = sleeve_tearsheet(dates, curves[sleeve], returns[sleeve], start_value, as_of)
+        sheet[sleeve] = sleeve_tearsheet(dates, ends, curves[sleeve], returns[sleeve], start_value, as_of)
     sheet["strategy"].update(trade_statistics(closed))
     sheet["relative"] = relative(returns["strategy"], returns["buy_and_hold"])
     return sheet

@@ -7,25 +7,22 @@ listings), and is what the pipeline runs: on 20 real funds over a year, 45x fast
 one fund and day at a time (``benchmarks/RESULTS.md``, "The strategy's fast path"). Each trick, and why
 it is safe:
 
-- **One row per day.** A fund's days are the rows of a 2-D array, row r the bars of day r's window (one
-  copy of a sliding view of the fund's bars). The forward adjustment is the rule's ``close * factor /
-  factor of the day``, in the same order of operations: the product is taken once per bar, the division
-  per row.
-  Rows are right-aligned: a row with fewer bars (a late listing, suspensions) starts at column ``first``.
-- **Averages from the fund's sums.** The rule's exact averages (``averages``) divide the sum of ``close x
-  factor`` over n bars by n x the day's factor: the sum ending at a bar is the same in every window that
-  holds its n bars, so it is taken once per bar of the fund, and each row divides by its day's factor; a
-  column with fewer than n of the row's own bars before it has no average, as in the rule.
-- **Crosses as column masks.** The rule's lists of golden and death crosses become boolean masks over
-  the rounded averages; the latest of each (and the latest column the averages differ) is the last True
-  of a row.
+- **Each average once per factor.** The rule's exact averages (``averages``) divide the sum of ``close x
+  factor`` over n bars by n x the day's factor. The sum ending at a bar is the same in every window that holds
+  its n bars, and a fund's factor changes only on its rare dividends and splits, so a bar's rounded average is
+  the same for every day with the same factor whose window holds the bar's n bars: the averages are taken once
+  per bar for each distinct factor of the days (not once per day and bar of its 300-day window), and each day
+  reads its own. A column with fewer than n of the day's own bars before it has no average, as in the rule.
+- **Crosses as running indices.** The rule's golden and death crosses (and the columns where the averages
+  differ) become boolean masks over those averages; the latest up to each bar is a running maximum of their
+  indices, and it counts for a day only where its window defines both averages on the bar before it (the
+  latest is then found within the window, as the rule searches it). A cross's adjusted close is the rule's
+  ``close * factor / factor of the day``, in the same order of operations.
 - **The indicator table.** Per fund and day it keeps what classifying needs (the averages, the day
   before's, the latest crosses with their adjusted closes, the regime, the bar count, a note), which is
   the ``etf_indicators`` asset; ``classify`` then decides each row in whole columns, a batch of days at a
   time, with the rule's order of cases.
 - **Rounding.** ``pct`` is rounded by ``numbers.python_round``, Python's ``round`` for whole columns.
-- **Worker processes.** A large range's funds are computed in groups, in worker processes
-  (``domain/workers.py``); a fund's result does not depend on which process computed it.
 - **Memory handed back.** The indicator table is assembled a column at a time from the funds' parts, and
   the memory each column's parts held is handed back to the system at once (``domain/memory.py``):
   with it the 1,500-fund scale run's peak is 1,788 MB (``RESULTS.md``); without it, 2,239 MB, past its
@@ -53,7 +50,6 @@ from alchemy_pipeline.domain.signals.rule import (
 )
 from alchemy_pipeline.infrastructure.frames import by_trade_date, object_column
 from alchemy_pipeline.infrastructure.memory import release_free_memory
-from alchemy_pipeline.infrastructure.workers import map_in_processes, worth_workers
 
 # The columns of the prices that the indicators read.
 PRICE_INPUT_COLUMNS = ["ts_code", "trade_date", "close", "adj_factor"]
@@ -89,10 +85,6 @@ SIGNAL_COLUMNS = [
 ]
 
 
-# Funds handed to a worker process at a time: enough work to repay the hand-over.
-FUNDS_PER_TASK = 50
-
-
 def compute_indicators(
     prices: pd.DataFrame,
     sessions: Sequence[dt.date],
@@ -114,36 +106,13 @@ def compute_indicators(
     # millions of rows, and every copy of them counts.
     bars = prices[PRICE_INPUT_COLUMNS].sort_values(["ts_code", "trade_date"])
     fund_of_row, funds = pd.factorize(bars["ts_code"])
-    codes = np.asarray(funds, dtype=object)[fund_of_row]  # one shared string per fund, not one per row
     all_dates = bars["trade_date"].to_numpy(dtype="datetime64[D]")
     all_closes = bars["close"].to_numpy(dtype="float64")
     all_factors = bars["adj_factor"].to_numpy(dtype="float64")
     del bars
-    starts = _fund_starts(fund_of_row)
-    # Funds in groups, each group's bars one slice of the arrays; in worker processes when there are many.
-    groups = itertools.pairwise([*starts[::FUNDS_PER_TASK], len(codes)])
-    tasks = ((codes[a:b], all_dates[a:b], all_closes[a:b], all_factors[a:b]) for a, b in groups)
-    if worth_workers(len(codes)):
-        done = map_in_processes(_funds_parts, tasks, day_array, window_starts, params)
-    else:
-        done = (_funds_parts(task, day_array, window_starts, params) for task in tasks)
-    return _indicator_table([part for parts in done for part in parts])
-
-
-def _fund_starts(fund_of_row: np.ndarray) -> np.ndarray:
-    """The first row of each fund, in rows grouped by fund."""
-    if not len(fund_of_row):
-        return np.array([], dtype=int)
-    return np.flatnonzero(np.r_[True, fund_of_row[1:] != fund_of_row[:-1]])
-
-
-def _funds_parts(bars: tuple, day_array: np.ndarray, window_starts: np.ndarray, params: RuleParams) -> list[dict]:
-    """The indicator parts of consecutive funds: ``bars`` holds their codes, dates, closes and factors,
-    fund by fund, each fund's bars in date order."""
-    codes, all_dates, all_closes, all_factors = bars
     parts = []
-    for start, end in itertools.pairwise([*_fund_starts(codes), len(codes)]):
-        ts_code, dates = codes[start], all_dates[start:end]
+    for fund, (start, end) in enumerate(itertools.pairwise([*_fund_starts(fund_of_row), len(fund_of_row)])):
+        ts_code, dates = funds[fund], all_dates[start:end]
         hi = np.searchsorted(dates, day_array, side="right")
         lo = np.searchsorted(dates, window_starts, side="left")
         traded = hi > lo
@@ -156,7 +125,14 @@ def _funds_parts(bars: tuple, day_array: np.ndarray, window_starts: np.ndarray, 
         if suspended.any():
             parts.append({"ts_code": ts_code, "trade_date": day_array[suspended], "trend": 0,
                           "bars": (hi - lo)[suspended], "note": MISSING_BAR})  # fmt: skip
-    return parts
+    return _indicator_table(parts)
+
+
+def _fund_starts(fund_of_row: np.ndarray) -> np.ndarray:
+    """The first row of each fund, in rows grouped by fund."""
+    if not len(fund_of_row):
+        return np.array([], dtype=int)
+    return np.flatnonzero(np.r_[True, fund_of_row[1:] != fund_of_row[:-1]])
 
 
 def _indicator_table(parts: list[dict]) -> pd.DataFrame:
@@ -201,93 +177,61 @@ _INDICATOR_DTYPES = {
 }
 
 
-def _moving_average(
-    closes: np.ndarray, factors: np.ndarray, period: int, hi: np.ndarray, first: np.ndarray, width: int
-) -> np.ndarray:
-    """Each row's exact averages over ``period`` bars (``averages``), forward-adjusted to its day's factor; NaN
-    wherever the row has fewer than ``period`` of its own bars up to the column."""
-    sums = np.concatenate([np.zeros(width - 1, np.int64), bar_sums(closes, factors, period)])
-    windows = np.lib.stride_tricks.sliding_window_view(sums, width)[hi - 1]
-    averages = rounded_averages(windows, period, factors[hi - 1][:, None])
-    averages[np.arange(width)[None, :] < (first + period - 1)[:, None]] = np.nan
-    return averages
-
-
-def _windows_ending_at(values: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:
-    """Row r: the ``width`` values up to and including ``values[ends[r]]``, NaN before the first."""
-    padded = np.concatenate([np.full(width - 1, np.nan), values])
-    return np.lib.stride_tricks.sliding_window_view(padded, width)[ends]
-
-
-def _latest_crosses(short: np.ndarray, long: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row of the averages, the columns of the latest golden cross and death cross (0: none, as a cross
-    needs the column before it) and of the latest column on which the two averages differ (-1: none)."""
-    above, below = short > long, short < long  # False wherever an average is not defined yet
-    defined = ~(np.isnan(short) | np.isnan(long))
-    buy = _last(above[:, 1:] & ~above[:, :-1] & defined[:, :-1]) + 1  # columns of the pairs are shifted by one
-    sell = _last(below[:, 1:] & ~below[:, :-1] & defined[:, :-1]) + 1
-    return buy, sell, _last(above | below)
-
-
-def _last(mask: np.ndarray) -> np.ndarray:
-    """Per row, the column of the last True (or -1)."""
-    width = mask.shape[1]
-    if not width:  # a one-bar window has no pair of bars to cross between
-        return np.full(mask.shape[0], -1)
-    return np.where(mask.any(axis=1), width - 1 - np.argmax(mask[:, ::-1], axis=1), -1)
+def _last_index(mask: np.ndarray) -> np.ndarray:
+    """At each position, the index of the last True up to it (-1: none yet)."""
+    return np.maximum.accumulate(np.where(mask, np.arange(len(mask)), -1)) if len(mask) else np.array([], int)
 
 
 def _fund_days(ts_code, dates, closes, factors, lo: np.ndarray, hi: np.ndarray, params: RuleParams) -> dict:
     """Indicators of one fund on the days ending the windows ``[lo, hi)`` of its bars (the last bar is the
-    day's), computed for all those days at once."""
+    day's), computed for all those days at once: one pass over the bars per distinct factor of the days."""
+    rows = len(lo)
     bars = hi - lo
-    width = int(bars.max())
-    first = width - bars  # column of each row's first bar
-    # Row r holds the ``width`` bars up to the day's (NaN before the fund's first bar), as one copy
-    # of a sliding view of the fund's bars. Forward adjustment to the day's own factor: (close x factor)
-    # / factor of the day, as in the rule; each bar's product is the same in every window, so it is taken
-    # once. Rows with an unusable factor divide by it here, and are reported as such below.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        adjusted = _windows_ending_at(closes * factors, hi - 1, width)
-        day_factor = factors[hi - 1]
-        adjusted /= day_factor[:, None]
+    day_factor = factors[hi - 1]
+    products = closes * factors  # as the rule forward-adjusts: (close x factor) / factor of the day
     unusable_bar = np.isnan(factors) | (factors <= 0)
     unusable_before = np.concatenate([[0], np.cumsum(unusable_bar)])
     bad = unusable_before[hi] > unusable_before[lo]
-    # The columns before a row's first bar (older bars of the fund, or NaN) are not the day's window: each
-    # row's averages are TA-Lib's over its own bars, NaN before them, so no cross is found there.
-    ma_short = _moving_average(closes, factors, params.short, hi, first, width)
-    ma_long = _moving_average(closes, factors, params.long, hi, first, width)
-    buy, sell, apart = _latest_crosses(ma_short, ma_long)
-    rows = np.arange(len(lo))
-    # The averages' columns copied out: a column is a view that would keep its whole matrix (days x window, 6 MB
-    # a fund over a decade) alive with the part, and a worker's 50 funds' parts are held together.
-    part = {
-        "ts_code": ts_code,
-        "trade_date": dates[hi - 1],
-        "close": closes[hi - 1],
-        "adj_factor": day_factor,
-        "ma_short": ma_short[:, -1].copy(),
-        "ma_long": ma_long[:, -1].copy(),
-        "prev_ma_short": ma_short[:, -2].copy() if width > 1 else np.nan,
-        "prev_ma_long": ma_long[:, -2].copy() if width > 1 else np.nan,
-        "bars": bars,
-    }
+    sums = {period: bar_sums(closes, factors, period) for period in (params.short, params.long)}
+    # A column is defined for a row from its ``long``-th bar of the window on; a cross needs the column before it
+    # defined. Those columns' averages are the same in every window that holds them, so each is taken once.
+    defined_from = lo + params.long - 1
+    part = {name: np.full(rows, np.nan) for name in ("ma_short", "ma_long", "prev_ma_short", "prev_ma_long")}
+    buy, sell, apart = np.full(rows, -1), np.full(rows, -1), np.full(rows, -1)
+    above_at_apart = np.zeros(rows, bool)
+    _, group_of_row = np.unique(day_factor, return_inverse=True)
+    for group in range(group_of_row.max() + 1 if rows else 0):
+        members = np.flatnonzero(group_of_row == group)
+        first, stop = int(lo[members].min()), int(hi[members].max())
+        factor = day_factor[members[0]]
+        short = rounded_averages(sums[params.short][first:stop], params.short, factor)
+        long = rounded_averages(sums[params.long][first:stop], params.long, factor)
+        end = hi[members] - 1 - first  # each member's day, in the group's bars
+        for name, averages, period in (("ma_short", short, params.short), ("ma_long", long, params.long)):
+            part[name][members] = np.where(bars[members] >= period, averages[end], np.nan)
+            part[f"prev_{name}"][members] = np.where(bars[members] > period, averages[end - 1], np.nan)
+        above, below = short > long, short < long  # False where an average is NaN
+        for at, side in ((buy, above), (sell, below)):
+            latest = _last_index(np.r_[False, side[1:] & ~side[:-1]])[end]
+            at[members] = np.where(latest - 1 >= defined_from[members] - first, latest + first, -1)
+        latest = _last_index(above | below)[end]
+        valid = latest >= defined_from[members] - first
+        apart[members] = np.where(valid, latest + first, -1)
+        above_at_apart[members] = valid & above[np.maximum(latest, 0)]
+    part.update(ts_code=ts_code, trade_date=dates[hi - 1], close=closes[hi - 1], adj_factor=day_factor, bars=bars)
     for name, at in (("buy", buy), ("sell", sell)):
-        found = at > 0
-        part[f"last_{name}_date"] = np.where(
-            found, dates[np.where(found, lo + at - first, 0)], np.datetime64("NaT", "D")
-        )
-        part[f"last_{name}_close"] = np.where(found, adjusted[rows, at], np.nan)
-    above = ma_short[rows, apart] > ma_long[rows, apart]
-    part["trend"] = np.where(apart < 0, 0, np.where(above, 1, -1))
+        found = at >= 0
+        part[f"last_{name}_date"] = np.where(found, dates[np.maximum(at, 0)], np.datetime64("NaT", "D"))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            part[f"last_{name}_close"] = np.where(found, products[np.maximum(at, 0)] / day_factor, np.nan)
+    part["trend"] = np.where(apart < 0, 0, np.where(above_at_apart, 1, -1))
     if bad.any():
         for name in ("ma_short", "ma_long", "prev_ma_short", "prev_ma_long", "last_buy_close", "last_sell_close"):
             part[name] = np.where(bad, np.nan, part[name])
         for name in ("last_buy_date", "last_sell_date"):
             part[name] = np.where(bad, np.datetime64("NaT", "D"), part[name])
         part["trend"] = np.where(bad, 0, part["trend"])
-        note = np.full(len(lo), None, dtype=object)
+        note = np.full(rows, None, dtype=object)
         note[bad] = [
             no_usable_factor(dates[lo[r] + np.flatnonzero(unusable_bar[lo[r] : hi[r]])].tolist())
             for r in np.flatnonzero(bad)
