@@ -54,10 +54,13 @@ def runs_document_files(
         for run in runs:
             days = [d for d in run.traded_days if only is None or d in only]
             layout = _Layout.of(run.state, rule)
+            dates = run.frame["trade_date"].to_numpy()  # in day order
             for first in range(0, len(days), DOCUMENT_DAYS_AT_A_TIME):
                 some = days[first : first + DOCUMENT_DAYS_AT_A_TIME]
+                start = dates.searchsorted(np.datetime64(some[0]), "left")
+                span = run.frame.iloc[start : dates.searchsorted(np.datetime64(some[-1]), "right")]
                 # A copy, not a view: a view in flight would keep the run's whole table alive beside the next.
-                yield run.frame[run.frame["trade_date"].isin(pd.to_datetime(some))].copy(), some, layout
+                yield span[span["trade_date"].isin(pd.to_datetime(some))].copy(), some, layout
             del run  # before the next run is carried
 
     rendered = map_in_processes(_chunk_files, chunks()) if in_processes else map(_chunk_files, chunks())
