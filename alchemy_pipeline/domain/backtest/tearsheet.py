@@ -9,6 +9,7 @@ Fractions are rounded as the documents round them.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import math
 
@@ -61,7 +62,7 @@ def sortino(returns: np.ndarray) -> float:
 PeriodEnds = tuple[np.ndarray, np.ndarray]
 
 
-def period_ends(dates: list[str], width: int) -> PeriodEnds:
+def period_ends(dates: list[str] | np.ndarray, width: int) -> PeriodEnds:
     """The calendar periods of ``dates`` (``width`` 7: months ``YYYY-MM``, 4: years ``YYYY``) and the index of
     each one's last date."""
     periods = np.asarray(dates, dtype=f"U{width}")  # ISO dates cut to their month or year
@@ -151,9 +152,11 @@ def closed_trades(trades: list[dict], dates: list[str]) -> list[tuple[float, int
     """The net return and the bars held (from the entry's bar to the exit's, among ``dates``, the fund's bars)
     of each closed trade as published."""
     closed = [t for t in trades if t["exit_day"] is not None]
-    entries = np.searchsorted(dates, [t["entry_day"] for t in closed])
-    exits = np.searchsorted(dates, [t["exit_day"] for t in closed])
-    return [(t["return"], int(b)) for t, b in zip(closed, exits - entries, strict=True)]
+    # Bisected in the list: a fund has tens of trades and thousands of bars, not worth an array of them.
+    return [
+        (t["return"], bisect.bisect_left(dates, t["exit_day"]) - bisect.bisect_left(dates, t["entry_day"]))
+        for t in closed
+    ]
 
 
 def trade_statistics(closed: list[tuple[float, int]]) -> dict:
@@ -200,7 +203,9 @@ def tearsheet(code: str, as_of: str, equity: pd.DataFrame, start_value: float, c
     curves = {sleeve: equity[sleeve].to_numpy(float) for sleeve in SLEEVES}
     returns = {sleeve: daily_returns(curve, start_value) for sleeve, curve in curves.items()}
     sheet = {"as_of": as_of, "ts_code": code}
-    ends = {width: period_ends(dates, width) for width in (7, 4)}  # both sleeves' periods: one calendar
+    # Both sleeves' periods: one calendar, cut to months and years from one array of the dates.
+    day_array = np.asarray(dates, dtype="U10")
+    ends = {width: period_ends(day_array, width) for width in (7, 4)}
     for sleeve in SLEEVES:
         sheet[sleeve] = sleeve_tearsheet(dates, ends, curves[sleeve], returns[sleeve], start_value, as_of)
     sheet["strategy"].update(trade_statistics(closed))

@@ -43,9 +43,9 @@ def _csv(header: list[str], rows) -> bytes:
 def equity_csv(equity: pd.DataFrame) -> bytes:
     """``day,strategy,buy_and_hold``: the equity in CNY, to the fen, at each bar of the ledger's rows (dates
     and numbers: nothing to quote)."""
-    row = f"{{}},{{:.{MONEY_DIGITS}f}},{{:.{MONEY_DIGITS}f}}\r\n".format
+    row = f"%s,%.{MONEY_DIGITS}f,%.{MONEY_DIGITS}f\r\n"  # %-formatting: half the time of str.format here
     columns = (equity["day"].tolist(), equity["strategy"].tolist(), equity["buy_and_hold"].tolist())
-    body = "".join(row(*values) for values in zip(*columns, strict=True))
+    body = "".join([row % values for values in zip(*columns, strict=True)])
     return ("\ufeffday,strategy,buy_and_hold\r\n" + body).encode("utf-8")
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import bisect
 import html
 import json
-from collections.abc import Iterator, Mapping
 
 import pandas as pd
 
@@ -58,11 +57,11 @@ def series_rows(
     return frame.astype({column: "category" for column in ("ts_code", "name", "state")})
 
 
-class RunSeries(Mapping[str, dict]):
-    """The new days of every fund's data (and the portfolio's), by code: ``{"name", "series": {"dates",
-    <series>: [...]}}``, from the ``series_rows`` of each of a run's stretches of days, in day order. A fund's
-    series is built when it is asked for: a decade of 1,500 funds' series as Python lists is a gigabyte, and a
-    fund's page needs only its own; nor are the stretches joined, which would hold the decade twice."""
+class RunSeries:
+    """The new days of every fund's data (and the portfolio's), by code, from the ``series_rows`` of each of a
+    run's stretches of days. A fund's rows are taken out when its page is written: a decade of 1,500 funds'
+    series as Python lists is a gigabyte, and a fund's page needs only its own; nor are the stretches joined,
+    which would hold the decade twice."""
 
     def __init__(self, stretches: list[pd.DataFrame]):
         self._stretches = stretches
@@ -75,14 +74,9 @@ class RunSeries(Mapping[str, dict]):
             for code, rows_of_code in slices_by_code(rows["ts_code"]).items():
                 self._rows.setdefault(code, []).append((i, rows_of_code))
 
-    def __iter__(self) -> Iterator[str]:
-        yield from self._rows
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def __getitem__(self, code: str) -> dict:
-        return fund_new_days(code, self.rows(code), self.has_equity)
+    def codes(self) -> list[str]:
+        """The funds (and the portfolio) with new days, in the order of the run's first stretch that has them."""
+        return list(self._rows)
 
     def rows(self, code: str) -> pd.DataFrame:
         """A fund's ``series_rows`` of every stretch, in day order."""
