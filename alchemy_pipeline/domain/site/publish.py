@@ -361,8 +361,8 @@ def publish_tearsheets(
     empty = equity.iloc[0:0]
     trades = in_parallel(lambda fund: [(*fund, t) for t in published_trades(fund[0])], funds)
     inputs = [(code, rows.get(code, empty), listed) for (code, _), listed in zip(funds, trades, strict=True)]
-    # In the publishing process, one after another: worker processes beside the ledger's decade of equity would
-    # pass 2 GB, and threads only contend for the interpreter (1,500 funds: 9.7 s one by one, 13.4 s in threads).
+    # One after another in the publishing process: worker processes beside the ledger's decade of equity would pass
+    # 2 GB, and threads only contend for the interpreter (a third slower, RESULTS.md).
     made = [fund_tearsheet(item, as_of, cash) for item in inputs]
     pooled = [trade for _, closed, _ in made for trade in closed]
     portfolio_equity = rows.get(PORTFOLIO, empty)
