@@ -67,6 +67,8 @@ def as_published(row) -> dict:
 @settings(max_examples=60, deadline=None)
 # Found by this test: a fund whose only bar in every window is the day's (a listing day) crashed the range.
 @example(seed=79997359, short=2, extra=1, length=46, first_day=0.0, batch_days=5)
+# Found by this test: the rule rounded a NumPy pct of -3.4250000000000003 to -3.42, not as Python's round, -3.43.
+@example(seed=276, short=2, extra=3, length=30, first_day=0.0, batch_days=5)
 @given(
     seed=st.integers(0, 2**32 - 1),
     short=st.integers(2, 6),

@@ -115,8 +115,9 @@ def fund_signal(
     if not crosses:
         return Signal(state, **shown)
     since = dates[crosses[-1]]
-    # The adjusted close on the day is its close; pct is rounded as Python's round does it.
-    pct = round((close / adjusted[crosses[-1]] - 1) * 100, 2)
+    # The adjusted close on the day is its close; pct is rounded as Python's round does it (of a float: a NumPy
+    # number's round rounds its value times 100, which on a tie such as -3.4250000000000003 goes the other way).
+    pct = round(float((close / adjusted[crosses[-1]] - 1) * 100), 2)
     return Signal(state, **shown, since=since, days=(day - since).days, pct=pct)
 
 
