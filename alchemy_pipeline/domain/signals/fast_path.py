@@ -24,9 +24,9 @@ it is safe:
   time, with the rule's order of cases.
 - **Rounding.** ``pct`` is rounded by ``numbers.python_round``, Python's ``round`` for whole columns.
 - **Memory handed back.** The indicator table is assembled a column at a time from the funds' parts, and
-  the memory each column's parts held is handed back to the system at once (``domain/memory.py``):
-  with it the 1,500-fund scale run's peak is 1,788 MB (``RESULTS.md``); without it, 2,239 MB, past its
-  2 GB target.
+  the memory each column's parts held is handed back to the system at once (``infrastructure/memory.py``):
+  when the indicators were still a matrix of windows, the 1,500-fund scale run's peak was 1,788 MB with it
+  and 2,239 MB without it, past its 2 GB target (``RESULTS.md``).
 """
 
 from __future__ import annotations

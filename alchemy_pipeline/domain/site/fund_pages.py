@@ -18,13 +18,7 @@ import pandas as pd
 from alchemy_pipeline.domain.backtest import PORTFOLIO, PORTFOLIO_NAME
 from alchemy_pipeline.domain.signals.rule import State
 from alchemy_pipeline.domain.site.pages import CHARTS_LIBRARY, page_html
-from alchemy_pipeline.domain.site.report import (
-    EXECUTION_LABELS,
-    STATE_LABELS,
-    date_texts,
-    rounded,
-    texts,
-)
+from alchemy_pipeline.domain.site.report import EXECUTION_LABELS, STATE_LABELS, date_texts, rounded, texts
 from alchemy_pipeline.infrastructure.frames import slices_by_code
 
 EQUITY_DIGITS = 6

@@ -290,7 +290,8 @@ def backtest_summaries(summaries: pd.DataFrame) -> dict[str, dict]:
     return by_day
 
 
-def _figures(total, cagr, hold_total, hold_cagr) -> dict:
+def _figures(total: float | None, cagr: float | None, hold_total: float | None, hold_cagr: float | None) -> dict:
+    """A fund's (or the portfolio's) returns in all and a year's rate, of the strategy and of holding it."""
     return {
         "strategy": {"total_return": total, "cagr": cagr},
         "buy_and_hold": {"total_return": hold_total, "cagr": hold_cagr},
