@@ -147,6 +147,7 @@ def run_scenario(name, start, end, tables, universe, args, postgres=None) -> dic
         for step, (started, ended) in result.pop("steps", {}).items():
             result.setdefault("seconds_by_step", {})[step] = round(ended - started, 1)
             result.setdefault("step_peak_mb", {})[step] = tree_peak.peak_between(started, ended)
+            result.setdefault("step_cpu_s", {})[step] = tree_peak.cpu_between(started, ended)
         return result
 
 
