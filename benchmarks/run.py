@@ -147,7 +147,7 @@ def run_scenario(name, start, end, tables, universe, args, postgres=None) -> dic
         for step, (started, ended) in result.pop("steps", {}).items():
             result.setdefault("seconds_by_step", {})[step] = round(ended - started, 1)
             result.setdefault("step_peak_mb", {})[step] = tree_peak.peak_between(started, ended)
-            result.setdefault("step_cpu_s", {})[step] = tree_peak.cpu_between(started, ended)
+            result.setdefault("cpu_by_step", {})[step] = tree_peak.cpu_between(started, ended)
         return result
 
 
@@ -383,8 +383,9 @@ def pa_table(frame: pd.DataFrame, schema_of):
     return pa.Table.from_pandas(frame, schema=schema_of(frame), preserve_index=False)
 
 
-def rate_limit_note(calls_per_minute: int) -> list[str]:
-    """What the vendor's call budget alone costs the scale scenario, whatever the pipeline does."""
+def rate_limit_note(calls_per_minute: int, scale: dict) -> list[str]:
+    """What the vendor's call budget alone costs the scale scenario, whatever the pipeline does, and the
+    least the run could take on this machine after it, given the CPU its later steps used."""
     from alchemy_pipeline.domain.market.calendar import TradingCalendar
     from alchemy_pipeline.domain.market.tushare_api import PAGE_LIMIT
 
@@ -392,7 +393,7 @@ def rate_limit_note(calls_per_minute: int) -> list[str]:
     calls = math.ceil(SCALE_FUNDS * days / PAGE_LIMIT)
     # Within any 60 s at most calls_per_minute calls: N calls span at least this many whole minutes.
     floor = (math.ceil(calls / calls_per_minute) - 1) * 60
-    return [
+    lines = [
         "",
         "## The scale scenario and the vendor's call budget",
         "",
@@ -402,6 +403,18 @@ def rate_limit_note(calls_per_minute: int) -> list[str]:
         f"{calls_per_minute} calls a minute per API (`fund_adj` is fetched beside `fund_daily`, under its own "
         f"limit), {calls:,} calls span at least {floor} s, before anything else, out of the 300 s target.",
     ]
+    later_cpu = {step: cpu for step, cpu in scale.get("cpu_by_step", {}).items() if step != "etf_daily_prices"}
+    if later_cpu:
+        cores = os.cpu_count() or 1
+        cpu = sum(later_cpu.values())
+        lines += [
+            "",
+            f"The steps after the prices used {cpu:,.1f} CPU seconds in the slowest run ("
+            + ", ".join(f"`{step}` {seconds}" for step, seconds in later_cpu.items())
+            + f"). Even with all {cores} cores busy throughout, they need at least {cpu / cores:,.1f} s, so the run "
+            f"cannot take less than {floor + cpu / cores:,.1f} s on this machine.",
+        ]
+    return lines
 
 
 def main() -> None:
@@ -509,7 +522,7 @@ def main() -> None:
     for target, measured, met in [*targets(results, funds), *site_rows, *lab_rows]:
         lines.append(f"| {target} | {measured} | {'-' if met is None else 'yes' if met else 'NO'} |")
     if "scale" in results:
-        lines += rate_limit_note(args.calls_per_minute)
+        lines += rate_limit_note(args.calls_per_minute, results["scale"])
     lines += site_lines
     lines += lab_lines
     if not args.only or "backtest_growth" in args.only:
