@@ -130,11 +130,11 @@ def run_vectorbt(out: Path) -> dict:
 
 def _in_process(kind: str, out: Path) -> tuple[dict, int]:
     """Runs one side in a process of its own; its result and its peak memory with its workers (MB)."""
-    from benchmarks.memory import TreePeak
+    from benchmarks.memory import ProcessTreeSampler
 
     command = [sys.executable, "-m", "benchmarks.lab", kind, str(out)]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = TreePeak(process.pid)
+    peak = ProcessTreeSampler(process.pid)
     try:
         stdout, stderr = process.communicate(timeout=1800)
     finally:

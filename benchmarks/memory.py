@@ -23,7 +23,7 @@ def _command_line(pid: int) -> bytes | None:
         return None
 
 
-class TreePeak:
+class ProcessTreeSampler:
     """The highest total resident memory of a process and its descendants, sampled every 0.2 s (a step's
     worker processes count with the process that started them), and their CPU time so far at each sample."""
 

@@ -26,7 +26,7 @@ import pandas as pd
 
 from alchemy_pipeline.domain.market.demo_prices import DemoTushareApi
 from alchemy_pipeline.domain.market.universe import load_universe
-from benchmarks.memory import TreePeak
+from benchmarks.memory import ProcessTreeSampler
 from tests.conftest import real_data_dir
 from tests.tushare_server import VALID_TOKEN, TushareTestServer
 
@@ -130,24 +130,24 @@ def run_scenario(name, start, end, tables, universe, args, postgres=None) -> dic
             [sys.executable, "-m", "benchmarks.scenario", name, start, end, stats_url],
             env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        tree_peak = TreePeak(scenario.pid)
+        tree = ProcessTreeSampler(scenario.pid)
         try:
             stdout, stderr = scenario.communicate(timeout=args.timeout)
         except subprocess.TimeoutExpired:
             scenario.kill()
             return {"error": f"did not finish within {args.timeout} s"}
         finally:
-            tree_peak.stop()
+            tree.stop()
             server.stop()
         if scenario.returncode != 0:
             return {"error": (stderr.strip().splitlines() or ["failed"])[-1][:200]}
         result = json.loads(stdout.strip().splitlines()[-1])
         # The scenario's own exact peak, or the sampled peak of it with its worker processes, if higher.
-        result["peak_rss_mb"] = max(result["peak_rss_mb"], tree_peak.mb)
+        result["peak_rss_mb"] = max(result["peak_rss_mb"], tree.mb)
         for step, (started, ended) in result.pop("steps", {}).items():
             result.setdefault("seconds_by_step", {})[step] = round(ended - started, 1)
-            result.setdefault("step_peak_mb", {})[step] = tree_peak.peak_between(started, ended)
-            result.setdefault("cpu_by_step", {})[step] = tree_peak.cpu_between(started, ended)
+            result.setdefault("step_peak_mb", {})[step] = tree.peak_between(started, ended)
+            result.setdefault("cpu_by_step", {})[step] = tree.cpu_between(started, ended)
         return result
 
 
@@ -386,6 +386,7 @@ def pa_table(frame: pd.DataFrame, schema_of):
 def rate_limit_note(calls_per_minute: int, scale: dict) -> list[str]:
     """What the vendor's call budget alone costs the scale scenario, whatever the pipeline does, and the
     least the run could take on this machine after it, given the CPU its later steps used."""
+    from alchemy_pipeline.defs.partitions import PRICE_ASSET
     from alchemy_pipeline.domain.market.calendar import TradingCalendar
     from alchemy_pipeline.domain.market.tushare_api import PAGE_LIMIT
 
@@ -403,7 +404,7 @@ def rate_limit_note(calls_per_minute: int, scale: dict) -> list[str]:
         f"{calls_per_minute} calls a minute per API (`fund_adj` is fetched beside `fund_daily`, under its own "
         f"limit), {calls:,} calls span at least {floor} s, before anything else, out of the 300 s target.",
     ]
-    later_cpu = {step: cpu for step, cpu in scale.get("cpu_by_step", {}).items() if step != "etf_daily_prices"}
+    later_cpu = {step: cpu for step, cpu in scale.get("cpu_by_step", {}).items() if step != PRICE_ASSET}
     if later_cpu:
         cores = os.cpu_count() or 1
         cpu = sum(later_cpu.values())
